@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "daemon.h"
+#include "fd-util.h"
+
+/* Accepts per readiness event; what is left waits for the next epoll round. */
+#define ACCEPT_BATCH 64
+/* How long to stop accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM. */
+#define ACCEPT_BACKOFF_USEC (100 * USEC_PER_MSEC)
+
+void
+targets_rebuild(struct master *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		struct mworker *w = &m->workers[i];
+
+		if (w->state == WORKER_RUNNING && w->gen == m->gen)
+			for (unsigned t = 0; t < w->n_threads; t++)
+				m->targets[n++] = &w->chan[t];
+	}
+	m->n_targets = n;
+}
+
+/*
+ * The least loaded thread of a worker with room.  A thread's load counts
+ * what it was handed and has not reported closed, so a stuck worker fills up
+ * and stops being chosen.
+ */
+static struct mchannel *
+pick_target(struct master *m)
+{
+	unsigned max = m->gen->config->max_connections;
+	struct mchannel *best = NULL;
+
+	for (size_t i = 0; i < m->n_targets; i++) {
+		struct mchannel *ch = m->targets[i];
+
+		if (ch->worker->load >= max || ch->n_pending == CHANNEL_MAX_FDS)
+			continue;
+		if (!best || ch->load + ch->n_pending < best->load + best->n_pending)
+			best = ch;
+	}
+	return best;
+}
+
+void
+dispatch_fd(struct master *m, int fd, unsigned listener)
+{
+	struct mchannel *ch = pick_target(m);
+
+	if (!ch) {
+		/* Only recovered fds can get here: accept_listener checks for room first. */
+		log_warning("no worker can take a client, closing it");
+		safe_close(fd);
+		return;
+	}
+	ch->pending[ch->n_pending] = fd;
+	ch->pending_listener[ch->n_pending] = (uint8_t)listener;
+	ch->n_pending++;
+	ch->worker->load++; /* counted now, so the next pick sees it */
+	if (ch->n_pending == CHANNEL_MAX_FDS)
+		channel_flush(m, ch);
+}
+
+static void
+channel_want_out(struct master *m, struct mchannel *ch, bool want)
+{
+	if (ch->want_out == want)
+		return;
+	struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = &ch->watch };
+	if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, ch->fd, &ev) == 0)
+		ch->want_out = want;
+}
+
+/*
+ * Hand the pending fds over in one message, then a wanted DRAIN.  Our copies
+ * are closed only after sendmsg succeeded; on EAGAIN they wait for EPOLLOUT.
+ */
+void
+channel_flush(struct master *m, struct mchannel *ch)
+{
+	int r;
+
+	if (ch->n_pending > 0) {
+		r = channel_send(ch->fd, CHANNEL_FDS, 0, ch->pending, ch->pending_listener,
+				 ch->n_pending);
+		if (r == -EAGAIN) {
+			channel_want_out(m, ch, true);
+			return;
+		}
+		if (r < 0) {
+			/* Kept pending: the reaper hands them to another worker. */
+			log_error("handing clients to worker %d: %s", (int)ch->worker->pid, strerror(-r));
+			return;
+		}
+		close_many(ch->pending, ch->n_pending);
+		ch->load += (unsigned)ch->n_pending;
+		ch->n_pending = 0;
+	}
+	if (ch->drain_wanted) {
+		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, NULL, 0);
+		if (r == -EAGAIN) {
+			channel_want_out(m, ch, true);
+			return;
+		}
+		ch->drain_wanted = false;
+	}
+	channel_want_out(m, ch, false);
+}
+
+void
+flush_all(struct master *m)
+{
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		struct mworker *w = &m->workers[i];
+
+		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++)
+			if (w->chan[t].n_pending || w->chan[t].drain_wanted)
+				channel_flush(m, &w->chan[t]);
+	}
+}
+
+void
+channel_readable_master(struct master *m, struct mchannel *ch)
+{
+	struct mworker *w = ch->worker;
+	struct channel_msg msg;
+	int fds[CHANNEL_MAX_FDS];
+
+	for (;;) {
+		int r = channel_recv(ch->fd, w->gen->config->n_listeners, &msg, fds);
+		if (r == -EAGAIN || r == 0)
+			return;
+		if (r < 0) {
+			log_error("worker %d: bad message: %s", (int)w->pid, strerror(-r));
+			continue;
+		}
+		switch (msg.type) {
+		case CHANNEL_CLOSED:
+			msg.arg = MIN(msg.arg, ch->load);
+			ch->load -= msg.arg;
+			w->load -= MIN(msg.arg, w->load);
+			break;
+		case CHANNEL_READY:
+			w->ready++;
+			break;
+		default:
+			if (msg.type == CHANNEL_FDS)
+				close_many(fds, msg.count);
+			log_error("worker %d: unexpected message %u", (int)w->pid, msg.type);
+		}
+	}
+}
+
+/* Is this client on the listener's allow-lists?  Empty lists admit everyone. */
+static bool
+peer_allowed(const struct config_listener *cl, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	gid_t groups[256];
+
+	if (cl->n_allow_uids == 0 && cl->n_allow_gids == 0)
+		return true;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return false;
+	for (size_t i = 0; i < cl->n_allow_uids; i++)
+		if (cl->allow_uids[i] == cred.uid)
+			return true;
+	len = sizeof(groups);
+	if (cl->n_allow_gids == 0 || getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		len = 0;
+	for (size_t i = 0; i < cl->n_allow_gids; i++) {
+		if (cl->allow_gids[i] == cred.gid)
+			return true;
+		for (size_t k = 0; k < len / sizeof(gid_t); k++)
+			if (cl->allow_gids[i] == groups[k])
+				return true;
+	}
+	return false;
+}
+
+static void
+refuse(struct master *m, const struct config_listener *cl, int fd)
+{
+	struct ucred cred = { 0 };
+	socklen_t len = sizeof(cred);
+	uint64_t now = now_usec();
+
+	atomic_fetch_add_explicit(&status->refused, 1, memory_order_relaxed);
+	(void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+	safe_close(fd);
+	/* At most one line a second, so a flood of refused clients cannot flood the log. */
+	if (now - m->refused_logged_at < USEC_PER_SEC) {
+		m->refused_unlogged++;
+		return;
+	}
+	log_warning("listener %s: refused client uid=%u gid=%u pid=%d (not allowed)%s", cl->name,
+		    (unsigned)cred.uid, (unsigned)cred.gid, (int)cred.pid,
+		    m->refused_unlogged ? " (and more not logged)" : "");
+	m->refused_logged_at = now;
+	m->refused_unlogged = 0;
+}
+
+static unsigned
+room(const struct master *m)
+{
+	unsigned max = m->gen->config->max_connections, total = 0;
+
+	for (size_t i = 0; i < m->n_targets; i++) {
+		const struct mchannel *ch = m->targets[i];
+
+		if (ch->n_pending < CHANNEL_MAX_FDS && ch->worker->load < max)
+			total += MIN(max - ch->worker->load, (unsigned)(CHANNEL_MAX_FDS - ch->n_pending));
+	}
+	return total;
+}
+
+/*
+ * Out of descriptors or memory: the pending connection stays in the kernel
+ * backlog.  Stop polling the listeners for a moment instead of spinning on a
+ * level-triggered listener that accept() cannot serve (libuv reserves an fd
+ * for this; a pause is simpler and loses nothing).
+ */
+static void
+accept_backoff(struct master *m, int err)
+{
+	if (m->accept_resume_at == 0)
+		log_warning("accept: %s; pausing accepts for %llums", strerror(err),
+			    (unsigned long long)(ACCEPT_BACKOFF_USEC / USEC_PER_MSEC));
+	m->accept_resume_at = now_usec() + ACCEPT_BACKOFF_USEC;
+	update_polling(m);
+}
+
+void
+accept_listener(struct master *m, struct mlistener *l)
+{
+	const struct config_listener *cl = &m->gen->config->listeners[l->index];
+	unsigned avail = room(m);
+
+	for (unsigned i = 0; i < ACCEPT_BATCH && avail > 0; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			switch (errno) {
+			case EINTR:
+			case ECONNABORTED:
+			case EPROTO:
+			case EPERM:
+				continue;
+			case EAGAIN:
+				return;
+			case EMFILE:
+			case ENFILE:
+			case ENOBUFS:
+			case ENOMEM:
+				accept_backoff(m, errno);
+				return;
+			default:
+				log_error("listener %s: accept: %s", cl->name, strerror(errno));
+				accept_backoff(m, errno);
+				return;
+			}
+		}
+		if (!peer_allowed(cl, fd)) {
+			refuse(m, cl, fd);
+			continue;
+		}
+		dispatch_fd(m, fd, l->index);
+		avail--;
+	}
+}
+
+/* Poll the listeners only when a client accepted now can be handed to someone. */
+void
+update_polling(struct master *m)
+{
+	bool want = !m->stopping && m->n_targets > 0 && room(m) > 0;
+
+	if (m->accept_resume_at) {
+		if (now_usec() < m->accept_resume_at)
+			want = false;
+		else
+			m->accept_resume_at = 0;
+	}
+	for (size_t i = 0; i < m->n_listeners; i++) {
+		struct mlistener *l = &m->listeners[i];
+
+		if (l->polling == want)
+			continue;
+		struct epoll_event ev = { .events = want ? EPOLLIN : 0, .data.ptr = &l->watch };
+		if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)
+			l->polling = want;
+	}
+}

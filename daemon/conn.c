@@ -1,0 +1,498 @@
+/* SPDX-License-Identifier: MIT */
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "daemon.h"
+#include "fd-util.h"
+
+/*
+ * Stop reading a client once this much output waits for it: a client that
+ * sends but never reads cannot grow the worker's memory without bound.
+ */
+#define OUT_HIGH_WATER (256 * 1024)
+/* A service that consumes nothing from this much input is broken or attacked. */
+#define IN_MAX (1024 * 1024)
+/* Writes this large skip the cork and go straight to the socket. */
+#define DIRECT_WRITE_MIN (16 * 1024)
+/* Reads per readiness event, so one busy client cannot starve the others. */
+#define READS_PER_EVENT 4
+
+static int
+grow(uint8_t **buf, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return 0;
+	size_t ncap = MAX(need, *cap * 2);
+	ncap = MAX(ncap, 4096);
+	uint8_t *n = realloc(*buf, ncap);
+	if (!n)
+		return -ENOMEM;
+	*buf = n;
+	*cap = ncap;
+	return 0;
+}
+
+static uint64_t
+conn_timeout(const struct udsd_conn *c)
+{
+	if (c->timeout_usec)
+		return c->timeout_usec;
+	return c->thread->spec->config->listeners[c->listener].idle_timeout_usec;
+}
+
+static void
+conn_touch(struct udsd_conn *c)
+{
+	uint64_t t = conn_timeout(c);
+
+	c->deadline = t ? c->thread->now + t : 0;
+}
+
+static void
+conn_update_events(struct udsd_conn *c)
+{
+	uint32_t want = 0;
+
+	if (!c->closing && !c->eof && c->out_len - c->out_off < OUT_HIGH_WATER)
+		want |= EPOLLIN;
+	if (c->out_len > c->out_off)
+		want |= EPOLLOUT;
+	if (want == c->events)
+		return;
+	struct epoll_event ev = { .events = want, .data.ptr = c };
+	if (epoll_ctl(c->thread->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+		c->events = want;
+	else
+		c->dead = true;
+}
+
+void
+conn_free(struct udsd_conn *c)
+{
+	struct wthread *t = c->thread;
+
+	if (c->service->ops->on_close)
+		c->service->ops->on_close(c);
+	safe_close(c->fd); /* also removes it from the epoll set: nobody else holds it */
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		t->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c->in);
+	free(c->out);
+	free(c);
+	t->n_conns--;
+	t->closed_unreported++;
+	atomic_fetch_sub_explicit(&t->stats->open, 1, memory_order_relaxed);
+}
+
+/* Send queued output; seqpacket output is queued as [u32 length][message]. */
+static int
+conn_flush(struct udsd_conn *c)
+{
+	while (c->out_off < c->out_len) {
+		const uint8_t *p = c->out + c->out_off;
+		size_t len = c->out_len - c->out_off, skip = 0;
+		uint32_t mlen;
+
+		if (c->seqpacket) {
+			memcpy(&mlen, p, 4);
+			p += 4;
+			len = mlen;
+			skip = 4;
+		}
+		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			return negative_errno();
+		}
+		c->out_off += c->seqpacket ? skip + len : (size_t)n;
+	}
+	/* Empty: give the memory back, so 10k idle clients cost no buffers. */
+	free(c->out);
+	c->out = NULL;
+	c->out_off = c->out_len = c->out_cap = 0;
+	return 0;
+}
+
+static int
+queue_output(struct udsd_conn *c, const void *data, size_t len)
+{
+	size_t frame = c->seqpacket ? 4 : 0;
+
+	if (grow(&c->out, &c->out_cap, c->out_len + frame + len) < 0)
+		return -ENOMEM;
+	if (frame) {
+		uint32_t l = (uint32_t)len;
+		memcpy(c->out + c->out_len, &l, 4);
+	}
+	memcpy(c->out + c->out_len + frame, data, len);
+	c->out_len += frame + len;
+	return 0;
+}
+
+/* Try the socket directly; returns how much it took, or -errno on a real error. */
+static ssize_t
+send_direct(struct udsd_conn *c, const void *data, size_t len)
+{
+	ssize_t n;
+
+	do
+		n = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN ? 0 : negative_errno();
+	return n;
+}
+
+static int
+cork(struct wthread *t, const void *data, size_t len)
+{
+	if (grow(&t->cork, &t->cork_cap, t->cork_len + len) < 0)
+		return -ENOMEM;
+	memcpy(t->cork + t->cork_len, data, len);
+	t->cork_len += len;
+	return 0;
+}
+
+/*
+ * Small writes inside a callback are corked and leave in one send() after it;
+ * large ones, and writes with nothing queued before them, go straight to the
+ * socket; whatever the socket does not take is queued on the connection.
+ */
+int
+udsd_conn_write(struct udsd_conn *c, const void *data, size_t len)
+{
+	struct wthread *t = c->thread;
+	bool idle = c->out_len == c->out_off;
+
+	if (c->dead || len == 0)
+		return 0;
+	if (!c->seqpacket && c->in_callback && idle && (t->cork_len > 0 || len < DIRECT_WRITE_MIN))
+		return cork(t, data, len);
+	if (idle) {
+		ssize_t n = send_direct(c, data, len);
+		if (n < 0) {
+			c->dead = true; /* the client went away; the event loop closes it */
+			return 0;
+		}
+		if ((size_t)n == len)
+			return 0;
+		if (!c->seqpacket) {
+			data = (const uint8_t *)data + n;
+			len -= (size_t)n;
+		}
+	}
+	if (queue_output(c, data, len) < 0)
+		return -ENOMEM;
+	if (!c->in_callback)
+		conn_update_events(c);
+	return 0;
+}
+
+/* After a callback: one send() for everything it wrote. */
+static void
+uncork(struct udsd_conn *c)
+{
+	struct wthread *t = c->thread;
+	size_t off = 0;
+
+	if (t->cork_len == 0)
+		return;
+	if (c->out_len == c->out_off && !c->dead) {
+		ssize_t n = send_direct(c, t->cork, t->cork_len);
+		if (n < 0)
+			c->dead = true;
+		else
+			off = (size_t)n;
+	}
+	if (!c->dead && off < t->cork_len && queue_output(c, t->cork + off, t->cork_len - off) < 0)
+		c->dead = true;
+	t->cork_len = 0;
+}
+
+static void
+close_untaken_fds(struct udsd_conn *c)
+{
+	close_many(c->fds, c->n_fds);
+	c->fds = NULL;
+	c->n_fds = 0;
+}
+
+/*
+ * Hand bytes to the service and keep what it left.  data is either the
+ * thread's read buffer or c->in itself.
+ */
+static void
+deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
+{
+	ssize_t r;
+
+	c->in_callback = true;
+	r = c->service->ops->on_data(c, data, len);
+	c->in_callback = false;
+	uncork(c);
+	close_untaken_fds(c);
+	if (r < 0 || (size_t)r > len) {
+		c->closing = true;
+		c->in_len = 0;
+		return;
+	}
+	size_t left = len - (size_t)r;
+	if (c->seqpacket || left == 0) {
+		c->in_len = 0;
+	} else if (data == c->in) {
+		memmove(c->in, c->in + r, left);
+		c->in_len = left;
+	} else if (grow(&c->in, &c->in_cap, left) == 0) {
+		memcpy(c->in, data + r, left);
+		c->in_len = left;
+	} else {
+		c->dead = true;
+	}
+	if (c->in_len == 0 && c->in_cap > 0) {
+		free(c->in);
+		c->in = NULL;
+		c->in_cap = 0;
+	}
+}
+
+/* One read: >0 bytes, 0 end of file, -EAGAIN, or another -errno. */
+static ssize_t
+conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size)
+{
+	static __thread int fds[FDPASS_MAX_FDS];
+	size_t n_fds = 0;
+	ssize_t n;
+
+	if (c->service->ops->flags & UDSD_SERVICE_RECV_FDS || c->seqpacket) {
+		n = fdpass_recv(c->fd, buf, size, fds, FDPASS_MAX_FDS, &n_fds);
+		if (n >= 0) {
+			c->fds = fds;
+			c->n_fds = n_fds;
+		}
+		return n;
+	}
+	do
+		n = recv(c->fd, buf, size, 0);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? negative_errno() : n;
+}
+
+static void
+conn_readable(struct udsd_conn *c)
+{
+	struct wthread *t = c->thread;
+
+	for (int i = 0; i < READS_PER_EVENT && !c->dead && !c->closing && !c->eof; i++) {
+		uint8_t *buf = t->ibuf;
+		size_t size = sizeof(t->ibuf);
+
+		if (c->out_len - c->out_off >= OUT_HIGH_WATER)
+			break;
+		if (c->in_len > 0) {
+			if (c->in_len >= IN_MAX ||
+			    grow(&c->in, &c->in_cap, MIN(c->in_len + sizeof(t->ibuf), IN_MAX)) < 0) {
+				c->dead = true;
+				break;
+			}
+			buf = c->in + c->in_len;
+			size = c->in_cap - c->in_len;
+		}
+		ssize_t n = conn_recv(c, buf, size);
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			close_untaken_fds(c);
+			c->dead = true;
+			break;
+		}
+		if (n == 0 && c->n_fds == 0) {
+			c->eof = true;
+			break;
+		}
+		conn_touch(c);
+		if (buf == t->ibuf)
+			deliver(c, buf, (size_t)n);
+		else {
+			c->in_len += (size_t)n;
+			deliver(c, c->in, c->in_len);
+		}
+		if ((size_t)n < size)
+			break; /* the socket is very likely empty: save the EAGAIN read */
+	}
+}
+
+static void
+conn_settle(struct udsd_conn *c)
+{
+	if (!c->dead && c->out_len > c->out_off && conn_flush(c) < 0)
+		c->dead = true;
+	if (c->dead || ((c->closing || c->eof) && c->out_len == c->out_off)) {
+		conn_free(c);
+		return;
+	}
+	conn_update_events(c);
+}
+
+void
+conn_event(struct udsd_conn *c, uint32_t events)
+{
+	if (events & EPOLLIN)
+		conn_readable(c);
+	else if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLOUT))
+		c->dead = true;
+	conn_settle(c);
+}
+
+void
+conn_open(struct wthread *t, int fd, unsigned listener)
+{
+	const struct service *s = &t->spec->services[listener];
+	struct udsd_conn *c = calloc(1, sizeof(*c));
+
+	atomic_fetch_add_explicit(&t->stats->accepted, 1, memory_order_relaxed);
+	if (!c) {
+		safe_close(fd);
+		atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
+		t->closed_unreported++;
+		return;
+	}
+	*c = (struct udsd_conn){
+		.fd = fd,
+		.listener = (uint8_t)listener,
+		.seqpacket = t->spec->config->listeners[listener].type == SOCK_SEQPACKET,
+		.events = EPOLLIN,
+		.thread = t,
+		.service = s,
+		.state = t->state[listener],
+		.next = t->conns,
+	};
+	if (t->conns)
+		t->conns->prev = c;
+	t->conns = c;
+	t->n_conns++;
+	atomic_fetch_add_explicit(&t->stats->open, 1, memory_order_relaxed);
+	conn_touch(c);
+
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		conn_free(c);
+		return;
+	}
+	if (s->ops->on_open) {
+		c->in_callback = true;
+		int r = s->ops->on_open(c);
+		c->in_callback = false;
+		uncork(c);
+		if (r < 0) {
+			atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
+			c->closing = true;
+		}
+	}
+	if (t->draining)
+		conn_drain(c);
+	else
+		conn_settle(c);
+}
+
+/* The worker drains: the service finishes; without on_drain we wait for the client. */
+void
+conn_drain(struct udsd_conn *c)
+{
+	if (c->service->ops->on_drain) {
+		c->in_callback = true;
+		c->service->ops->on_drain(c);
+		c->in_callback = false;
+		uncork(c);
+	}
+	conn_settle(c);
+}
+
+void
+udsd_conn_close(struct udsd_conn *c)
+{
+	c->closing = true;
+	if (!c->in_callback)
+		conn_settle(c);
+}
+
+size_t
+udsd_conn_pending(const struct udsd_conn *c)
+{
+	return c->out_len - c->out_off + (c->in_callback ? c->thread->cork_len : 0);
+}
+
+void
+udsd_conn_set_data(struct udsd_conn *c, void *data)
+{
+	c->data = data;
+}
+
+void *
+udsd_conn_get_data(const struct udsd_conn *c)
+{
+	return c->data;
+}
+
+void *
+udsd_conn_state(const struct udsd_conn *c)
+{
+	return c->state;
+}
+
+int
+udsd_conn_peer(const struct udsd_conn *c, pid_t *ret_pid, uid_t *ret_uid, gid_t *ret_gid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return negative_errno();
+	if (ret_pid)
+		*ret_pid = cred.pid;
+	if (ret_uid)
+		*ret_uid = cred.uid;
+	if (ret_gid)
+		*ret_gid = cred.gid;
+	return 0;
+}
+
+size_t
+udsd_conn_n_fds(const struct udsd_conn *c)
+{
+	return c->n_fds;
+}
+
+int
+udsd_conn_take_fd(struct udsd_conn *c, size_t i)
+{
+	if (i >= c->n_fds || c->fds[i] < 0)
+		return -EBADF;
+	return TAKE_FD(c->fds[i]);
+}
+
+void
+udsd_conn_set_timeout(struct udsd_conn *c, unsigned long long usec)
+{
+	c->timeout_usec = usec;
+	conn_touch(c);
+}
+
+bool
+udsd_conn_draining(const struct udsd_conn *c)
+{
+	return c->thread->draining;
+}
+
+void
+udsd_conn_count_request(struct udsd_conn *c)
+{
+	atomic_fetch_add_explicit(&c->thread->stats->requests, 1, memory_order_relaxed);
+}

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The one internal header of the udsd executable.  Process roles:
+ *   main.c    master: setup, listeners, signals, reload, shutdown, sd_notify
+ *   spawn.c   master: forking workers, reaping them, recovering their fds
+ *   accept.c  master: accept, admission, hand-off to worker threads
+ *   channel.c the master<->worker-thread message format
+ *   worker.c  worker process and its threads' event loops
+ *   conn.c    a client connection inside a worker thread (the udsd_conn API)
+ *   status.c  live counters in shared memory, /status JSON
+ *   service.c built-in and loadable services
+ *   log.c     one line per event, journal-aware
+ */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <syslog.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "fdpass.h"
+#include "macro.h"
+#include "udsd.h"
+
+#ifndef UDSD_VERSION
+#define UDSD_VERSION "0"
+#endif
+
+/* log.c */
+void log_open(void);
+void log_set_level(int level);
+void log_set_prefix(const char *prefix);
+_printf_(2, 3) void log_msg(int level, const char *fmt, ...);
+_printf_(1, 2) _noreturn_ void fatalx(const char *fmt, ...);
+#define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_notice(...) log_msg(LOG_NOTICE, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+uint64_t now_usec(void);
+
+/* status.c: one shared anonymous mapping, made by the master before any fork. */
+#define STATUS_MAX_SLOTS 256
+
+struct status_thread {
+	_Atomic uint64_t open;
+	_Atomic uint64_t accepted;
+	_Atomic uint64_t requests;
+	_Atomic uint64_t refused;
+	_Atomic uint64_t heartbeat_usec;
+} __attribute__((aligned(64))); /* one cache line each: threads never share a line */
+
+struct status_worker {
+	_Atomic pid_t pid; /* 0: free slot */
+	unsigned generation;
+	unsigned index; /* position in its generation */
+	unsigned n_threads;
+	uint64_t started_usec;
+	struct status_thread threads[CONFIG_MAX_THREADS];
+};
+
+struct status {
+	pid_t master_pid;
+	uint64_t start_usec;
+	_Atomic unsigned generation;
+	_Atomic uint64_t refused; /* clients the master turned away (allow-lists) */
+	struct status_worker slots[STATUS_MAX_SLOTS];
+};
+
+extern struct status *status;
+extern const struct config *status_config; /* the listeners /status shows */
+int status_map(void);
+void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
+
+/* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
+enum channel_type {
+	CHANNEL_FDS = 1, /* m→w: count fds, listener index of each */
+	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit */
+	CHANNEL_CLOSED,  /* w→m: arg connections closed since the last report */
+	CHANNEL_READY,   /* w→m: this thread serves */
+};
+
+#define CHANNEL_MAX_FDS 64
+
+struct channel_msg {
+	uint16_t type;
+	uint16_t count;
+	uint32_t arg;
+	uint8_t listener[CHANNEL_MAX_FDS];
+};
+
+int channel_pair(int *ret_master, int *ret_worker);
+int channel_send(int fd, unsigned type, uint32_t arg, const int *fds, const uint8_t *listeners,
+		 size_t n);
+int channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
+		   struct channel_msg *ret);
+int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *fds);
+
+/* service.c */
+struct service {
+	const struct udsd_service *ops;
+	void *dl; /* dlopen handle, or NULL for a built-in */
+	struct udsd_service_config config;
+	struct udsd_kv *kv;
+};
+
+extern const struct udsd_service service_echo;
+extern const struct udsd_service service_http;
+
+int service_resolve(const struct config *c, struct service **ret, char *err, size_t errlen);
+void service_free(struct service *s, size_t n);
+
+/* worker.c */
+struct worker_spec {
+	const struct config *config;
+	const struct service *services;
+	unsigned slot;
+	unsigned generation;
+	const int *channels; /* config->threads worker ends */
+};
+
+_noreturn_ void worker_main(const struct worker_spec *spec);
+
+/* worker.c and conn.c: one worker thread and the connections it serves. */
+struct wthread {
+	const struct worker_spec *spec;
+	unsigned index;
+	pthread_t self;
+	int epfd;
+	int chan;
+	struct status_thread *stats;
+	void **state; /* per listener: what its service's init returned */
+	struct udsd_conn *conns; /* every open connection, for drain and timeouts */
+	unsigned n_conns;
+	uint32_t closed_unreported;
+	bool draining;
+	bool done;
+	uint64_t now;
+	uint64_t last_tick;
+	/* Output of the connection inside a callback, flushed with one send() after it. */
+	uint8_t *cork;
+	size_t cork_len, cork_cap;
+	uint8_t ibuf[64 * 1024];
+};
+
+struct udsd_conn {
+	int fd;
+	uint8_t listener;
+	bool seqpacket;
+	bool in_callback;
+	bool closing; /* close once the output is flushed */
+	bool eof;
+	bool dead; /* closed or failed: discard further output */
+	uint32_t events;
+	struct wthread *thread;
+	const struct service *service;
+	void *state;
+	void *data;
+	uint8_t *in; /* bytes the service left unconsumed */
+	size_t in_len, in_cap;
+	uint8_t *out; /* bytes the client has not taken yet */
+	size_t out_off, out_len, out_cap;
+	int *fds;
+	size_t n_fds;
+	uint64_t timeout_usec; /* 0: the listener's idle_timeout */
+	uint64_t deadline;
+	struct udsd_conn *prev, *next;
+};
+
+void conn_open(struct wthread *t, int fd, unsigned listener);
+void conn_event(struct udsd_conn *c, uint32_t events);
+void conn_drain(struct udsd_conn *c);
+void conn_free(struct udsd_conn *c);
+
+/* main.c, spawn.c, accept.c: the master. */
+enum watch_kind { WATCH_SIGNAL, WATCH_LISTENER, WATCH_CHANNEL };
+
+struct watch {
+	enum watch_kind kind;
+};
+
+/* A config and its resolved services; workers started with it keep it alive. */
+struct generation {
+	unsigned id;
+	unsigned refs;
+	struct config *config;
+	struct service *services;
+};
+
+struct mlistener {
+	struct watch watch;
+	unsigned index; /* in the current config: the byte a hand-off carries */
+	char *address;
+	int type;
+	int fd;
+	bool ours;      /* udsd created the file: it unlinks it at exit */
+	bool activated; /* systemd's: never unlinked, chmod'ed or re-bound */
+	bool polling;
+};
+
+struct mchannel {
+	struct watch watch;
+	struct mworker *worker;
+	int fd;   /* the master's end */
+	int peer; /* the worker's end, kept so fds it never read can be taken back */
+	unsigned load; /* clients handed over and not reported closed */
+	bool drain_wanted;
+	bool want_out;
+	size_t n_pending;
+	int pending[CHANNEL_MAX_FDS];
+	uint8_t pending_listener[CHANNEL_MAX_FDS];
+};
+
+enum worker_state { WORKER_FREE, WORKER_RUNNING, WORKER_DRAINING };
+
+struct mworker {
+	enum worker_state state;
+	pid_t pid;
+	unsigned slot; /* in status->slots and master->workers */
+	unsigned index; /* in its generation, for respawn */
+	struct generation *gen;
+	unsigned n_threads;
+	unsigned ready;
+	unsigned load;
+	uint64_t started_usec;
+	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
+	struct mchannel *chan;
+};
+
+struct master {
+	int epfd;
+	struct watch signal_watch;
+	int sigfd;
+	const char *config_file;
+	struct generation *gen;
+	struct mlistener *listeners; /* parallel to gen->config->listeners */
+	size_t n_listeners;
+	struct mworker workers[STATUS_MAX_SLOTS];
+	struct mchannel **targets; /* channels of running current workers */
+	size_t n_targets;
+	uint64_t respawn_at[CONFIG_MAX_WORKERS];
+	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
+	unsigned crashes;
+	bool activated;
+	bool stopping;
+	bool reloading;
+	bool ready_sent;
+	unsigned stop_signals;
+	uint64_t stop_deadline;
+	uint64_t accept_resume_at; /* after EMFILE and friends */
+	uint64_t next_status;
+	uint64_t watchdog_usec;
+	uint64_t next_watchdog;
+	uint64_t refused_logged_at;
+	unsigned refused_unlogged;
+	char status_text[256];
+};
+
+/* accept.c */
+void accept_listener(struct master *m, struct mlistener *l);
+void dispatch_fd(struct master *m, int fd, unsigned listener);
+void channel_flush(struct master *m, struct mchannel *ch);
+void channel_readable_master(struct master *m, struct mchannel *ch);
+void flush_all(struct master *m);
+void update_polling(struct master *m);
+void targets_rebuild(struct master *m);
+
+/* spawn.c */
+int worker_spawn(struct master *m, unsigned index);
+void worker_drain(struct master *m, struct mworker *w);
+void workers_reap(struct master *m);
+void workers_check(struct master *m);
+unsigned workers_count(const struct master *m, enum worker_state state);
+void generation_unref(struct generation *g);

@@ -1,0 +1,653 @@
+/* SPDX-License-Identifier: MIT */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "fd-util.h"
+#include "listener.h"
+#include "sockact.h"
+
+/*
+ * The master: one thread, one epoll loop.  It owns the listeners, accepts,
+ * hands clients to worker threads, and runs the lifecycle (reload, shutdown,
+ * respawn, sd_notify).  Signals arrive through a signalfd, never a handler.
+ */
+
+#define STATUS_INTERVAL_USEC USEC_PER_SEC
+
+static struct sockact_fd *activated;
+static size_t n_activated;
+
+static _noreturn_ void
+usage(int code)
+{
+	printf("Usage: udsd [OPTIONS]\n\n"
+	       "Pre-fork, multithreaded server for Unix domain sockets.\n\n"
+	       "  -c, --config FILE  configuration file (default " CONFIG_DEFAULT_FILE ")\n"
+	       "  -t, --test         check the configuration and exit\n"
+	       "  -v, --verbose      log debug messages\n"
+	       "      --version      print the version and exit\n"
+	       "  -h, --help         show this help\n");
+	exit(code);
+}
+
+static int
+listener_family(const char *address)
+{
+	return strncmp(address, "tcp:", 4) == 0 ? AF_INET : AF_UNIX;
+}
+
+/* Match a configured listener to a socket systemd passed: by name, or the only one to the only one. */
+static int
+listener_take_activated(const struct config *c, const struct config_listener *cl,
+			struct mlistener *l)
+{
+	struct sockact_fd *a = NULL;
+
+	for (size_t i = 0; i < n_activated; i++)
+		if (!activated[i].used && strcmp(activated[i].name, cl->name) == 0)
+			a = &activated[i];
+	if (!a && n_activated == 1 && c->n_listeners == 1 && !activated[0].used)
+		a = &activated[0];
+	if (!a)
+		return 0;
+	int r = listener_check_fd(a->fd, listener_family(cl->address), cl->type);
+	if (r <= 0) {
+		log_error("fd %d \"%s\": not a listening %s %s socket (listener %s)", a->fd, a->name,
+			  listener_family(cl->address) == AF_UNIX ? "Unix" : "TCP",
+			  cl->type == SOCK_STREAM ? "stream" : "seqpacket", cl->name);
+		return -EINVAL;
+	}
+	a->used = true;
+	l->fd = a->fd;
+	l->activated = true;
+	fd_set_nonblock(l->fd, true);
+	return 1;
+}
+
+static int
+listener_open(const struct config *c, const struct config_listener *cl, struct mlistener *l)
+{
+	int r;
+
+	r = listener_take_activated(c, cl, l);
+	if (r != 0)
+		return r;
+	if (cl->kind == LISTENER_TCP)
+		r = listener_open_tcp(cl->address, cl->backlog, &l->fd);
+	else
+		r = listener_open_unix(cl->address, cl->type, cl->mode, cl->owner, cl->group,
+				       cl->backlog, &l->fd);
+	if (r < 0) {
+		const char *why = r == -EADDRINUSE ? "another server is listening there" :
+				  r == -EEXIST	    ? "exists and is not a socket; not touching it" :
+				  r == -ENAMETOOLONG ? "too long for a socket address" :
+						       strerror(-r);
+		log_error("listener %s: %s: %s", cl->name, cl->address, why);
+		return r;
+	}
+	l->ours = cl->kind == LISTENER_PATH;
+	return 0;
+}
+
+static void
+listener_close(struct mlistener *l, bool unlink_file)
+{
+	if (!l->activated)
+		safe_close(l->fd);
+	if (l->ours && unlink_file)
+		(void)listener_unlink(l->address);
+	free(l->address);
+	l->fd = -EBADF;
+	l->address = NULL;
+}
+
+/* An open listener of the old set with the same address and type, to keep across a reload. */
+static struct mlistener *
+listener_find(struct mlistener *ls, size_t n, const struct config_listener *cl)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ls[i].fd >= 0 && ls[i].type == cl->type && strcmp(ls[i].address, cl->address) == 0)
+			return &ls[i];
+	return NULL;
+}
+
+/*
+ * Build the listener set for config c, keeping the sockets of old that it
+ * still names (their clients in the backlog stay queued) and applying
+ * changed permissions.  On failure nothing of old is touched.
+ */
+static int
+listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
+		struct mlistener **ret)
+{
+	struct mlistener *ls = calloc(c->n_listeners, sizeof(*ls));
+	int r = 0;
+
+	if (!ls)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_listeners; i++)
+		ls[i].fd = -EBADF;
+	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
+		const struct config_listener *cl = &c->listeners[i];
+		struct mlistener *keep = listener_find(old, n_old, cl);
+
+		ls[i].watch.kind = WATCH_LISTENER;
+		ls[i].index = (unsigned)i;
+		ls[i].type = cl->type;
+		ls[i].address = strdup(cl->address);
+		if (!ls[i].address) {
+			r = -ENOMEM;
+			break;
+		}
+		if (keep) {
+			ls[i].fd = keep->fd;
+			ls[i].ours = keep->ours;
+			ls[i].activated = keep->activated;
+			continue;
+		}
+		r = listener_open(c, cl, &ls[i]);
+	}
+	if (r < 0) {
+		for (size_t i = 0; i < c->n_listeners; i++)
+			if (!listener_find(old, n_old, &c->listeners[i]))
+				listener_close(&ls[i], true);
+			else
+				free(ls[i].address);
+		free(ls);
+		return r;
+	}
+	*ret = ls;
+	return 0;
+}
+
+/* Permissions of kept socket files follow the new config (ours only: systemd's are systemd's). */
+static void
+listeners_apply_perms(const struct config *c, struct mlistener *ls)
+{
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		const struct config_listener *cl = &c->listeners[i];
+		int r;
+
+		if (!ls[i].ours || ls[i].activated)
+			continue;
+		r = listener_set_perms(cl->address, cl->mode, cl->owner, cl->group);
+		if (r < 0)
+			log_error("listener %s: setting owner and mode of %s: %s", cl->name,
+				  cl->address, strerror(-r));
+	}
+}
+
+/* Swap in a new listener set: register the new, close what the new set does not keep. */
+static void
+listeners_install(struct master *m, struct mlistener *ls, size_t n)
+{
+	for (size_t i = 0; i < m->n_listeners; i++) {
+		struct mlistener *old = &m->listeners[i];
+		bool kept = false;
+
+		for (size_t k = 0; k < n; k++)
+			kept |= ls[k].fd == old->fd;
+		if (kept) {
+			epoll_ctl(m->epfd, EPOLL_CTL_DEL, old->fd, NULL);
+			free(old->address);
+		} else {
+			listener_close(old, true);
+		}
+	}
+	free(m->listeners);
+	m->listeners = ls;
+	m->n_listeners = n;
+	for (size_t i = 0; i < n; i++) {
+		struct epoll_event ev = { .events = 0, .data.ptr = &ls[i].watch };
+		ls[i].polling = false;
+		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, ls[i].fd, &ev) < 0)
+			log_error("epoll_ctl: %s", strerror(errno));
+	}
+}
+
+static struct generation *
+generation_new(struct master *m, struct config *c, struct service *s)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->id = m->gen ? m->gen->id + 1 : 1;
+	g->refs = 1; /* the master's own reference while it is current */
+	g->config = c;
+	g->services = s;
+	return g;
+}
+
+static int
+config_read(const char *file, struct config **ret_c, struct service **ret_s)
+{
+	char err[512];
+	struct config *c;
+	struct service *s;
+	int r;
+
+	r = config_load(file, &c, err, sizeof(err));
+	if (r >= 0) {
+		r = service_resolve(c, &s, err, sizeof(err));
+		if (r < 0)
+			config_free(c);
+	}
+	if (r < 0) {
+		log_error("%s", err);
+		return r;
+	}
+	*ret_c = c;
+	*ret_s = s;
+	return 0;
+}
+
+static void
+notify_status(struct master *m, bool force)
+{
+	uint64_t open, accepted, now = now_usec();
+	unsigned workers;
+	char text[256];
+
+	if (!force && now < m->next_status)
+		return;
+	m->next_status = now + STATUS_INTERVAL_USEC;
+	status_totals(&open, &accepted, &workers);
+	snprintf(text, sizeof(text), "%s%u workers (generation %u), %llu open, %llu served%s",
+		 m->stopping ? "stopping: " : "", workers, m->gen->id, (unsigned long long)open,
+		 (unsigned long long)accepted, m->crashes ? ", workers crashed" : "");
+	if (strcmp(text, m->status_text) == 0)
+		return;
+	snprintf(m->status_text, sizeof(m->status_text), "%s", text);
+	sd_notifyf(0, "STATUS=%s", text);
+}
+
+static unsigned
+ready_threads(const struct master *m, unsigned *ret_total)
+{
+	unsigned ready = 0, total = 0;
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct mworker *w = &m->workers[i];
+
+		if (w->state != WORKER_RUNNING || w->gen != m->gen)
+			continue;
+		ready += w->ready;
+		total += w->n_threads;
+	}
+	*ret_total = total;
+	return ready;
+}
+
+/* READY=1 once every thread of the current generation serves, at start and after a reload. */
+static void
+notify_ready(struct master *m)
+{
+	unsigned total, ready = ready_threads(m, &total);
+
+	if (m->ready_sent || m->stopping || ready < total ||
+	    total < m->gen->config->workers * m->gen->config->threads)
+		return;
+	m->ready_sent = true;
+	if (m->reloading)
+		log_info("reloaded: generation %u serves", m->gen->id);
+	else
+		log_info("ready: %u workers x %u threads", m->gen->config->workers,
+			 m->gen->config->threads);
+	m->reloading = false;
+	sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());
+	notify_status(m, true);
+}
+
+static void
+notify_reloading(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		   (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+}
+
+/* Every current worker's threads ticked recently: only then does the watchdog get fed. */
+static bool
+workers_healthy(const struct master *m)
+{
+	uint64_t now = now_usec();
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct mworker *w = &m->workers[i];
+		const struct status_worker *sw = &status->slots[i];
+
+		if (w->state != WORKER_RUNNING || w->ready < w->n_threads)
+			continue;
+		for (unsigned t = 0; t < w->n_threads; t++) {
+			uint64_t hb = atomic_load_explicit((_Atomic uint64_t *)&sw->threads[t].heartbeat_usec,
+							   memory_order_relaxed);
+			if (now > hb + 3 * USEC_PER_SEC)
+				return false;
+		}
+	}
+	return true;
+}
+
+static void
+watchdog_feed(struct master *m)
+{
+	uint64_t now = now_usec();
+
+	if (!m->watchdog_usec || now < m->next_watchdog)
+		return;
+	m->next_watchdog = now + m->watchdog_usec / 2;
+	if (workers_healthy(m))
+		sd_notify(0, "WATCHDOG=1");
+	else
+		log_warning("a worker is not responding; not feeding the watchdog");
+}
+
+static void
+reload(struct master *m)
+{
+	struct config *c;
+	struct service *s;
+	struct mlistener *ls;
+	struct generation *g;
+
+	log_info("reloading %s", m->config_file);
+	notify_reloading();
+	if (config_read(m->config_file, &c, &s) < 0)
+		goto fail;
+	if (listeners_build(c, m->listeners, m->n_listeners, &ls) < 0) {
+		service_free(s, c->n_listeners);
+		config_free(c);
+		goto fail;
+	}
+	g = generation_new(m, c, s);
+	if (!g) {
+		log_error("reload: out of memory");
+		goto fail;
+	}
+	listeners_install(m, ls, c->n_listeners);
+	listeners_apply_perms(c, ls);
+
+	struct generation *old = m->gen;
+	m->gen = g;
+	atomic_store(&status->generation, g->id);
+	status_config = c;
+	memset(m->respawn_at, 0, sizeof(m->respawn_at));
+	memset(m->backoff_usec, 0, sizeof(m->backoff_usec));
+	m->crashes = 0;
+	m->ready_sent = false;
+	m->reloading = true;
+	/* New workers take clients at once: their channels queue fds until they run. */
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		if (m->workers[i].gen == old)
+			worker_drain(m, &m->workers[i]);
+	generation_unref(old);
+	workers_check(m);
+	notify_ready(m);
+	return;
+fail:
+	log_error("reload failed; still serving generation %u", m->gen->id);
+	snprintf(m->status_text, sizeof(m->status_text), "reload failed, see the log");
+	sd_notifyf(0, "READY=1\nSTATUS=reload failed (generation %u serves), see the log",
+		   m->gen->id);
+}
+
+static void
+stop(struct master *m, int sig)
+{
+	if (m->stopping) {
+		/* A second SIGINT or SIGTERM: no more waiting. */
+		log_notice("%s again: stopping now", sigabbrev_np(sig));
+		m->stop_deadline = 0;
+		return;
+	}
+	log_info("%s: stopping, waiting up to %llums for clients", sigabbrev_np(sig),
+		 (unsigned long long)(m->gen->config->shutdown_timeout_usec / USEC_PER_MSEC));
+	sd_notify(0, "STOPPING=1");
+	m->stopping = true;
+	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
+	update_polling(m);
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		worker_drain(m, &m->workers[i]);
+	notify_status(m, true);
+}
+
+static void
+signal_readable(struct master *m)
+{
+	struct signalfd_siginfo si;
+
+	while (read(m->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGTERM:
+		case SIGINT:
+			stop(m, (int)si.ssi_signo);
+			break;
+		case SIGHUP:
+			if (!m->stopping)
+				reload(m);
+			break;
+		case SIGCHLD:
+			workers_reap(m);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static int
+next_timeout_ms(const struct master *m)
+{
+	uint64_t now = now_usec(), next = now + USEC_PER_SEC;
+
+	for (unsigned i = 0; i < m->gen->config->workers; i++)
+		if (m->respawn_at[i] > now)
+			next = MIN(next, m->respawn_at[i]);
+	if (m->accept_resume_at)
+		next = MIN(next, m->accept_resume_at);
+	if (m->stopping)
+		next = MIN(next, m->stop_deadline);
+	if (m->watchdog_usec)
+		next = MIN(next, m->next_watchdog);
+	return next <= now ? 0 : (int)((next - now + 999) / 1000);
+}
+
+static void
+dispatch_event(struct master *m, struct epoll_event *ev)
+{
+	struct watch *w = ev->data.ptr;
+
+	switch (w->kind) {
+	case WATCH_SIGNAL:
+		signal_readable(m);
+		break;
+	case WATCH_LISTENER:
+		accept_listener(m, (struct mlistener *)w);
+		break;
+	case WATCH_CHANNEL: {
+		struct mchannel *ch = (struct mchannel *)w;
+		if (ev->events & EPOLLIN)
+			channel_readable_master(m, ch);
+		if (ev->events & EPOLLOUT && ch->worker->state != WORKER_FREE)
+			channel_flush(m, ch);
+		break;
+	}
+	}
+}
+
+static void
+loop(struct master *m)
+{
+	struct epoll_event events[64];
+
+	while (!(m->stopping && workers_count(m, WORKER_FREE) == STATUS_MAX_SLOTS)) {
+		int n = epoll_wait(m->epfd, events, ELEMENTSOF(events), next_timeout_ms(m));
+		if (n < 0 && errno != EINTR)
+			fatalx("epoll_wait: %s", strerror(errno));
+		for (int i = 0; i < n; i++) {
+			dispatch_event(m, &events[i]);
+			/* A reaped worker frees its channels: later events may point at them. */
+			if (((struct watch *)events[i].data.ptr)->kind == WATCH_SIGNAL)
+				break;
+		}
+		flush_all(m);
+		workers_check(m);
+		update_polling(m);
+		notify_ready(m);
+		notify_status(m, false);
+		watchdog_feed(m);
+		if (m->stopping && now_usec() >= m->stop_deadline)
+			for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+				if (m->workers[i].state != WORKER_FREE)
+					kill(m->workers[i].pid, SIGKILL);
+	}
+}
+
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		log_debug("raised the open file limit to %llu", (unsigned long long)rl.rlim_max);
+}
+
+static int
+signals_setup(struct master *m)
+{
+	sigset_t mask;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGPIPE);
+	sigaddset(&mask, SIGUSR1);
+	/* Blocked before any fork: workers inherit the mask, so no thread takes a signal. */
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return negative_errno();
+	m->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (m->sigfd < 0)
+		return negative_errno();
+	m->signal_watch.kind = WATCH_SIGNAL;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &m->signal_watch };
+	if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->sigfd, &ev) < 0)
+		return negative_errno();
+	return 0;
+}
+
+static void
+cleanup(struct master *m)
+{
+	for (size_t i = 0; i < m->n_listeners; i++)
+		listener_close(&m->listeners[i], true);
+	free(m->listeners);
+	free(m->targets);
+	generation_unref(m->gen);
+	sockact_free(activated, n_activated);
+	safe_close(m->sigfd);
+	safe_close(m->epfd);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },	    { "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },	    { 0 },
+	};
+	static struct master master;
+	struct master *m = &master;
+	struct config *c;
+	struct service *s;
+	struct mlistener *ls;
+	bool test = false;
+	int opt, r;
+
+	m->config_file = CONFIG_DEFAULT_FILE;
+	while ((opt = getopt_long(argc, argv, "c:tvh", options, NULL)) >= 0)
+		switch (opt) {
+		case 'c':
+			m->config_file = optarg;
+			break;
+		case 't':
+			test = true;
+			break;
+		case 'v':
+			log_set_level(LOG_DEBUG);
+			break;
+		case 'h':
+			usage(EXIT_SUCCESS);
+		case 'V':
+			printf("udsd %s\n", UDSD_VERSION);
+			return EXIT_SUCCESS;
+		default:
+			usage(2);
+		}
+	if (optind < argc)
+		usage(2);
+	log_open();
+	if (config_read(m->config_file, &c, &s) < 0)
+		return EXIT_FAILURE;
+	if (test) {
+		printf("%s: configuration OK\n", m->config_file);
+		service_free(s, c->n_listeners);
+		config_free(c);
+		return EXIT_SUCCESS;
+	}
+
+	m->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (m->epfd < 0 || signals_setup(m) < 0)
+		fatalx("setting up the event loop: %s", strerror(errno));
+	raise_fd_limit();
+	r = status_map();
+	m->targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->targets));
+	if (r < 0 || !m->targets)
+		fatalx("out of memory");
+	r = sockact_take(&activated, &n_activated);
+	if (r < 0)
+		fatalx("reading sockets passed by systemd: %s", strerror(-r));
+	m->activated = r > 0;
+	m->gen = generation_new(m, c, s);
+	if (!m->gen)
+		fatalx("out of memory");
+	atomic_store(&status->generation, m->gen->id);
+	status_config = c;
+	if (listeners_build(c, NULL, 0, &ls) < 0) {
+		cleanup(m);
+		return EXIT_FAILURE;
+	}
+	listeners_install(m, ls, c->n_listeners);
+	for (size_t i = 0; i < n_activated; i++)
+		if (!activated[i].used)
+			log_warning("socket \"%s\" from systemd matches no listener; ignoring it",
+				    activated[i].name);
+	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
+		m->watchdog_usec = 0;
+
+	for (size_t i = 0; i < c->n_listeners; i++)
+		log_info("listener %s: %s (%s)%s", c->listeners[i].name, c->listeners[i].address,
+			 s[i].ops->name, m->listeners[i].activated ? ", from systemd" : "");
+	workers_check(m);
+	loop(m);
+	cleanup(m);
+	log_info("stopped");
+	return EXIT_SUCCESS;
+}

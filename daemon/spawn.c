@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: MIT */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "fd-util.h"
+
+/* Respawn delay after a crash: doubles from the first to the last, reset after a stable minute. */
+#define BACKOFF_FIRST_USEC (100 * USEC_PER_MSEC)
+#define BACKOFF_MAX_USEC (10 * USEC_PER_SEC)
+#define STABLE_USEC (60 * USEC_PER_SEC)
+/* A thread that has not ticked for this long is hung: its worker is killed and replaced. */
+#define HUNG_USEC (10 * USEC_PER_SEC)
+
+void
+generation_unref(struct generation *g)
+{
+	if (!g || --g->refs > 0)
+		return;
+	service_free(g->services, g->config->n_listeners);
+	config_free(g->config);
+	free(g);
+}
+
+unsigned
+workers_count(const struct master *m, enum worker_state state)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		n += m->workers[i].state == state;
+	return n;
+}
+
+static int
+cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* In a new worker: close every fd but stdio and this worker's channel ends. */
+static void
+close_inherited(const struct mworker *w)
+{
+	int keep[CONFIG_MAX_THREADS + 1];
+	unsigned n = 0, from = 3;
+
+	for (unsigned t = 0; t < w->n_threads; t++)
+		keep[n++] = w->chan[t].peer;
+	qsort(keep, n, sizeof(int), cmp_int);
+	keep[n] = -1;
+	for (unsigned i = 0; i <= n; i++) {
+		unsigned to = keep[i] < 0 ? ~0U : (unsigned)keep[i] - 1;
+		if (keep[i] < 0 || (unsigned)keep[i] > from)
+			close_range(from, to, 0);
+		if (keep[i] >= 0)
+			from = (unsigned)keep[i] + 1;
+	}
+}
+
+static _noreturn_ void
+worker_child(struct master *m, struct mworker *w)
+{
+	int channels[CONFIG_MAX_THREADS];
+	struct worker_spec spec = {
+		.config = w->gen->config,
+		.services = w->gen->services,
+		.slot = w->slot,
+		.generation = w->gen->id,
+		.channels = channels,
+	};
+
+	(void)m;
+	close_inherited(w);
+	for (unsigned t = 0; t < w->n_threads; t++)
+		channels[t] = w->chan[t].peer;
+	worker_main(&spec);
+}
+
+static void
+channels_close(struct mworker *w)
+{
+	for (unsigned t = 0; w->chan && t < w->n_threads; t++) {
+		safe_close(w->chan[t].fd);
+		safe_close(w->chan[t].peer);
+	}
+	free(w->chan);
+	w->chan = NULL;
+}
+
+static int
+channels_open(struct master *m, struct mworker *w)
+{
+	w->chan = calloc(w->n_threads, sizeof(*w->chan));
+	if (!w->chan)
+		return -ENOMEM;
+	for (unsigned t = 0; t < w->n_threads; t++)
+		w->chan[t] = (struct mchannel){ .watch.kind = WATCH_CHANNEL, .worker = w,
+						.fd = -EBADF, .peer = -EBADF };
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		struct mchannel *ch = &w->chan[t];
+		int r = channel_pair(&ch->fd, &ch->peer);
+		if (r < 0)
+			return r;
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &ch->watch };
+		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, ch->fd, &ev) < 0)
+			return negative_errno();
+	}
+	return 0;
+}
+
+int
+worker_spawn(struct master *m, unsigned index)
+{
+	struct mworker *w = NULL;
+	int r;
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS && !w; i++)
+		if (m->workers[i].state == WORKER_FREE)
+			w = &m->workers[i];
+	if (!w)
+		return -EAGAIN;
+	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = m->gen,
+			       .n_threads = m->gen->config->threads, .started_usec = now_usec() };
+	r = channels_open(m, w);
+	if (r < 0) {
+		channels_close(w);
+		return r;
+	}
+
+	struct status_worker *sw = &status->slots[w->slot];
+	memset(sw, 0, sizeof(*sw));
+	sw->generation = m->gen->id;
+	sw->index = index;
+	sw->n_threads = w->n_threads;
+	sw->started_usec = w->started_usec;
+
+	pid_t pid = fork();
+	if (pid < 0) {
+		r = negative_errno();
+		channels_close(w);
+		return r;
+	}
+	if (pid == 0)
+		worker_child(m, w);
+
+	w->pid = pid;
+	w->state = WORKER_RUNNING;
+	m->gen->refs++;
+	atomic_store(&sw->pid, pid);
+	targets_rebuild(m);
+	log_debug("worker %u.%u started as pid %d", m->gen->id, index, (int)pid);
+	return 0;
+}
+
+/* Take no more clients; the worker finishes what it has and exits. */
+void
+worker_drain(struct master *m, struct mworker *w)
+{
+	if (w->state != WORKER_RUNNING)
+		return;
+	w->state = WORKER_DRAINING;
+	w->kill_at = now_usec() + w->gen->config->shutdown_timeout_usec;
+	targets_rebuild(m);
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		w->chan[t].drain_wanted = true;
+		channel_flush(m, &w->chan[t]);
+	}
+}
+
+/* The config index of a listener, from a worker's generation to the current one. */
+static int
+listener_remap(const struct master *m, const struct generation *from, unsigned index)
+{
+	const struct config_listener *l;
+
+	if (from == m->gen)
+		return (int)index;
+	l = config_find_listener(m->gen->config, from->config->listeners[index].name);
+	return l ? (int)(l - m->gen->config->listeners) : -1;
+}
+
+/*
+ * A worker died.  Clients still in its channels were never served: the
+ * pending ones never left, and the ones in the socket it never read we can
+ * read back through the end we kept.  Hand them all to the living.
+ */
+static void
+worker_recover(struct master *m, struct mworker *w)
+{
+	unsigned recovered = 0;
+
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		struct mchannel *ch = &w->chan[t];
+		struct channel_msg msg;
+		int fds[CHANNEL_MAX_FDS];
+
+		for (size_t i = 0; i < ch->n_pending; i++) {
+			int l = listener_remap(m, w->gen, ch->pending_listener[i]);
+			if (l < 0 || m->stopping)
+				safe_close(ch->pending[i]);
+			else
+				dispatch_fd(m, ch->pending[i], (unsigned)l), recovered++;
+		}
+		ch->n_pending = 0;
+		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0) {
+			if (msg.type != CHANNEL_FDS)
+				continue;
+			for (size_t i = 0; i < msg.count; i++) {
+				int l = listener_remap(m, w->gen, msg.listener[i]);
+				if (l < 0 || m->stopping)
+					safe_close(fds[i]);
+				else
+					dispatch_fd(m, fds[i], (unsigned)l), recovered++;
+			}
+		}
+	}
+	if (recovered)
+		log_notice("handed %u unserved client(s) of worker %d to other workers", recovered,
+			   (int)w->pid);
+}
+
+static void
+schedule_respawn(struct master *m, struct mworker *w, uint64_t now)
+{
+	uint64_t *b = &m->backoff_usec[w->index];
+
+	if (now - w->started_usec >= STABLE_USEC)
+		*b = 0;
+	*b = *b ? MIN(*b * 2, BACKOFF_MAX_USEC) : BACKOFF_FIRST_USEC;
+	m->respawn_at[w->index] = now + *b;
+	m->crashes++;
+	if (*b >= BACKOFF_MAX_USEC)
+		log_error("worker %u crash loop: respawning every %llus", w->index,
+			  (unsigned long long)(*b / USEC_PER_SEC));
+}
+
+static void
+worker_exited(struct master *m, struct mworker *w, int wstatus)
+{
+	bool expected = w->state == WORKER_DRAINING || m->stopping;
+	bool clean = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
+	uint64_t now = now_usec();
+
+	if (WIFSIGNALED(wstatus))
+		log_msg(expected ? LOG_NOTICE : LOG_ERR, "worker %d killed by signal %s", (int)w->pid,
+			sigabbrev_np(WTERMSIG(wstatus)));
+	else
+		log_msg(clean && expected ? LOG_INFO : LOG_ERR, "worker %d exited with status %d",
+			(int)w->pid, WEXITSTATUS(wstatus));
+	atomic_store(&status->slots[w->slot].pid, 0);
+	w->state = WORKER_FREE;
+	targets_rebuild(m);
+	worker_recover(m, w);
+	if (!expected && w->gen == m->gen && w->index < m->gen->config->workers)
+		schedule_respawn(m, w, now);
+	channels_close(w);
+	generation_unref(w->gen);
+	w->gen = NULL;
+	w->pid = 0;
+}
+
+void
+workers_reap(struct master *m)
+{
+	for (;;) {
+		int wstatus;
+		pid_t pid = waitpid(-1, &wstatus, WNOHANG);
+
+		if (pid <= 0)
+			return;
+		for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+			if (m->workers[i].state != WORKER_FREE && m->workers[i].pid == pid) {
+				worker_exited(m, &m->workers[i], wstatus);
+				break;
+			}
+	}
+}
+
+static bool
+index_running(const struct master *m, unsigned index)
+{
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		if (m->workers[i].state == WORKER_RUNNING && m->workers[i].gen == m->gen &&
+		    m->workers[i].index == index)
+			return true;
+	return false;
+}
+
+/* A worker that is hung, or draining past its deadline, is killed. */
+static void
+worker_check_alive(struct mworker *w, uint64_t now)
+{
+	struct status_worker *sw = &status->slots[w->slot];
+
+	if (w->state == WORKER_DRAINING && now >= w->kill_at) {
+		log_warning("worker %d still has %u client(s) after the shutdown timeout, killing it",
+			    (int)w->pid, w->load);
+		kill(w->pid, SIGKILL);
+		return;
+	}
+	if (w->ready < w->n_threads)
+		return;
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		uint64_t hb = atomic_load_explicit(&sw->threads[t].heartbeat_usec, memory_order_relaxed);
+		if (hb && now > hb + HUNG_USEC) {
+			log_error("worker %d thread %u hung for %llus, killing it", (int)w->pid, t,
+				  (unsigned long long)((now - hb) / USEC_PER_SEC));
+			kill(w->pid, SIGKILL);
+			return;
+		}
+	}
+}
+
+/* Once per loop: respawn what is due, kill what hangs or overstays. */
+void
+workers_check(struct master *m)
+{
+	uint64_t now = now_usec();
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		if (m->workers[i].state != WORKER_FREE)
+			worker_check_alive(&m->workers[i], now);
+	if (m->stopping)
+		return;
+	for (unsigned i = 0; i < m->gen->config->workers; i++) {
+		if (index_running(m, i) || now < m->respawn_at[i])
+			continue;
+		int r = worker_spawn(m, i);
+		if (r < 0) {
+			log_error("cannot start worker %u: %s", i, strerror(-r));
+			m->respawn_at[i] = now + BACKOFF_MAX_USEC;
+		}
+	}
+}

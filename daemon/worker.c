@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: MIT */
+#include <grp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "fd-util.h"
+
+/*
+ * A worker process runs config->threads threads.  Each owns an epoll set and
+ * its own channel to the master, so an fd reaches its thread with no lock and
+ * no shared queue.  Threads share nothing but the read-only config, the
+ * service code and their counters in shared memory.
+ */
+
+#define TICK_USEC USEC_PER_SEC
+#define MAX_EVENTS 256
+
+/* The channel's epoll tag: any pointer that is not a connection. */
+static char channel_tag;
+
+static void
+report_closed(struct wthread *t)
+{
+	if (t->closed_unreported == 0)
+		return;
+	/* EAGAIN: the master is behind; the count is sent with the next report. */
+	if (channel_send(t->chan, CHANNEL_CLOSED, t->closed_unreported, NULL, NULL, 0) == 0)
+		t->closed_unreported = 0;
+}
+
+static void
+thread_drain(struct wthread *t)
+{
+	if (t->draining)
+		return;
+	t->draining = true;
+	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
+		next = c->next;
+		conn_drain(c);
+	}
+}
+
+static void
+channel_readable(struct wthread *t)
+{
+	const size_t n_listeners = t->spec->config->n_listeners;
+	struct channel_msg m;
+	int fds[CHANNEL_MAX_FDS];
+
+	for (;;) {
+		int r = channel_recv(t->chan, n_listeners, &m, fds);
+		if (r == -EAGAIN)
+			return;
+		if (r == 0) {
+			/* The master is gone: nobody will hand us clients or reap us. */
+			t->done = true;
+			return;
+		}
+		if (r < 0) {
+			log_error("thread %u: bad message from master: %s", t->index, strerror(-r));
+			continue;
+		}
+		switch (m.type) {
+		case CHANNEL_FDS:
+			for (size_t i = 0; i < m.count; i++)
+				conn_open(t, fds[i], m.listener[i]);
+			break;
+		case CHANNEL_DRAIN:
+			thread_drain(t);
+			break;
+		default:
+			log_error("thread %u: unexpected message %u from master", t->index, m.type);
+		}
+	}
+}
+
+/* Once a second: idle and header timeouts, and the heartbeat the master watches. */
+static void
+thread_tick(struct wthread *t)
+{
+	t->last_tick = t->now;
+	atomic_store_explicit(&t->stats->heartbeat_usec, t->now, memory_order_relaxed);
+	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->deadline && c->deadline <= t->now)
+			conn_free(c);
+	}
+}
+
+static int
+thread_setup(struct wthread *t)
+{
+	const struct worker_spec *spec = t->spec;
+	const struct config *config = spec->config;
+	int r;
+
+	t->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (t->epfd < 0)
+		return negative_errno();
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &channel_tag };
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->chan, &ev) < 0)
+		return negative_errno();
+	t->state = calloc(config->n_listeners, sizeof(void *));
+	if (!t->state)
+		return -ENOMEM;
+	for (size_t i = 0; i < config->n_listeners; i++) {
+		const struct service *s = &spec->services[i];
+		if (s->ops->init && (r = s->ops->init(&s->config, &t->state[i])) < 0) {
+			log_error("listener %s: service %s: init failed: %s",
+				  config->listeners[i].name, s->ops->name, strerror(-r));
+			return r;
+		}
+	}
+	t->now = now_usec();
+	atomic_store_explicit(&t->stats->heartbeat_usec, t->now, memory_order_relaxed);
+	return channel_send(t->chan, CHANNEL_READY, 0, NULL, NULL, 0);
+}
+
+static void
+thread_teardown(struct wthread *t)
+{
+	const struct worker_spec *spec = t->spec;
+
+	while (t->conns)
+		conn_free(t->conns);
+	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
+		if (spec->services[i].ops->fini)
+			spec->services[i].ops->fini(t->state[i]);
+	free(t->state);
+	free(t->cork);
+	safe_close(t->epfd);
+	safe_close(t->chan);
+}
+
+static void *
+thread_run(void *userdata)
+{
+	struct wthread *t = userdata;
+	struct epoll_event events[MAX_EVENTS];
+	int r;
+
+	r = thread_setup(t);
+	if (r < 0) {
+		/* A worker that cannot serve on every thread is no worker: the master respawns it. */
+		log_error("thread %u: setup failed: %s", t->index, strerror(-r));
+		_exit(EXIT_FAILURE);
+	}
+	while (!t->done) {
+		int n = epoll_wait(t->epfd, events, MAX_EVENTS, (int)(TICK_USEC / USEC_PER_MSEC));
+		if (n < 0 && errno != EINTR) {
+			log_error("thread %u: epoll_wait: %s", t->index, strerror(errno));
+			break;
+		}
+		t->now = now_usec();
+		for (int i = 0; i < n; i++) {
+			if (events[i].data.ptr == &channel_tag)
+				channel_readable(t);
+			else
+				conn_event(events[i].data.ptr, events[i].events);
+		}
+		report_closed(t);
+		if (t->now - t->last_tick >= TICK_USEC)
+			thread_tick(t);
+		if (t->draining && t->n_conns == 0)
+			t->done = true;
+	}
+	report_closed(t);
+	thread_teardown(t);
+	return NULL;
+}
+
+/*
+ * Workers need no privilege after the master bound the sockets: drop to the
+ * configured user for good, and prove that it cannot be regained.
+ */
+static void
+drop_privileges(const struct config *c)
+{
+	if (geteuid() != 0 || (c->user == (uid_t)-1 && c->group == (gid_t)-1))
+		return;
+	gid_t gid = c->group != (gid_t)-1 ? c->group : getgid();
+	if (setgroups(1, &gid) < 0 || setresgid(gid, gid, gid) < 0)
+		fatalx("setgid %u: %s", (unsigned)gid, strerror(errno));
+	if (c->user != (uid_t)-1 && setresuid(c->user, c->user, c->user) < 0)
+		fatalx("setuid %u: %s", (unsigned)c->user, strerror(errno));
+	if (c->user != (uid_t)-1 && c->user != 0 && (setuid(0) == 0 || seteuid(0) == 0))
+		fatalx("could regain root after dropping privileges");
+}
+
+void
+worker_main(const struct worker_spec *spec)
+{
+	const struct config *config = spec->config;
+	struct status_worker *sw = &status->slots[spec->slot];
+	struct wthread *threads;
+	char prefix[32];
+	pid_t master = status->master_pid;
+	int failed = 0;
+
+	snprintf(prefix, sizeof(prefix), "worker %u.%u", spec->generation, sw->index);
+	log_set_prefix(prefix);
+	/* Die with the master; the getppid() check closes the race with an early death. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != master)
+		_exit(EXIT_FAILURE);
+	(void)prctl(PR_SET_NAME, "udsd-worker");
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_PID");
+	unsetenv("WATCHDOG_USEC");
+	drop_privileges(config);
+	status_config = config;
+
+	threads = calloc(config->threads, sizeof(*threads));
+	if (!threads)
+		fatalx("out of memory");
+	for (unsigned i = 0; i < config->threads; i++)
+		threads[i] = (struct wthread){ .spec = spec, .index = i, .epfd = -EBADF,
+					       .chan = spec->channels[i], .stats = &sw->threads[i] };
+	for (unsigned i = 1; i < config->threads; i++)
+		if ((errno = pthread_create(&threads[i].self, NULL, thread_run, &threads[i])) != 0)
+			fatalx("pthread_create: %s", strerror(errno));
+	if (thread_run(&threads[0]) != NULL)
+		failed = 1;
+	for (unsigned i = 1; i < config->threads; i++) {
+		void *ret;
+		pthread_join(threads[i].self, &ret);
+		if (ret != NULL)
+			failed = 1;
+	}
+	free(threads);
+	log_debug("exiting");
+	exit(failed ? EXIT_FAILURE : EXIT_SUCCESS);
+}

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * udsd service API.
+ *
+ * A service answers the clients of one listener.  udsd owns everything around
+ * it: the socket, its permissions, the worker processes and their threads,
+ * reloads and shutdown.  A service sees connected clients only, one thread at
+ * a time per connection, and never blocks: writes are buffered by udsd and
+ * flushed when the client can take them.
+ *
+ * A service built as a shared object exports one symbol,
+ *
+ *     const struct udsd_service udsd_service_v1 = { .api_version = UDSD_SERVICE_API_VERSION, ... };
+ *
+ * and is named in the config as "service = /path/to/name.so".
+ *
+ * Threading: every callback of one connection runs on the same worker thread.
+ * init/fini run once per worker thread and listener, so a service can keep
+ * per-thread tables without locks.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define UDSD_SERVICE_API_VERSION 1
+#define UDSD_SERVICE_SYMBOL "udsd_service_v1"
+
+struct udsd_conn;
+
+struct udsd_kv {
+	const char *key;
+	const char *value;
+};
+
+/* What a service learns of its configuration: its listener's section, minus udsd's own keys. */
+struct udsd_service_config {
+	const char *listener; /* the [listener NAME] */
+	const char *address;  /* its path, @name or tcp:host:port */
+	const struct udsd_kv *keys;
+	size_t n_keys;
+};
+
+enum {
+	/* Receive SCM_RIGHTS descriptors that clients send with their bytes. */
+	UDSD_SERVICE_RECV_FDS = 1 << 0,
+};
+
+struct udsd_service {
+	unsigned api_version; /* UDSD_SERVICE_API_VERSION */
+	const char *name;
+	unsigned flags;
+
+	/*
+	 * Validate the configuration; runs in the master at start, on "udsd -t"
+	 * and on reload, so a bad key fails before anything is applied.  Return
+	 * 0, or -errno with a message in err ("key: what is wrong").  Optional.
+	 */
+	int (*check)(const struct udsd_service_config *config, char *err, size_t errlen);
+
+	/* Per worker thread.  Return 0 or -errno (the worker then exits). Optional. */
+	int (*init)(const struct udsd_service_config *config, void **ret_state);
+	void (*fini)(void *state);
+
+	/* A client was handed to this thread.  Return <0 to close it.  Optional. */
+	int (*on_open)(struct udsd_conn *conn);
+
+	/*
+	 * Bytes arrived.  Return how many were consumed (0..len); the rest is kept
+	 * and presented again, followed by new bytes.  Return <0 to close the
+	 * connection.  On a seqpacket listener each call is one whole message and
+	 * unconsumed bytes are dropped.  Required.
+	 */
+	ssize_t (*on_data)(struct udsd_conn *conn, const void *data, size_t len);
+
+	/* The connection is about to be freed; release user data here.  Optional. */
+	void (*on_close)(struct udsd_conn *conn);
+
+	/*
+	 * The worker is draining (reload or stop): finish what is in progress
+	 * and close.  If NULL, udsd waits for the client to close, up to the
+	 * shutdown timeout.
+	 */
+	void (*on_drain)(struct udsd_conn *conn);
+};
+
+/*
+ * Queue bytes for the client.  Never blocks; output is flushed after the
+ * callback returns.  On a seqpacket listener each call is one message.
+ * Returns 0 or -ENOMEM.
+ */
+int udsd_conn_write(struct udsd_conn *conn, const void *data, size_t len);
+
+/* Close once the queued output is flushed.  No callback but on_close follows. */
+void udsd_conn_close(struct udsd_conn *conn);
+
+/* Bytes queued and not yet taken by the client. */
+size_t udsd_conn_pending(const struct udsd_conn *conn);
+
+void udsd_conn_set_data(struct udsd_conn *conn, void *data);
+void *udsd_conn_get_data(const struct udsd_conn *conn);
+
+/* The per-thread state that init returned. */
+void *udsd_conn_state(const struct udsd_conn *conn);
+
+/* The client's credentials (SO_PEERCRED), taken when it connected. */
+int udsd_conn_peer(const struct udsd_conn *conn, pid_t *ret_pid, uid_t *ret_uid, gid_t *ret_gid);
+
+/*
+ * Descriptors that arrived with the bytes of the current on_data call
+ * (UDSD_SERVICE_RECV_FDS).  udsd_conn_take_fd() transfers ownership of fd i
+ * to the service (-EBADF if already taken); udsd closes the rest after on_data.
+ */
+size_t udsd_conn_n_fds(const struct udsd_conn *conn);
+int udsd_conn_take_fd(struct udsd_conn *conn, size_t i);
+
+/*
+ * Close the connection if no byte arrives within usec (0: back to the
+ * listener's idle_timeout).  For header timeouts and the like.
+ */
+void udsd_conn_set_timeout(struct udsd_conn *conn, unsigned long long usec);
+
+/* True once the worker drains: finish the current exchange and close. */
+bool udsd_conn_draining(const struct udsd_conn *conn);
+
+/* Count one request in the worker's live counters (shown by /status). */
+void udsd_conn_count_request(struct udsd_conn *conn);
+
+/*
+ * The daemon's live status as JSON (version, uptime, listeners, per-worker
+ * counters).  Returns the length it needed, like snprintf.
+ */
+size_t udsd_status_json(char *buf, size_t size);
