@@ -37,8 +37,10 @@ pick_target(struct master *m)
 	unsigned max = m->gen->config->max_connections;
 	struct mchannel *best = NULL;
 
-	for (size_t i = 0; i < m->n_targets; i++) {
-		struct mchannel *ch = m->targets[i];
+	/* Start where the last pick left off, so ties rotate over all threads. */
+	m->next_target++;
+	for (size_t k = 0; k < m->n_targets; k++) {
+		struct mchannel *ch = m->targets[(m->next_target + k) % m->n_targets];
 
 		if (ch->worker->load >= max || ch->n_pending == CHANNEL_MAX_FDS)
 			continue;

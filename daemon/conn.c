@@ -34,7 +34,7 @@ grow(uint8_t **buf, size_t *cap, size_t need)
 }
 
 static uint64_t
-conn_timeout(const struct udsd_conn *c)
+conn_timeout_usec(const struct udsd_conn *c)
 {
 	if (c->timeout_usec)
 		return c->timeout_usec;
@@ -44,7 +44,7 @@ conn_timeout(const struct udsd_conn *c)
 static void
 conn_touch(struct udsd_conn *c)
 {
-	uint64_t t = conn_timeout(c);
+	uint64_t t = conn_timeout_usec(c);
 
 	c->deadline = t ? c->thread->now + t : 0;
 }
@@ -74,7 +74,14 @@ conn_free(struct udsd_conn *c)
 
 	if (c->service->ops->on_close)
 		c->service->ops->on_close(c);
-	safe_close(c->fd); /* also removes it from the epoll set: nobody else holds it */
+	/*
+	 * close() alone leaves the registration alive while another reference
+	 * to the socket exists, and the master may not have closed its copy of a
+	 * client yet when a fast worker is done with it: events would then
+	 * arrive for freed memory.  Remove it explicitly.
+	 */
+	epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	safe_close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -412,6 +419,20 @@ conn_drain(struct udsd_conn *c)
 		c->in_callback = false;
 		uncork(c);
 	}
+	conn_settle(c);
+}
+
+void
+conn_timeout(struct udsd_conn *c)
+{
+	c->deadline = 0;
+	if (c->service->ops->on_timeout) {
+		c->in_callback = true;
+		c->service->ops->on_timeout(c);
+		c->in_callback = false;
+		uncork(c);
+	}
+	c->closing = true;
 	conn_settle(c);
 }
 

@@ -175,6 +175,7 @@ struct udsd_conn {
 void conn_open(struct wthread *t, int fd, unsigned listener);
 void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
+void conn_timeout(struct udsd_conn *c);
 void conn_free(struct udsd_conn *c);
 
 /* main.c, spawn.c, accept.c: the master. */
@@ -243,6 +244,7 @@ struct master {
 	struct mworker workers[STATUS_MAX_SLOTS];
 	struct mchannel **targets; /* channels of running current workers */
 	size_t n_targets;
+	size_t next_target;
 	uint64_t respawn_at[CONFIG_MAX_WORKERS];
 	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
 	unsigned crashes;

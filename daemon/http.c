@@ -1,16 +1,319 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
 #include "daemon.h"
+#include "http-parser.h"
+
+/*
+ * HTTP/1.1 over the listener's socket: keep-alive, pipelining (all answers
+ * to one read leave in one send), HEAD, request bodies read and discarded.
+ * Chunked request bodies are refused with 411: nothing here takes a body.
+ *   /healthz  200 ok
+ *   /status   the live counters of every worker, as JSON
+ *   anything  the seeds' JSON greeting with the request target
+ */
+
+#define STATUS_JSON_MAX (64 * 1024)
+
+struct http_settings {
+	struct http_limits limits;
+	uint64_t header_timeout_usec;
+};
+
+/* Per connection: only what spans reads. */
+struct http_conn {
+	uint64_t discard; /* body bytes still to skip */
+	bool partial;     /* a request head has started arriving */
+	bool closing;
+};
+
+static const char *
+reason(int code)
+{
+	switch (code) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 431: return "Request Header Fields Too Large";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Error";
+	}
+}
+
+/* The Date header changes once a second; format it once a second per thread. */
+static const char *
+http_date(void)
+{
+	static __thread char buf[40];
+	static __thread time_t cached;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != cached) {
+		gmtime_r(&now, &tm);
+		strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		cached = now;
+	}
+	return buf;
+}
+
+static int
+respond(struct udsd_conn *c, int code, const char *type, const char *body, size_t body_len,
+	bool head, bool keep_alive, int minor)
+{
+	char hdr[512];
+	int n;
+
+	n = snprintf(hdr, sizeof(hdr),
+		     "HTTP/1.%d %d %s\r\nServer: udsd\r\nDate: %s\r\nContent-Type: %s\r\n"
+		     "Content-Length: %zu\r\n%s%s\r\n",
+		     minor, code, reason(code), http_date(), type, body_len,
+		     code == 405 ? "Allow: GET, HEAD, POST\r\n" : "",
+		     !keep_alive ? "Connection: close\r\n" : minor == 0 ? "Connection: keep-alive\r\n" : "");
+	if (udsd_conn_write(c, hdr, (size_t)n) < 0)
+		return -ENOMEM;
+	if (!head && body_len && udsd_conn_write(c, body, body_len) < 0)
+		return -ENOMEM;
+	udsd_conn_count_request(c);
+	return 0;
+}
+
+static int
+respond_error(struct udsd_conn *c, int code)
+{
+	char body[64];
+	int n = snprintf(body, sizeof(body), "%d %s\n", code, reason(code));
+
+	return respond(c, code, "text/plain", body, (size_t)n, false, false, 1);
+}
+
+static size_t
+json_escape(char *out, const char *s, size_t n)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '"' || ch == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)ch;
+		} else if (ch < 0x20 || ch == 0x7f) {
+			o += (size_t)sprintf(out + o, "\\u%04x", ch);
+		} else {
+			out[o++] = (char)ch;
+		}
+	}
+	return o;
+}
+
+static int
+route(struct udsd_conn *c, const struct http_request *r)
+{
+	bool head = r->method == HTTP_HEAD;
+	const char *t = r->target;
+	size_t n = r->target_len;
+
+	if (n == 8 && memcmp(t, "/healthz", 8) == 0)
+		return respond(c, 200, "text/plain", "ok\n", 3, head, r->keep_alive, r->minor);
+	if (n == 7 && memcmp(t, "/status", 7) == 0) {
+		char *json = malloc(STATUS_JSON_MAX);
+		if (!json)
+			return -ENOMEM;
+		size_t len = udsd_status_json(json, STATUS_JSON_MAX);
+		int e = respond(c, 200, "application/json", json, MIN(len, (size_t)STATUS_JSON_MAX - 1),
+				head, r->keep_alive, r->minor);
+		free(json);
+		return e;
+	}
+	static const char pre[] = "{\"message\":\"Hello from your HTTP server on a Unix socket!\",\"url\":\"";
+	/* Worst case every target byte becomes \u00XX: six bytes each. */
+	size_t need = sizeof(pre) + 6 * n + 2;
+	char small[sizeof(pre) + 6 * 256 + 2];
+	char *body = need <= sizeof(small) ? small : malloc(need);
+	size_t len = sizeof(pre) - 1;
+	int e;
+
+	if (!body)
+		return -ENOMEM;
+	memcpy(body, pre, len);
+	len += json_escape(body + len, t, n);
+	memcpy(body + len, "\"}", 2);
+	len += 2;
+	e = respond(c, 200, "application/json", body, len, head, r->keep_alive, r->minor);
+	if (body != small)
+		free(body);
+	return e;
+}
 
 static ssize_t
-http_data(struct udsd_conn *conn, const void *data, size_t len)
+http_data(struct udsd_conn *c, const void *data, size_t len)
 {
-	(void)conn;
-	(void)data;
-	return (ssize_t)len;
+	const struct http_settings *set = udsd_conn_state(c);
+	struct http_conn *h = udsd_conn_get_data(c);
+	const char *p = data;
+	size_t used = 0;
+
+	while (used < len && !h->closing) {
+		if (h->discard) {
+			size_t k = (size_t)MIN(h->discard, (uint64_t)(len - used));
+			h->discard -= k;
+			used += k;
+			continue;
+		}
+		struct http_request r;
+		int n = http_parse_request(p + used, len - used, &set->limits, &r);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			h->closing = true;
+			respond_error(c, -n);
+			udsd_conn_close(c);
+			return (ssize_t)len;
+		}
+		used += (size_t)n;
+		h->discard = r.method == HTTP_POST || r.content_length ? r.content_length : 0;
+		bool keep = r.keep_alive && !udsd_conn_draining(c);
+		r.keep_alive = keep;
+		if (route(c, &r) < 0 || !keep) {
+			h->closing = true;
+			udsd_conn_close(c);
+			return (ssize_t)len;
+		}
+	}
+	/* A head that started arriving must finish within header_timeout (slowloris). */
+	h->partial = used < len;
+	udsd_conn_set_timeout(c, h->partial ? set->header_timeout_usec : 0);
+	return (ssize_t)used;
+}
+
+static int
+http_open(struct udsd_conn *c)
+{
+	struct http_conn *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return -ENOMEM;
+	udsd_conn_set_data(c, h);
+	return 0;
+}
+
+static void
+http_close(struct udsd_conn *c)
+{
+	free(udsd_conn_get_data(c));
+}
+
+static void
+http_drain(struct udsd_conn *c)
+{
+	struct http_conn *h = udsd_conn_get_data(c);
+
+	/* Between requests: close now.  Mid-request: its answer says Connection: close. */
+	if (!h->partial && !h->discard)
+		udsd_conn_close(c);
+}
+
+static void
+http_timeout(struct udsd_conn *c)
+{
+	struct http_conn *h = udsd_conn_get_data(c);
+
+	if (h->partial)
+		respond_error(c, 408);
+	udsd_conn_close(c);
+}
+
+static int
+parse_limit(const char *v, uint64_t max, uint64_t *ret)
+{
+	uint64_t x;
+
+	if (config_parse_size(v, &x) < 0 || x < 64 || x > max)
+		return -ERANGE;
+	*ret = x;
+	return 0;
+}
+
+static int
+http_settings_parse(const struct udsd_service_config *cfg, struct http_settings *s, char *err,
+		    size_t errlen)
+{
+	uint64_t header = 8192, uri = 4096, body = 1 << 20;
+
+	s->header_timeout_usec = 10 * USEC_PER_SEC;
+	for (size_t i = 0; i < cfg->n_keys; i++) {
+		const char *k = cfg->keys[i].key, *v = cfg->keys[i].value;
+		int r;
+
+		if (strcmp(k, "header_timeout") == 0)
+			r = config_parse_duration(v, &s->header_timeout_usec);
+		else if (strcmp(k, "max_header_size") == 0)
+			r = parse_limit(v, 1 << 20, &header);
+		else if (strcmp(k, "max_uri") == 0)
+			r = parse_limit(v, 1 << 20, &uri);
+		else if (strcmp(k, "max_body") == 0)
+			r = parse_limit(v, UINT64_C(1) << 40, &body);
+		else {
+			snprintf(err, errlen, "%s: unknown key for the http service", k);
+			return -EINVAL;
+		}
+		if (r < 0) {
+			snprintf(err, errlen, "%s: bad value '%s'", k, v);
+			return -EINVAL;
+		}
+	}
+	s->limits = (struct http_limits){ .max_header_size = (size_t)header,
+					  .max_uri = (size_t)MIN(uri, header),
+					  .max_body = body };
+	return 0;
+}
+
+static int
+http_check(const struct udsd_service_config *cfg, char *err, size_t errlen)
+{
+	struct http_settings s;
+
+	return http_settings_parse(cfg, &s, err, errlen);
+}
+
+static int
+http_init(const struct udsd_service_config *cfg, void **ret_state)
+{
+	struct http_settings *s = malloc(sizeof(*s));
+	char err[128];
+
+	if (!s)
+		return -ENOMEM;
+	if (http_settings_parse(cfg, s, err, sizeof(err)) < 0) {
+		free(s);
+		return -EINVAL;
+	}
+	*ret_state = s;
+	return 0;
+}
+
+static void
+http_fini(void *state)
+{
+	free(state);
 }
 
 const struct udsd_service service_http = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 	.name = "http",
+	.check = http_check,
+	.init = http_init,
+	.fini = http_fini,
+	.on_open = http_open,
 	.on_data = http_data,
+	.on_close = http_close,
+	.on_drain = http_drain,
+	.on_timeout = http_timeout,
 };

@@ -89,7 +89,7 @@ thread_tick(struct wthread *t)
 	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->deadline && c->deadline <= t->now)
-			conn_free(c);
+			conn_timeout(c);
 	}
 }
 

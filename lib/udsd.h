@@ -84,6 +84,13 @@ struct udsd_service {
 	 * shutdown timeout.
 	 */
 	void (*on_drain)(struct udsd_conn *conn);
+
+	/*
+	 * No byte arrived within the connection's timeout.  The service may
+	 * write a last word (an HTTP 408, say); the connection is closed after
+	 * it either way.  If NULL it is just closed.
+	 */
+	void (*on_timeout)(struct udsd_conn *conn);
 };
 
 /*

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum http_method { HTTP_GET, HTTP_HEAD, HTTP_POST };
+
+struct http_limits {
+	size_t max_header_size; /* request line and headers, CRLFs included */
+	size_t max_uri;
+	uint64_t max_body;
+};
+
+struct http_request {
+	enum http_method method;
+	int minor; /* HTTP/1.minor */
+	const char *target;
+	size_t target_len;
+	uint64_t content_length;
+	bool keep_alive;
+};
+
+/*
+ * Parse one request head at the start of buf.  Returns its length (>0) with
+ * *ret filled, 0 if more bytes are needed, or -STATUS (400, 405, 408, 411,
+ * 413, 414, 431, 505) for a request to refuse.  Pure: no allocation, no state.
+ */
+int http_parse_request(const char *buf, size_t len, const struct http_limits *limits,
+		       struct http_request *ret);
