@@ -285,7 +285,7 @@ parse_daemon_key(struct parse *p, const char *key, const char *value)
 		if (config_parse_uint(value, 1, CONFIG_MAX_WORKERS, &u) < 0)
 			return parse_fail(p, p->line, "%s: '%s' is not 1..%d", key, value,
 					  CONFIG_MAX_WORKERS);
-		*(key[8] == 'i' ? &c->workers_min : &c->workers_max) = u;
+		*(strcmp(key, "workers_min") == 0 ? &c->workers_min : &c->workers_max) = u;
 		p->pool_set = true;
 		return 1;
 	}

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "daemon.h"
+#include "fd-util.h"
+
+static void
+test_roundtrip(void **state)
+{
+	int m = -1, w = -1, fds[3], got[CHANNEL_MAX_FDS];
+	uint8_t lis[3] = { 0, 2, 1 };
+	struct channel_msg msg;
+
+	(void)state;
+	assert_int_equal(channel_pair(&m, &w), 0);
+	for (int i = 0; i < 3; i++)
+		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_int_equal(channel_send(m, CHANNEL_FDS, 0, fds, lis, 3), 0);
+	assert_int_equal(channel_send(m, CHANNEL_DRAIN, 0, NULL, NULL, 0), 0);
+	assert_int_equal(channel_send(w, CHANNEL_CLOSED, 77, NULL, NULL, 0), 0);
+	assert_int_equal(channel_recv(w, 3, &msg, got), 1);
+	assert_int_equal(msg.type, CHANNEL_FDS);
+	assert_int_equal(msg.count, 3);
+	assert_memory_equal(msg.listener, lis, 3);
+	close_many(got, 3);
+	assert_int_equal(channel_recv(w, 3, &msg, got), 1);
+	assert_int_equal(msg.type, CHANNEL_DRAIN);
+	assert_int_equal(channel_recv(w, 3, &msg, got), -EAGAIN);
+	assert_int_equal(channel_recv(m, 3, &msg, got), 1);
+	assert_int_equal(msg.type, CHANNEL_CLOSED);
+	assert_int_equal(msg.arg, 77);
+	close_many(fds, 3);
+	safe_close(m);
+	assert_int_equal(channel_recv(w, 3, &msg, got), 0);
+	safe_close(w);
+}
+
+/* A listener index the worker does not have: refused, and the fds closed. */
+static void
+test_bad_listener_closes_fds(void **state)
+{
+	int m = -1, w = -1, fd = open("/dev/null", O_RDONLY | O_CLOEXEC), got[CHANNEL_MAX_FDS];
+	uint8_t lis = 5;
+	struct channel_msg msg;
+	int before;
+
+	(void)state;
+	assert_int_equal(channel_pair(&m, &w), 0);
+	before = fd_count_open();
+	assert_int_equal(channel_send(m, CHANNEL_FDS, 0, &fd, &lis, 1), 0);
+	assert_int_equal(channel_recv(w, 2, &msg, got), -EBADMSG);
+	assert_int_equal(fd_count_open(), before);
+	safe_close(fd);
+	safe_close(m);
+	safe_close(w);
+}
+
+static void
+test_decode_rejects(void **state)
+{
+	struct channel_msg msg = { .type = 999 };
+	uint8_t b[16] = { 0 };
+	uint16_t t, n;
+
+	(void)state;
+	assert_int_equal(channel_decode(b, 4, 0, 1, &msg), -EBADMSG); /* short */
+	t = 42;
+	memcpy(b, &t, 2);
+	assert_int_equal(channel_decode(b, 8, 0, 1, &msg), -EBADMSG); /* unknown type */
+	t = CHANNEL_FDS;
+	n = 2;
+	memcpy(b, &t, 2);
+	memcpy(b + 2, &n, 2);
+	assert_int_equal(channel_decode(b, 10, 1, 1, &msg), -EBADMSG); /* count != fds */
+	assert_int_equal(channel_decode(b, 9, 2, 1, &msg), -EBADMSG);  /* short payload */
+	assert_int_equal(channel_decode(b, 10, 2, 1, &msg), 0);
+	t = CHANNEL_DRAIN;
+	memcpy(b, &t, 2);
+	assert_int_equal(channel_decode(b, 10, 2, 1, &msg), -EBADMSG); /* drain carries nothing */
+	assert_int_equal(msg.type, CHANNEL_FDS); /* untouched by failures */
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_bad_listener_closes_fds),
+		cmocka_unit_test(test_decode_rejects),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "fd-util.h"
+#include "listener.h"
+
+static char dir[64];
+
+static int
+setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/udsd-test-XXXXXX");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd);
+}
+
+static const char *
+path(const char *name)
+{
+	static char buf[128];
+	snprintf(buf, sizeof(buf), "%s/%s", dir, name);
+	return buf;
+}
+
+static void
+test_mode_exact(void **state)
+{
+	static const mode_t modes[] = { 0600, 0660, 0666, 0640, 0700, 0 };
+	struct stat st;
+	int fd = -999;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		assert_int_equal(listener_open_unix(path("m.sock"), SOCK_STREAM, modes[i], (uid_t)-1,
+						    (gid_t)-1, 16, &fd), 0);
+		assert_int_equal(lstat(path("m.sock"), &st), 0);
+		assert_true(S_ISSOCK(st.st_mode));
+		assert_int_equal(st.st_mode & 07777, modes[i]);
+		assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_STREAM), 1);
+		assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_SEQPACKET), 0);
+		safe_close(fd);
+		assert_int_equal(listener_unlink(path("m.sock")), 0);
+	}
+}
+
+/* A socket file nobody listens on is replaced; one somebody listens on is left alone. */
+static void
+test_stale_and_live(void **state)
+{
+	int a = -999, b = -999;
+
+	(void)state;
+	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &a), 0);
+	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &b),
+			 -EADDRINUSE);
+	assert_int_equal(b, -999);
+	/* A live socket of another type is live too. */
+	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_SEQPACKET, 0600, -1, -1, 16, &b),
+			 -EADDRINUSE);
+	safe_close(a); /* the file stays behind: now stale */
+	assert_int_equal(access(path("s.sock"), F_OK), 0);
+	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &b), 0);
+	assert_int_equal(listener_check_fd(b, AF_UNIX, SOCK_STREAM), 1);
+	safe_close(b);
+	unlink(path("s.sock"));
+}
+
+static void
+test_not_a_socket_is_never_touched(void **state)
+{
+	struct stat st;
+	char buf[8] = { 0 };
+	int fd = -999;
+
+	(void)state;
+	int f = open(path("file"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	assert_int_equal(write(f, "keep", 4), 4);
+	safe_close(f);
+	assert_int_equal(listener_open_unix(path("file"), SOCK_STREAM, 0600, -1, -1, 16, &fd), -EEXIST);
+	f = open(path("file"), O_RDONLY | O_CLOEXEC);
+	assert_int_equal(read(f, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "keep");
+	safe_close(f);
+	assert_int_equal(listener_unlink(path("file")), -EEXIST);
+
+	assert_int_equal(mkdir(path("dir"), 0755), 0);
+	assert_int_equal(listener_open_unix(path("dir"), SOCK_STREAM, 0600, -1, -1, 16, &fd), -EEXIST);
+	assert_int_equal(stat(path("dir"), &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+
+	/* A symlink at the path is not followed, even to a stale socket. */
+	char target[128];
+	snprintf(target, sizeof(target), "%s", path("file"));
+	assert_int_equal(symlink(target, path("link")), 0);
+	assert_int_equal(listener_open_unix(path("link"), SOCK_STREAM, 0600, -1, -1, 16, &fd), -EEXIST);
+	assert_int_equal(lstat(path("link"), &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_int_equal(fd, -999);
+}
+
+static void
+test_abstract(void **state)
+{
+	char name[64];
+	int a = -999, b = -999;
+
+	(void)state;
+	snprintf(name, sizeof(name), "@udsd-test-%d", (int)getpid());
+	assert_int_equal(listener_open_unix(name, SOCK_STREAM, 0600, -1, -1, 16, &a), 0);
+	assert_int_equal(listener_open_unix(name, SOCK_STREAM, 0600, -1, -1, 16, &b), -EADDRINUSE);
+	assert_int_equal(listener_check_fd(a, AF_UNIX, SOCK_STREAM), 1);
+	safe_close(a);
+}
+
+static void
+test_too_long(void **state)
+{
+	char p[200];
+	struct sockaddr_un sa;
+	socklen_t len = 0;
+	int fd = -999;
+
+	(void)state;
+	memset(p, 'a', sizeof(p));
+	p[0] = '/';
+	p[sizeof(p) - 1] = 0;
+	assert_int_equal(listener_open_unix(p, SOCK_STREAM, 0600, -1, -1, 16, &fd), -ENAMETOOLONG);
+	assert_int_equal(fd, -999);
+	p[sizeof(sa.sun_path)] = 0; /* 108 bytes: no room for the NUL */
+	assert_int_equal(listener_sockaddr(p, &sa, &len), -ENAMETOOLONG);
+	assert_int_equal(len, 0);
+	p[sizeof(sa.sun_path) - 1] = 0;
+	assert_int_equal(listener_sockaddr(p, &sa, &len), 0);
+}
+
+static void
+test_tcp(void **state)
+{
+	int fd = -999;
+
+	(void)state;
+	assert_int_equal(listener_open_tcp("tcp:127.0.0.1:0", 16, &fd), 0);
+	assert_int_equal(listener_check_fd(fd, AF_INET, SOCK_STREAM), 1);
+	assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_STREAM), 0);
+	safe_close(fd);
+	fd = -999;
+	assert_int_equal(listener_open_tcp("tcp:not-an-ip:80", 16, &fd), -EINVAL);
+	assert_int_equal(fd, -999);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_mode_exact),
+		cmocka_unit_test(test_stale_and_live),
+		cmocka_unit_test(test_not_a_socket_is_never_touched),
+		cmocka_unit_test(test_abstract),
+		cmocka_unit_test(test_too_long),
+		cmocka_unit_test(test_tcp),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
