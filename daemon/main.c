@@ -99,8 +99,11 @@ listener_open(const struct config *c, const struct config_listener *cl, struct m
 }
 
 static void
-listener_close(struct mlistener *l, bool unlink_file)
+listener_close(struct master *m, struct mlistener *l, bool unlink_file)
 {
+	/* Explicitly: a worker being forked may hold a copy (see channels_close()). */
+	if (m && l->fd >= 0)
+		epoll_ctl(m->epfd, EPOLL_CTL_DEL, l->fd, NULL);
 	if (!l->activated)
 		safe_close(l->fd);
 	if (l->ours && unlink_file)
@@ -159,7 +162,7 @@ listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 	if (r < 0) {
 		for (size_t i = 0; i < c->n_listeners; i++)
 			if (!listener_find(old, n_old, &c->listeners[i]))
-				listener_close(&ls[i], true);
+				listener_close(NULL, &ls[i], true);
 			else
 				free(ls[i].address);
 		free(ls);
@@ -200,7 +203,7 @@ listeners_install(struct master *m, struct mlistener *ls, size_t n)
 			epoll_ctl(m->epfd, EPOLL_CTL_DEL, old->fd, NULL);
 			free(old->address);
 		} else {
-			listener_close(old, true);
+			listener_close(m, old, true);
 		}
 	}
 	free(m->listeners);
@@ -556,7 +559,7 @@ static void
 cleanup(struct master *m)
 {
 	for (size_t i = 0; i < m->n_listeners; i++)
-		listener_close(&m->listeners[i], true);
+		listener_close(m, &m->listeners[i], true);
 	free(m->listeners);
 	free(m->targets);
 	generation_unref(m->gen);

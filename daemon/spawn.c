@@ -82,10 +82,18 @@ worker_child(struct master *m, struct mworker *w)
 	worker_main(&spec);
 }
 
+/*
+ * A worker forked a moment ago may still hold copies of every master fd until
+ * it closes them, and epoll forgets an fd only when the last copy goes: so
+ * remove our ends from the epoll set explicitly, or events for this freed
+ * channel could still arrive.
+ */
 static void
-channels_close(struct mworker *w)
+channels_close(struct master *m, struct mworker *w)
 {
 	for (unsigned t = 0; w->chan && t < w->n_threads; t++) {
+		if (w->chan[t].fd >= 0)
+			epoll_ctl(m->epfd, EPOLL_CTL_DEL, w->chan[t].fd, NULL);
 		safe_close(w->chan[t].fd);
 		safe_close(w->chan[t].peer);
 	}
@@ -129,7 +137,7 @@ worker_spawn(struct master *m, unsigned index)
 			       .n_threads = m->gen->config->threads, .started_usec = now_usec() };
 	r = channels_open(m, w);
 	if (r < 0) {
-		channels_close(w);
+		channels_close(m, w);
 		return r;
 	}
 
@@ -143,7 +151,7 @@ worker_spawn(struct master *m, unsigned index)
 	pid_t pid = fork();
 	if (pid < 0) {
 		r = negative_errno();
-		channels_close(w);
+		channels_close(m, w);
 		return r;
 	}
 	if (pid == 0)
@@ -259,7 +267,7 @@ worker_exited(struct master *m, struct mworker *w, int wstatus)
 	worker_recover(m, w);
 	if (!expected && w->gen == m->gen && w->index < m->gen->config->workers)
 		schedule_respawn(m, w, now);
-	channels_close(w);
+	channels_close(m, w);
 	generation_unref(w->gen);
 	w->gen = NULL;
 	w->pid = 0;

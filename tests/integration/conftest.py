@@ -79,7 +79,8 @@ class Udsd:
         self.notify = Notify(os.path.join(self.tmp, "notify-%d.sock" % time.monotonic_ns()))
         e = dict(os.environ)
         e.update({"NOTIFY_SOCKET": self.notify.path})
-        e.pop("JOURNAL_STREAM", None)
+        for k in ("JOURNAL_STREAM", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID"):
+            e.pop(k, None)
         if env:
             e.update(env)
         self.logf = open(self.log_path, "ab")

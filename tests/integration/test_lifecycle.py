@@ -1,0 +1,302 @@
+# SPDX-License-Identifier: MIT
+"""Lifecycle: sd_notify, reload, shutdown, worker death, socket activation."""
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+
+from conftest import UDSD, Notify, connect, deadline_loop, echo, http_get
+
+CONF = """
+[daemon]
+workers = 2
+threads = {threads}
+shutdown_timeout = {timeout}
+[listener main]
+path = {{sock}}
+service = echo
+mode = {mode}
+[listener web]
+path = {{tmp}}/http.sock
+service = http
+"""
+
+
+def conf(threads=2, mode="0660", timeout="30s"):
+    return CONF.format(threads=threads, mode=mode, timeout=timeout)
+
+
+def start(udsd_factory, **kw):
+    d = udsd_factory(conf(**kw))
+    d.http_sock = os.path.join(d.tmp, "http.sock")
+    d.start()
+    return d
+
+
+def reload_and_wait(d):
+    """SIGHUP, then wait for RELOADING=1 and the READY=1 that follows it."""
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    i = d.notify.wait("RELOADING=1", after=n)
+    return d.notify.wait("READY=1", after=i + 1)
+
+
+def test_notify_sequence(udsd_factory):
+    d = start(udsd_factory)
+    ready = d.notify.wait("READY=1")
+    assert "MAINPID=%d" % d.proc.pid in d.notify.messages[ready]
+    d.notify.wait("STATUS=2 workers (generation 1), 0 open, 0 served")
+    d.send(signal.SIGHUP)
+    i = d.notify.wait("RELOADING=1", after=ready + 1)
+    assert re.search(r"^MONOTONIC_USEC=\d+$", d.notify.messages[i], re.M)
+    j = d.notify.wait("READY=1", after=i + 1)
+    d.send(signal.SIGTERM)
+    d.notify.wait("STOPPING=1", after=j + 1)
+    assert d.proc.wait(30) == 0
+
+
+def test_watchdog(udsd_factory):
+    d = udsd_factory(conf())
+    d.start(env={"WATCHDOG_USEC": "200000"})
+    first = d.notify.wait("WATCHDOG=1")
+    d.notify.wait("WATCHDOG=1", after=first + 1)
+    d.notify.wait("WATCHDOG=1", after=len(d.notify.messages))
+    assert d.stop() == 0
+
+
+def test_reload_applies_threads_mode_and_new_workers(udsd_factory):
+    d = start(udsd_factory)
+    old = set(d.workers())
+    d.write_config(conf(threads=3, mode="0600"))
+    reload_and_wait(d)
+    assert stat.S_IMODE(os.lstat(d.sock).st_mode) == 0o600
+    st = d.status(d.http_sock)
+    assert st["generation"] == 2
+    new = [w for w in st["workers"] if w["generation"] == 2]
+    assert len(new) == 2 and all(w["threads"] == 3 for w in new)
+    assert not old & {w["pid"] for w in new}
+    # The old generation had no clients: it is gone by now or about to be.
+    for _ in deadline_loop(10, "old workers to exit"):
+        if not old & set(d.workers()):
+            break
+    assert echo(d.sock, b"after reload") == b"after reload"
+
+
+def test_reload_with_invalid_config_keeps_serving(udsd_factory):
+    d = start(udsd_factory)
+    pids = set(d.workers())
+    d.write_config(conf() + "\n[listener broken]\npath = relative\n")
+    reload_and_wait(d)
+    assert "%s:15: path: 'relative' must be absolute" % d.conf_path in d.log
+    assert "reload failed; still serving generation 1" in d.log
+    assert any("STATUS=reload failed" in m for m in d.notify.messages)
+    assert set(d.workers()) == pids
+    assert echo(d.sock, b"old config") == b"old config"
+    assert d.status(d.http_sock)["generation"] == 1
+
+
+def test_reload_adds_and_removes_listeners(udsd_factory):
+    d = start(udsd_factory)
+    extra = os.path.join(d.tmp, "extra.sock")
+    d.write_config(conf() + "\n[listener extra]\npath = %s\nservice = echo\n" % extra)
+    reload_and_wait(d)
+    assert echo(extra, b"new listener") == b"new listener"
+    d.write_config(conf())
+    reload_and_wait(d)
+    assert not os.path.exists(extra)
+    assert echo(d.sock, b"main") == b"main"
+
+
+def test_50_reloads_under_load_no_client_error(udsd_factory):
+    d = start(udsd_factory)
+    first = set(d.workers())
+    stop = threading.Event()
+    errors, counts = [], {"short": 0, "persistent": 0}
+
+    def short():
+        while not stop.is_set():
+            try:
+                assert echo(d.sock, b"short") == b"short"
+                counts["short"] += 1
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                errors.append("short: %r" % e)
+
+    def persistent():
+        while not stop.is_set():
+            try:
+                s = connect(d.sock)
+                for _ in range(50):
+                    s.sendall(b"ping")
+                    got = b""
+                    while len(got) < 4:
+                        b = s.recv(4 - len(got))
+                        assert b, "closed mid-exchange"
+                        got += b
+                    assert got == b"ping"
+                    counts["persistent"] += 1
+                s.close()
+            except Exception as e:  # noqa: BLE001
+                errors.append("persistent: %r" % e)
+
+    threads = [threading.Thread(target=f) for f in (short, short, persistent, persistent)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(50):
+            if i == 49:
+                d.write_config(conf(threads=3, mode="0600"))
+            reload_and_wait(d)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert errors == []
+    assert counts["short"] > 50 and counts["persistent"] > 50, counts
+    st = d.status(d.http_sock)
+    assert st["generation"] == 51
+    cur = [w for w in st["workers"] if w["generation"] == 51]
+    assert len(cur) == 2 and all(w["threads"] == 3 for w in cur)
+    assert not first & {w["pid"] for w in cur}
+    assert stat.S_IMODE(os.lstat(d.sock).st_mode) == 0o600
+    assert d.stop() == 0
+
+
+def test_sigterm_lets_slow_clients_finish(udsd_factory):
+    d = start(udsd_factory, timeout="20s")
+    s = connect(d.sock)
+    s.sendall(b"before")
+    assert s.recv(6) == b"before"
+    d.send(signal.SIGTERM)
+    d.notify.wait("STOPPING=1")
+    # Draining: the open client is still served, new ones are not accepted.
+    s.sendall(b"during")
+    assert s.recv(6) == b"during"
+    t0 = time.monotonic()
+    s.close()
+    assert d.proc.wait(20) == 0
+    assert time.monotonic() - t0 < 10
+    assert not os.path.exists(d.sock)
+
+
+def test_shutdown_timeout_kills_stuck_clients(udsd_factory):
+    d = start(udsd_factory, timeout="1s")
+    workers = d.workers()
+    held = [connect(d.sock) for _ in range(4)]
+    for s in held:
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+    assert d.stop() == 0
+    assert "after the shutdown timeout" in d.log
+    for pid in workers:
+        assert not os.path.exists("/proc/%d/cmdline" % pid) or not open("/proc/%d/cmdline" % pid).read()
+
+
+def test_second_sigint_stops_at_once(udsd_factory):
+    d = start(udsd_factory, timeout="60s")
+    s = connect(d.sock)
+    s.sendall(b"x")
+    assert s.recv(1) == b"x"
+    d.send(signal.SIGINT)
+    d.notify.wait("STOPPING=1")
+    d.send(signal.SIGINT)
+    assert d.proc.wait(10) == 0
+    s.close()
+
+
+def test_fds_in_flight_survive_worker_death(udsd_factory):
+    d = udsd_factory(conf(threads=1).replace("workers = 2", "workers = 2"))
+    d.start()
+    a = d.workers()[0]
+    os.kill(a, signal.SIGSTOP)
+    clients = []
+    for i in range(10):
+        s = connect(d.sock, timeout=20)
+        s.sendall(b"%02d" % i)
+        clients.append(s)
+    # Wait until the master has handed some to the stopped worker (they sit in its channel).
+    for _ in deadline_loop(10, "clients queued to the stopped worker"):
+        st = d.status(os.path.join(d.tmp, "http.sock"))
+        served = sum(w["accepted"] for w in st["workers"] if w["pid"] != a)
+        if served + 1 <= 10 and served >= 1 and served < 10:
+            break
+    os.kill(a, signal.SIGKILL)
+    for i, s in enumerate(clients):
+        assert s.recv(2) == b"%02d" % i
+        s.close()
+    assert re.search(r"handed \d+ unserved client\(s\) of worker %d" % a, d.log)
+    for _ in deadline_loop(10, "a replacement worker"):
+        if len(d.workers()) == 2 and a not in d.workers():
+            break
+    assert echo(d.sock, b"new") == b"new"
+
+
+def test_killed_worker_is_replaced_and_others_unaffected(udsd_factory):
+    d = start(udsd_factory)
+    w = d.workers()
+    held = connect(d.sock)
+    held.sendall(b"a")
+    assert held.recv(1) == b"a"
+    victim = w[0]
+    os.kill(victim, signal.SIGKILL)
+    for _ in deadline_loop(10, "worker respawn"):
+        now = d.workers()
+        if len(now) == 2 and victim not in now:
+            break
+    assert "killed by signal KILL" in d.log
+    for _ in range(20):
+        assert echo(d.sock, b"ok") == b"ok"
+    # The held client was either on the survivor (still served) or on the victim (closed).
+    try:
+        held.sendall(b"b")
+        assert held.recv(1) in (b"b", b"")
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+
+
+def test_socket_activation(tmp_path):
+    sock = str(tmp_path / "act.sock")
+    cfg = tmp_path / "act.conf"
+    cfg.write_text("[daemon]\nworkers = 1\nthreads = 2\n[listener main]\npath = %s\nservice = echo\n" % sock)
+    notify = Notify(str(tmp_path / "notify.sock"))
+    log = open(tmp_path / "act.log", "wb")
+    p = subprocess.Popen(["systemd-socket-activate", "-l", sock, "--fdname=main",
+                          "-E", "NOTIFY_SOCKET=" + notify.path, UDSD, "-c", str(cfg)],
+                         stdout=log, stderr=subprocess.PIPE)
+    try:
+        assert b"Listening on" in p.stderr.readline()
+        # Nothing runs yet; the first client starts udsd and is served.
+        assert echo(sock, b"first client") == b"first client"
+        notify.wait("READY=1")
+        p.send_signal(signal.SIGTERM)  # systemd-socket-activate exec'd udsd: same pid
+        assert p.wait(30) == 0
+        # The socket is systemd's: udsd must leave it in place.
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        notify.close()
+    out = p.stderr.read().decode()
+    assert "listener main: %s (echo), from systemd" % sock in out
+
+
+def test_activation_type_mismatch_is_clear(tmp_path):
+    sock = str(tmp_path / "act.sock")
+    cfg = tmp_path / "act.conf"
+    cfg.write_text("[listener main]\npath = %s\ntype = seqpacket\n" % sock)
+    p = subprocess.Popen(["systemd-socket-activate", "-l", sock, "--fdname=main", UDSD, "-c", str(cfg)],
+                         stderr=subprocess.PIPE)
+    try:
+        assert b"Listening on" in p.stderr.readline()
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(sock)
+        assert p.wait(30) == 1
+        err = p.stderr.read().decode()
+        assert 'fd 3 "main": not a listening Unix seqpacket socket (listener main)' in err
+        c.close()
+    finally:
+        if p.poll() is None:
+            p.kill()
