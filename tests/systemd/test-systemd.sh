@@ -1,0 +1,72 @@
+#!/bin/bash
+# udsd under a real systemd (PID 1 of private namespaces, see ns.sh): the
+# shipped units, installed by "meson install" inside the guest, driven with
+# systemctl: socket activation, reload, stop, re-activation.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "${1:?usage: test-systemd.sh BUILDDIR}" && pwd)
+[ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root"; exit 77; }
+unshare --pid --fork --mount true 2>/dev/null || { echo "SKIP: cannot unshare"; exit 77; }
+
+state=$(mktemp -d /tmp/udsd-systemd.XXXXXX)
+trap '"$here/ns.sh" stop "$state"; rm -rf "$state"' EXIT
+run() { "$here/ns.sh" run "$state" "$@"; }
+sc() { run systemctl "$@"; }
+prop() { sc show -P "$1" "$2"; }
+fail() {
+	echo "FAIL: $*" >&2
+	run journalctl --no-pager -n 60 -o short-monotonic >&2 || true
+	exit 1
+}
+passed=0
+check() { # check DESCRIPTION COMMAND...: one counted assertion
+	local what=$1; shift
+	"$@" || fail "$what"
+	passed=$((passed + 1))
+	echo "ok - $what"
+}
+# Poll for a state systemd reaches asynchronously (reload is async before systemd 253).
+wait_for() {
+	local what=$1; shift
+	for _ in $(seq 100); do "$@" && { passed=$((passed + 1)); echo "ok - $what"; return 0; }; sleep 0.1; done
+	fail "$what"
+}
+
+"$here/ns.sh" boot "$state"
+root=/proc/$(cat "$state/pid")/root
+sock=$root/run/udsd/udsd.sock
+get() { curl -sf --max-time 10 --unix-socket "$sock" "http://localhost$1"; }
+
+run meson install -C "$build" --no-rebuild --quiet
+run ldconfig
+conf=/usr/local/etc/udsd/udsd.conf
+run sed -i 's/^workers = auto/workers = 2/; s/^threads = 4/threads = 2/' "$conf"
+check "systemd-analyze verify accepts the units" run systemd-analyze verify udsd.socket udsd.service
+sc daemon-reload
+
+sc start udsd.socket
+check "udsd.socket is active" test "$(sc is-active udsd.socket)" = active
+check "udsd.service waits for a client" test "$(sc is-active udsd.service || true)" = inactive
+check "socket file is systemd's, mode 0660" test "$(stat -c %a "$sock")" = 660
+
+check "first client starts udsd and is served" test "$(get /healthz)" = ok
+check "udsd.service is active/running" test "$(prop ActiveState udsd)/$(prop SubState udsd)" = active/running
+pid1=$(prop MainPID udsd)
+check "/status: generation 1" grep -q '"generation":1,' <(get /status)
+
+sc reload udsd
+wait_for "StatusText shows the new generation" bash -c "[[ \"\$($here/ns.sh run $state systemctl show -P StatusText udsd)\" == *'(generation 2)'* ]]"
+check "/status: generation 2 serves" grep -q '"generation":2,' <(get /status)
+check "same main pid after reload" test "$(prop MainPID udsd)" = "$pid1"
+
+sc stop udsd
+check "stop: inactive" test "$(prop ActiveState udsd)" = inactive
+check "stop: Result=success" test "$(prop Result udsd)" = success
+check "socket file survives the service" test -S "$sock"
+check "no udsd process left" bash -c "! $here/ns.sh run $state pgrep -x udsd"
+
+check "a new client re-activates udsd" test "$(get /hello)" = '{"message":"Hello from your HTTP server on a Unix socket!","url":"/hello"}'
+check "a new main pid" test "$(prop MainPID udsd)" != "$pid1"
+sc stop udsd.socket udsd.service
+run journalctl --no-pager -o cat -u udsd.service | tail -20
+echo "$passed passed, 0 failed"
