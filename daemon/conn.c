@@ -331,7 +331,7 @@ conn_readable(struct udsd_conn *c)
 			c->in_len += (size_t)n;
 			deliver(c, c->in, c->in_len);
 		}
-		if ((size_t)n < size)
+		if (!c->seqpacket && (size_t)n < size)
 			break; /* the socket is very likely empty: save the EAGAIN read */
 	}
 }
@@ -497,6 +497,14 @@ udsd_conn_take_fd(struct udsd_conn *c, size_t i)
 	if (i >= c->n_fds || c->fds[i] < 0)
 		return -EBADF;
 	return TAKE_FD(c->fds[i]);
+}
+
+int
+udsd_conn_fd(const struct udsd_conn *c, size_t i)
+{
+	if (i >= c->n_fds || c->fds[i] < 0)
+		return -EBADF;
+	return c->fds[i];
 }
 
 void

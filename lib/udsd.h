@@ -122,6 +122,8 @@ int udsd_conn_peer(const struct udsd_conn *conn, pid_t *ret_pid, uid_t *ret_uid,
  */
 size_t udsd_conn_n_fds(const struct udsd_conn *conn);
 int udsd_conn_take_fd(struct udsd_conn *conn, size_t i);
+/* Look at fd i without taking it (-EBADF if taken or out of range). */
+int udsd_conn_fd(const struct udsd_conn *conn, size_t i);
 
 /*
  * Close the connection if no byte arrives within usec (0: back to the

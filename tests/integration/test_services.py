@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: MIT
+"""The service API: loadable services, fds from clients, seqpacket, crashes."""
+import array
+import hashlib
+import json
+import os
+import signal
+import socket
+
+from conftest import connect, deadline_loop, echo
+
+CONF = """
+[daemon]
+workers = {workers}
+threads = 2
+shutdown_timeout = 5s
+[listener fdinfo]
+path = {{tmp}}/fdinfo.sock
+service = {{build}}/lib/examples/fdinfo.so
+[listener kv]
+path = {{tmp}}/kv.sock
+service = {{build}}/lib/examples/kv.so
+[listener seq]
+path = {{tmp}}/seq.sock
+type = seqpacket
+service = echo
+[listener test]
+path = {{sock}}
+service = {{build}}/tests/plugins/testsvc.so
+"""
+
+
+def start(udsd_factory, workers=2, extra=""):
+    d = udsd_factory(CONF.format(workers=workers) + extra)
+    d.start()
+    return d
+
+
+def ask_fdinfo(path, fds, data=b"?"):
+    s = connect(path)
+    socket.send_fds(s, [data], fds)
+    f = s.makefile("rb")
+    lines = [json.loads(f.readline()) for _ in range(max(1, len(fds)))]
+    s.close()
+    return lines
+
+
+def test_fdinfo_regular_file(udsd_factory, tmp_path):
+    d = start(udsd_factory)
+    content = os.urandom(300000)
+    p = tmp_path / "secret.bin"
+    p.write_bytes(content)
+    os.chmod(p, 0o600)
+    fd = os.open(p, os.O_RDONLY)
+    os.unlink(p)  # only the descriptor is left: udsd needs no path and no permission
+    (info,) = ask_fdinfo(os.path.join(d.tmp, "fdinfo.sock"), [fd])
+    os.close(fd)
+    assert info["type"] == "file"
+    assert info["size"] == len(content)
+    assert info["mode"] == "0600"
+    assert info["sha256"] == hashlib.sha256(content).hexdigest()
+
+
+def test_fdinfo_pipe_devnull_directory(udsd_factory, tmp_path):
+    d = start(udsd_factory)
+    r, w = os.pipe()
+    null = os.open("/dev/null", os.O_RDONLY)
+    dirfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    infos = ask_fdinfo(os.path.join(d.tmp, "fdinfo.sock"), [r, null, dirfd])
+    assert [i["type"] for i in infos] == ["fifo", "character-device", "directory"]
+    assert "sha256" not in infos[0]
+    for fd in (r, w, null, dirfd):
+        os.close(fd)
+
+
+def test_fdinfo_without_fd_is_a_clear_error(udsd_factory):
+    d = start(udsd_factory)
+    s = connect(os.path.join(d.tmp, "fdinfo.sock"))
+    s.sendall(b"no fd here")
+    assert json.loads(s.makefile("rb").readline()) == {
+        "error": "no file descriptor: send one with SCM_RIGHTS"}
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_16_fds_in_one_message_are_all_closed(udsd_factory):
+    d = start(udsd_factory, workers=1)
+    (worker,) = d.workers()
+    path = os.path.join(d.tmp, "fdinfo.sock")
+    s = connect(path)
+    s.sendall(b"x")  # this connection is now open in the worker
+    s.makefile("rb").readline()
+    before = fd_count(worker)
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(16)]
+    socket.send_fds(s, [b"?"], fds)
+    f = s.makefile("rb")
+    assert len([json.loads(f.readline()) for _ in range(16)]) == 16
+    assert fd_count(worker) == before  # none of the 16 stayed open in the worker
+    s.close()
+    for fd in fds:
+        os.close(fd)
+
+
+def test_fds_sent_to_a_service_that_takes_none_are_dropped(udsd_factory):
+    d = start(udsd_factory, workers=1)
+    (worker,) = d.workers()
+    s = connect(os.path.join(d.tmp, "kv.sock"))
+    s.sendall(b"STATS\n")
+    assert s.recv(100).startswith(b"STATS")
+    before = fd_count(worker)
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(8)]
+    socket.send_fds(s, [b"STATS\n"], fds)
+    assert s.recv(100).startswith(b"STATS")
+    assert fd_count(worker) == before
+    for fd in fds:
+        os.close(fd)
+
+
+def test_kv_per_connection_state_and_partial_lines(udsd_factory):
+    d = start(udsd_factory, workers=1)
+    s = connect(os.path.join(d.tmp, "kv.sock"))
+    f = s.makefile("rb")
+    for chunk in (b"SET gre", b"eting hello world\nGET greeting\n", b"GET nothing\nDEL greeting\nGET greeting\n"):
+        s.sendall(chunk)
+    assert [f.readline() for _ in range(5)] == [
+        b"OK\n", b"VALUE hello world\n", b"NOT_FOUND\n", b"DELETED\n", b"NOT_FOUND\n"]
+    s.sendall(b"STATS\r\n")
+    assert f.readline() == b"STATS commands=6 keys=0\n"
+    other = connect(os.path.join(d.tmp, "kv.sock"))
+    other.sendall(b"STATS\n")
+    assert other.recv(100) == b"STATS commands=1 keys=0\n"
+
+
+def test_seqpacket_keeps_message_boundaries(udsd_factory):
+    d = start(udsd_factory)
+    s = connect(os.path.join(d.tmp, "seq.sock"), kind=socket.SOCK_SEQPACKET)
+    msgs = [b"one", b"two two", b"x" * 60000, b"3"]
+    for m in msgs:
+        s.send(m)
+    assert [s.recv(65536) for _ in msgs] == msgs
+
+
+def test_crash_in_on_data_takes_down_only_its_worker(udsd_factory):
+    d = start(udsd_factory)
+    before = set(d.workers())
+    bystander = connect(d.sock)
+    bystander.sendall(b"hi")
+    assert bystander.recv(2) == b"hi"
+    s = connect(d.sock)
+    s.sendall(b"crash")
+    assert s.recv(10) == b""
+    for _ in deadline_loop(10, "the crashed worker to be replaced"):
+        now = set(d.workers())
+        if len(now) == 2 and now != before:
+            break
+    assert "killed by signal ABRT" in d.log
+    assert echo(d.sock, b"still served") == b"still served"
+
+
+def test_crash_loop_backs_off(udsd_factory):
+    d = udsd_factory(CONF.format(workers=1) + "fail_init = yes\n")
+    d.start(wait=False)
+    for _ in deadline_loop(20, "four failed worker starts"):
+        if d.log.count("exited with status 1") >= 4:
+            break
+    # Back-off doubles: four failures take 100+200+400 ms at least, and the master barely ran.
+    with open("/proc/%d/stat" % d.proc.pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    assert cpu < 1.0
+    assert d.log.count("exited with status 1") < 12
+    assert "setup failed" in d.log
+    assert d.stop() == 0
+
+
+def test_bad_plugins_are_refused_clearly(udsd_factory):
+    cases = [
+        ("badversion.so", "is built for service API 999, udsd has 1"),
+        ("nosymbol.so", "exports no udsd_service_v1"),
+        ("missing.so", "missing.so: cannot open shared object file"),
+    ]
+    for so, msg in cases:
+        d = udsd_factory("[listener a]\npath = {sock}\nservice = {build}/tests/plugins/%s\n" % so, name=so)
+        for args in (("-t",), ()):
+            r = d.run_check(*args)
+            assert r.returncode == 1, r
+            assert "%s:3: service: " % d.conf_path in r.stderr and msg in r.stderr, r.stderr
+            assert not os.path.exists(d.sock)
+
+
+def test_service_keys_are_checked_with_their_line(udsd_factory):
+    d = udsd_factory("[listener a]\npath = {sock}\nservice = {build}/lib/examples/fdinfo.so\n"
+                     "max_hash_size = lots\n")
+    r = d.run_check("-t")
+    assert r.returncode == 1
+    assert "%s:4: max_hash_size: 'lots' is not a byte count" % d.conf_path in r.stderr
+    d.write_config("[listener a]\npath = {sock}\nservice = echo\ncolour = blue\n")
+    r = d.run_check("-t")
+    assert "%s:4: unknown key 'colour' in [listener a]" % d.conf_path in r.stderr
