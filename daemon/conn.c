@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "daemon.h"
@@ -17,6 +18,14 @@
 #define DIRECT_WRITE_MIN (16 * 1024)
 /* Reads per readiness event, so one busy client cannot starve the others. */
 #define READS_PER_EVENT 4
+/*
+ * Closing on a client that is still sending makes the kernel answer with a
+ * reset, which can destroy the reply (an HTTP 431, say) before the client
+ * reads it.  So, like nginx's lingering close, shut down our side and
+ * discard what still arrives, for a while and up to a limit.
+ */
+#define LINGER_USEC (2 * USEC_PER_SEC)
+#define LINGER_MAX (4 * 1024 * 1024)
 
 static int
 grow(uint8_t **buf, size_t *cap, size_t need)
@@ -54,7 +63,8 @@ conn_update_events(struct udsd_conn *c)
 {
 	uint32_t want = 0;
 
-	if (!c->closing && !c->eof && c->out_len - c->out_off < OUT_HIGH_WATER)
+	if (c->lingering ||
+	    (!c->closing && !c->eof && c->out_len - c->out_off < OUT_HIGH_WATER))
 		want |= EPOLLIN;
 	if (c->out_len > c->out_off)
 		want |= EPOLLOUT;
@@ -293,9 +303,50 @@ conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size)
 }
 
 static void
+conn_discard(struct udsd_conn *c)
+{
+	struct wthread *t = c->thread;
+
+	for (;;) {
+		ssize_t n = recv(c->fd, t->ibuf, sizeof(t->ibuf), MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0 || (c->lingered += (size_t)n) > LINGER_MAX) {
+			c->dead = true;
+			return;
+		}
+	}
+}
+
+/* Unread input at close time: linger instead of resetting the client. */
+static bool
+conn_linger(struct udsd_conn *c)
+{
+	int unread = 0;
+
+	if (c->lingering || c->eof || c->dead)
+		return false;
+	/* A full last read means the client was mid-stream even if nothing is queued right now. */
+	if (!c->read_full && (ioctl(c->fd, FIONREAD, &unread) < 0 || unread == 0))
+		return false;
+	if (shutdown(c->fd, SHUT_WR) < 0)
+		return false;
+	c->lingering = true;
+	c->deadline = c->thread->now + LINGER_USEC;
+	return true;
+}
+
+static void
 conn_readable(struct udsd_conn *c)
 {
 	struct wthread *t = c->thread;
+
+	if (c->lingering) {
+		conn_discard(c);
+		return;
+	}
 
 	for (int i = 0; i < READS_PER_EVENT && !c->dead && !c->closing && !c->eof; i++) {
 		uint8_t *buf = t->ibuf;
@@ -325,6 +376,7 @@ conn_readable(struct udsd_conn *c)
 			break;
 		}
 		conn_touch(c);
+		c->read_full = (size_t)n == size;
 		if (buf == t->ibuf)
 			deliver(c, buf, (size_t)n);
 		else {
@@ -341,7 +393,7 @@ conn_settle(struct udsd_conn *c)
 {
 	if (!c->dead && c->out_len > c->out_off && conn_flush(c) < 0)
 		c->dead = true;
-	if (c->dead || ((c->closing || c->eof) && c->out_len == c->out_off)) {
+	if (c->dead || ((c->closing || c->eof) && c->out_len == c->out_off && !conn_linger(c))) {
 		conn_free(c);
 		return;
 	}
@@ -426,6 +478,10 @@ void
 conn_timeout(struct udsd_conn *c)
 {
 	c->deadline = 0;
+	if (c->lingering) {
+		conn_free(c);
+		return;
+	}
 	if (c->service->ops->on_timeout) {
 		c->in_callback = true;
 		c->service->ops->on_timeout(c);

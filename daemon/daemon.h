@@ -156,6 +156,9 @@ struct udsd_conn {
 	bool closing; /* close once the output is flushed */
 	bool eof;
 	bool dead; /* closed or failed: discard further output */
+	bool lingering; /* output done, discarding input until the client closes */
+	bool read_full; /* the last read filled its buffer: more was likely coming */
+	size_t lingered;
 	uint32_t events;
 	struct wthread *thread;
 	const struct service *service;
