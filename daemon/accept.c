@@ -34,7 +34,7 @@ targets_rebuild(struct master *m)
 static struct mchannel *
 pick_target(struct master *m)
 {
-	unsigned max = m->gen->config->max_connections;
+	unsigned max = m->max_per_worker;
 	struct mchannel *best = NULL;
 
 	/* Start where the last pick left off, so ties rotate over all threads. */
@@ -209,16 +209,21 @@ refuse(struct master *m, const struct config_listener *cl, int fd)
 	m->refused_unlogged = 0;
 }
 
+/* How many more clients the current workers can take: per worker, not per thread. */
 static unsigned
 room(const struct master *m)
 {
-	unsigned max = m->gen->config->max_connections, total = 0;
+	unsigned total = 0;
 
-	for (size_t i = 0; i < m->n_targets; i++) {
-		const struct mchannel *ch = m->targets[i];
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct mworker *w = &m->workers[i];
+		unsigned slots = 0;
 
-		if (ch->n_pending < CHANNEL_MAX_FDS && ch->worker->load < max)
-			total += MIN(max - ch->worker->load, (unsigned)(CHANNEL_MAX_FDS - ch->n_pending));
+		if (w->state != WORKER_RUNNING || w->gen != m->gen || w->load >= m->max_per_worker)
+			continue;
+		for (unsigned t = 0; t < w->n_threads; t++)
+			slots += CHANNEL_MAX_FDS - (unsigned)w->chan[t].n_pending;
+		total += MIN(m->max_per_worker - w->load, slots);
 	}
 	return total;
 }

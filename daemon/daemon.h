@@ -258,6 +258,8 @@ struct master {
 	unsigned stop_signals;
 	uint64_t stop_deadline;
 	uint64_t accept_resume_at; /* after EMFILE and friends */
+	unsigned max_per_worker; /* max_connections, capped by what a worker can open */
+	unsigned fd_limit;
 	uint64_t next_status;
 	uint64_t watchdog_usec;
 	uint64_t next_watchdog;

@@ -357,6 +357,46 @@ watchdog_feed(struct master *m)
 		log_warning("a worker is not responding; not feeding the watchdog");
 }
 
+/* Workers inherit the limit; each spends a few fds on itself (stdio, epoll, channels). */
+static unsigned
+fd_reserve(const struct config *c)
+{
+	return 16 + 2 * c->threads;
+}
+
+static void
+raise_fd_limit(struct master *m)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		rl.rlim_cur = rl.rlim_max = 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	m->fd_limit = rl.rlim_cur > INT32_MAX ? INT32_MAX : (unsigned)rl.rlim_cur;
+	log_info("open file limit: %u", m->fd_limit);
+}
+
+/*
+ * A worker past its fd limit cannot even receive a client: the kernel drops
+ * descriptors that do not fit (MSG_CTRUNC).  So never hand a worker more
+ * clients than it can hold open.
+ */
+static void
+update_max_per_worker(struct master *m)
+{
+	const struct config *c = m->gen->config;
+	unsigned room = m->fd_limit > fd_reserve(c) ? m->fd_limit - fd_reserve(c) : 1;
+
+	m->max_per_worker = MIN(c->max_connections, room);
+	if (m->max_per_worker < c->max_connections)
+		log_notice("max_connections %u is above what the open file limit allows; using %u per worker",
+			   c->max_connections, m->max_per_worker);
+}
+
 static void
 reload(struct master *m)
 {
@@ -384,6 +424,7 @@ reload(struct master *m)
 
 	struct generation *old = m->gen;
 	m->gen = g;
+	update_max_per_worker(m);
 	atomic_store(&status->generation, g->id);
 	status_config = c;
 	memset(m->respawn_at, 0, sizeof(m->respawn_at));
@@ -518,18 +559,6 @@ loop(struct master *m)
 	}
 }
 
-static void
-raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
-		return;
-	rl.rlim_cur = rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-		log_debug("raised the open file limit to %llu", (unsigned long long)rl.rlim_max);
-}
-
 static int
 signals_setup(struct master *m)
 {
@@ -619,7 +648,7 @@ main(int argc, char **argv)
 	m->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (m->epfd < 0 || signals_setup(m) < 0)
 		fatalx("setting up the event loop: %s", strerror(errno));
-	raise_fd_limit();
+	raise_fd_limit(m);
 	r = status_map();
 	m->targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->targets));
 	if (r < 0 || !m->targets)
@@ -633,6 +662,7 @@ main(int argc, char **argv)
 		fatalx("out of memory");
 	atomic_store(&status->generation, m->gen->id);
 	status_config = c;
+	update_max_per_worker(m);
 	if (listeners_build(c, NULL, 0, &ls) < 0) {
 		cleanup(m);
 		return EXIT_FAILURE;
