@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""udsd against its peers, in one run, on the same socket path with the same load.
+
+    python3 tests/bench/bench.py [--duration 3] [--warmup 0.5] [--only udsd,floor] [--smoke]
+
+Builds the C load generator and the floor server, starts each server fresh,
+runs every workload it serves, stops it, and prints one table of each peer's
+figure and udsd's ratio to it. Results also go to build-bench/bench.{json,csv}.
+Not a pass/fail test: machines are shared and noisy; compare ratios in one run.
+"""
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+OUT = os.path.join(TOP, "build-bench")
+
+ECHO_CELLS = [  # (name, loadgen args)
+    ("conn", ["conn", "-t", "8", "-s", "64"]),
+    ("rr1", ["rr", "-c", "1", "-s", "64"]),
+    ("rr8", ["rr", "-c", "8", "-t", "2", "-s", "64"]),
+    ("rr64", ["rr", "-c", "64", "-t", "2", "-s", "64"]),
+    ("stream", ["stream", "-c", "1"]),
+]
+HTTP_CELLS = [
+    ("http1", ["http", "-c", "1"]),
+    ("http16", ["http", "-c", "16", "-t", "2"]),
+]
+
+UDSD_CONF = """
+[daemon]
+workers = {workers}
+threads = {threads}
+shutdown_timeout = 2s
+[listener echo]
+path = {echo}
+service = echo
+[listener http]
+path = {http}
+service = http
+{tcp}
+"""
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def build():
+    os.makedirs(OUT, exist_ok=True)
+    cc = os.environ.get("CC", "cc")
+    sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "loadgen"), os.path.join(HERE, "loadgen.c"), "-lpthread"])
+    sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "floor"), os.path.join(HERE, "floor.c")])
+    if not os.path.exists(os.path.join(TOP, "build", "build.ninja")):
+        sh(["meson", "setup", os.path.join(TOP, "build")], stdout=subprocess.DEVNULL)
+    sh(["ninja", "-C", os.path.join(TOP, "build")], stdout=subprocess.DEVNULL)
+    gobin = {}
+    if shutil.which("go"):
+        env = dict(os.environ, GOCACHE=os.path.join(OUT, "gocache"), GO111MODULE="off", GOPATH=os.path.join(OUT, "gopath"))
+        for name in ("echo", "http"):
+            exe = os.path.join(OUT, "go-" + name)
+            sh(["go", "build", "-o", exe, os.path.join(HERE, "peers", name + ".go")], env=env)
+            gobin[name] = exe
+    return gobin
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    kids = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(p))
+            except (OSError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def cpu_and_rss(pid):
+    cpu, rss = 0.0, 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / tick
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        rss += int(line.split()[1])
+        except OSError:
+            pass
+    return cpu, rss
+
+
+def wait_socket(path, proc, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited: %s" % proc.args)
+        try:
+            s = socket.socket(socket.AF_UNIX if not path.startswith("tcp:") else socket.AF_INET)
+            s.connect(path if not path.startswith("tcp:") else ("127.0.0.1", int(path.rsplit(":", 1)[1])))
+            s.close()
+            return
+        except OSError:
+            time.sleep(0.02)  # polling for a server's socket to appear, not synchronising a test
+    raise RuntimeError("no socket at " + path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def servers(tmp, gobin, args):
+    """name -> (kind, argv, socket path, extra)"""
+    echo, http = os.path.join(tmp, "echo.sock"), os.path.join(tmp, "http.sock")
+    udsd = os.path.join(TOP, "build", "daemon", "udsd")
+    port = free_port()
+
+    def udsd_conf(workers, threads, tcp=False):
+        p = os.path.join(tmp, "udsd-%d-%d%s.conf" % (workers, threads, "-tcp" if tcp else ""))
+        with open(p, "w") as f:
+            f.write(UDSD_CONF.format(workers=workers, threads=threads, echo=echo, http=http,
+                                     tcp="[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = echo\n" % port if tcp else ""))
+        return p
+
+    nginx = os.path.join(tmp, "nginx.conf")
+    with open(os.path.join(HERE, "peers", "nginx.conf.in")) as f:
+        text = f.read().replace("@DIR@", tmp).replace("@SOCK@", http)
+    with open(nginx, "w") as f:
+        f.write(text)
+    floor = os.path.join(OUT, "floor")
+    node = shutil.which("node")
+    s = [
+        ("udsd", "both", [udsd, "-c", udsd_conf(args.workers, args.threads, tcp=True)], {"tcp": port}),
+        ("floor", "echo", [floor, echo, "1"], {}),
+        ("floor-2p", "echo", [floor, echo, "2"], {"cells": ["conn"]}),
+    ]
+    if node:
+        s += [
+            ("node", "echo", [node, os.path.join(HERE, "peers", "echo.js"), echo], {}),
+            ("node", "http", [node, os.path.join(HERE, "peers", "http.js"), http], {}),
+            ("node-cluster", "echo", [node, os.path.join(HERE, "peers", "cluster.js"), "echo", echo, "2"], {}),
+            ("node-cluster", "http", [node, os.path.join(HERE, "peers", "cluster.js"), "http", http, "2"], {}),
+        ]
+    if "echo" in gobin:
+        s += [("go", "echo", [gobin["echo"], echo], {}), ("go", "http", [gobin["http"], http], {})]
+    if shutil.which("nginx"):
+        s += [("nginx", "http", ["nginx", "-c", nginx, "-p", tmp], {})]
+    for w in (1, 2, 4):
+        s.append(("udsd-w%d" % w, "scale", [udsd, "-c", udsd_conf(w, 1)], {"cells": ["conn"]}))
+    return s, echo, http
+
+
+def loadgen(args, addr, cell_args):
+    out = subprocess.run([os.path.join(OUT, "loadgen"), cell_args[0], addr] + cell_args[1:] +
+                         ["-d", str(args.duration), "-w", str(args.warmup)],
+                         capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
+    return json.loads(out.stdout)
+
+
+def idle_scale(args, http, n):
+    """Hold n idle connections to udsd's echo listener; time until all are accepted, and RSS."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1000), hard))
+    echo = http.replace("http.sock", "echo.sock")
+    t0 = time.monotonic()
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(echo)
+        socks.append(s)
+    while True:
+        st = json.loads(http_get(http, "/status"))
+        if sum(w["open"] for w in st["workers"]) >= n:
+            break
+    return socks, time.monotonic() - t0
+
+
+def http_get(path, target):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n" % target.encode())
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+def run(args):
+    gobin = build()
+    tmp = tempfile.mkdtemp(prefix="udsd-bench-")
+    os.chmod(tmp, 0o755)
+    results = []  # dicts: server, cell, transport, ops_per_sec, ...
+    todo, echo, http = servers(tmp, gobin, args)
+    for name, kind, argv, extra in todo:
+        if args.only and name.split("-")[0] not in args.only and name not in args.only:
+            continue
+        cells = []
+        if kind in ("echo", "both"):
+            cells += [(c, a, echo, "unix") for c, a in ECHO_CELLS]
+        if kind in ("http", "both"):
+            cells += [(c, a, http, "unix") for c, a in HTTP_CELLS]
+        if kind == "scale":
+            cells = [(c, a, echo, "unix") for c, a in ECHO_CELLS]
+        if "cells" in extra:
+            cells = [c for c in cells if c[0] in extra["cells"]]
+        if "tcp" in extra:
+            cells += [(c, a, "tcp:127.0.0.1:%d" % extra["tcp"], "tcp") for c, a in ECHO_CELLS if c in ("conn", "rr1", "rr8", "stream")]
+        for p in (echo, http):
+            if os.path.exists(p):
+                os.unlink(p)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, name + ".log"), "ab"))
+        try:
+            wait_socket(echo if kind != "http" else http, proc)
+            if kind == "both":
+                wait_socket(http, proc)
+            for cell, cargs, addr, transport in cells:
+                cpu0, _ = cpu_and_rss(proc.pid)
+                r = loadgen(args, addr, cargs)
+                cpu1, rss = cpu_and_rss(proc.pid)
+                r.update(server=name, cell=cell, transport=transport, cpu_s=round(cpu1 - cpu0, 2), rss_kib=rss)
+                results.append(r)
+                print("  %-13s %-7s %-5s %11.0f ops/s  p50 %7.1f us  p99 %8.1f us  %8.1f MB/s  err %d  cpu %.2fs  rss %d KiB"
+                      % (name, cell, transport, r["ops_per_sec"], r["p50_us"], r["p99_us"], r["mb_per_sec"],
+                         r["errors"], r["cpu_s"], rss), flush=True)
+            if name == "udsd" and not args.smoke:
+                socks, secs = idle_scale(args, http, 10000)
+                _, rss = cpu_and_rss(proc.pid)
+                cur = 0
+                for p in tree(proc.pid):
+                    with open("/proc/%d/status" % p) as f:
+                        cur += int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+                results.append(dict(server=name, cell="idle10k", transport="unix", ops_per_sec=10000 / secs,
+                                    accept_secs=round(secs, 3), rss_kib=cur, p50_us=0, p99_us=0, errors=0,
+                                    mb_per_sec=0, cpu_s=0))
+                print("  udsd          idle10k       all accepted in %.2fs, total RSS %d KiB" % (secs, cur), flush=True)
+                for s in socks:
+                    s.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                for p in tree(proc.pid):
+                    os.kill(p, signal.SIGKILL)
+                proc.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def table(results):
+    def get(server, cell, transport="unix"):
+        for r in results:
+            if r["server"] == server and r["cell"] == cell and r["transport"] == transport:
+                return r
+        return None
+
+    peers = []
+    for r in results:
+        if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith("udsd-"):
+            peers.append(r["server"])
+    lines = ["| workload | udsd | " + " | ".join(peers) + " |", "|---" * (len(peers) + 2) + "|"]
+    for cell, _ in ECHO_CELLS + HTTP_CELLS:
+        u = get("udsd", cell)
+        if not u:
+            continue
+        key = "mb_per_sec" if cell == "stream" else "ops_per_sec"
+        unit = "MB/s" if cell == "stream" else "/s"
+        row = ["%s (%s)" % (cell, unit), "%.0f p99 %.0fus" % (u[key], u["p99_us"])]
+        for p in peers:
+            r = get(p, cell)
+            row.append("%.0f p99 %.0fus (udsd %.2fx)" % (r[key], r["p99_us"], u[key] / r[key]) if r and r[key] else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("| udsd: unix vs tcp | unix | tcp | unix/tcp |")
+    lines.append("|---|---|---|---|")
+    for cell in ("conn", "rr1", "rr8", "stream"):
+        u, t = get("udsd", cell), get("udsd", cell, "tcp")
+        if u and t:
+            key = "mb_per_sec" if cell == "stream" else "ops_per_sec"
+            lines.append("| %s | %.0f | %.0f | %.2fx |" % (cell, u[key], t[key], u[key] / t[key]))
+    scale = [get("udsd-w%d" % w, "conn") for w in (1, 2, 4)]
+    if all(scale):
+        lines.append("")
+        lines.append("| udsd conn/s by workers (threads=1) | 1 | 2 | 4 |")
+        lines.append("|---|---|---|---|")
+        lines.append("| conn/s | " + " | ".join("%.0f" % s["ops_per_sec"] for s in scale) + " |")
+    idle = get("udsd", "idle10k")
+    if idle:
+        lines.append("")
+        lines.append("10,000 idle connections: all accepted in %.2f s; udsd total RSS %.1f MiB"
+                     % (idle["accept_secs"], idle["rss_kib"] / 1024))
+    names = ["udsd"] + peers
+    rows = [r for r in results if r["cell"] != "idle10k"]
+    lines.append("")
+    lines.append("| summed over the server's processes | " + " | ".join(names) + " |")
+    lines.append("|---" * (len(names) + 1) + "|")
+    lines.append("| CPU seconds, all cells | " + " | ".join(
+        "%.1f" % sum(r["cpu_s"] for r in rows if r["server"] == n) for n in names) + " |")
+    lines.append("| peak RSS MiB | " + " | ".join(
+        "%.1f" % (max([r["rss_kib"] for r in rows if r["server"] == n] or [0]) / 1024) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", type=lambda s: s.split(","), default=None)
+    ap.add_argument("--smoke", action="store_true", help="0.3 s per cell, udsd and floor only")
+    args = ap.parse_args()
+    if args.smoke:
+        args.duration, args.warmup, args.only = 0.3, 0.1, args.only or ["udsd", "floor"]
+    results = run(args)
+    t = table(results)
+    print()
+    print(t)
+    with open(os.path.join(OUT, "bench.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(OUT, "bench.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=sorted({k for r in results for k in r}))
+        w.writeheader()
+        w.writerows(results)
+    with open(os.path.join(OUT, "bench.md"), "w") as f:
+        f.write(t + "\n")
+    bad = [r for r in results if r.get("errors")]
+    for r in bad:
+        print("ERRORS: %s %s %s: %d" % (r["server"], r["cell"], r["transport"], r["errors"]), file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
