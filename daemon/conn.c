@@ -455,10 +455,18 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 			c->closing = true;
 		}
 	}
-	if (t->draining)
+	if (t->draining) {
 		conn_drain(c);
-	else
-		conn_settle(c);
+		return;
+	}
+	/*
+	 * Most clients speak first, and by the time the master has handed
+	 * this one over its bytes are usually there: read now rather than
+	 * after another trip through epoll_wait().
+	 */
+	if (!c->closing && !c->dead)
+		conn_readable(c);
+	conn_settle(c);
 }
 
 /* The worker drains: the service finishes; without on_drain we wait for the client. */

@@ -24,10 +24,15 @@
 /* The channel's epoll tag: any pointer that is not a connection. */
 static char channel_tag;
 
+/*
+ * Tell the master how many clients closed.  A busy thread batches the count
+ * (a message per loop would cost the master a wakeup per connection); a quiet
+ * one reports at once, so a full worker is seen to have room again promptly.
+ */
 static void
-report_closed(struct wthread *t)
+report_closed(struct wthread *t, int n_events)
 {
-	if (t->closed_unreported == 0)
+	if (t->closed_unreported == 0 || (n_events >= 16 && t->closed_unreported < 64))
 		return;
 	/* EAGAIN: the master is behind; the count is sent with the next report. */
 	if (channel_send(t->chan, CHANNEL_CLOSED, t->closed_unreported, NULL, NULL, 0) == 0)
@@ -164,13 +169,13 @@ thread_run(void *userdata)
 			else
 				conn_event(events[i].data.ptr, events[i].events);
 		}
-		report_closed(t);
+		report_closed(t, n);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
 		if (t->draining && t->n_conns == 0)
 			t->done = true;
 	}
-	report_closed(t);
+	report_closed(t, 0);
 	thread_teardown(t);
 	return NULL;
 }

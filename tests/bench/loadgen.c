@@ -205,9 +205,19 @@ http_complete(struct conn *c)
 	if (c->got < 12 || memcmp(c->buf + 9, "200", 3) != 0)
 		return -1;
 	size_t head = (size_t)(end - c->buf) + 4, body = 0;
-	for (char *p = c->buf; p < end; p++)
-		if ((*p == '\n') && strncasecmp(p + 1, "content-length:", 15) == 0)
+	int chunked = 0;
+	for (char *p = c->buf; p < end; p++) {
+		if (*p != '\n')
+			continue;
+		if (strncasecmp(p + 1, "content-length:", 15) == 0)
 			body = strtoul(p + 16, NULL, 10);
+		if (strncasecmp(p + 1, "transfer-encoding: chunked", 26) == 0)
+			chunked = 1;
+	}
+	/* Node sends small bodies chunked: done at the last-chunk marker. */
+	if (chunked)
+		return c->got >= head + 5 && memcmp(c->buf + c->got - 5, "0\r\n\r\n", 5) == 0 ?
+			       (ssize_t)c->got : 0;
 	return c->got >= head + body ? (ssize_t)(head + body) : 0;
 }
 
