@@ -101,6 +101,7 @@ channel_flush(struct master *m, struct mchannel *ch)
 			return;
 		}
 		close_many(ch->pending, ch->n_pending);
+		ch->sent += ch->n_pending;
 		ch->load += (unsigned)ch->n_pending;
 		ch->n_pending = 0;
 	}
@@ -144,10 +145,7 @@ channel_readable_master(struct master *m, struct mchannel *ch)
 		}
 		switch (msg.type) {
 		case CHANNEL_CLOSED:
-			msg.arg = MIN(msg.arg, ch->load);
-			ch->load -= msg.arg;
-			w->load -= MIN(msg.arg, w->load);
-			break;
+			break; /* a wakeup: the loads are in shared memory */
 		case CHANNEL_READY:
 			w->ready++;
 			break;
@@ -209,12 +207,34 @@ refuse(struct master *m, const struct config_listener *cl, int fd)
 	m->refused_unlogged = 0;
 }
 
+/* Re-read every current worker's load from the close counters its threads keep. */
+static void
+loads_refresh(struct master *m)
+{
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		struct mworker *w = &m->workers[i];
+		struct status_worker *sw = &status->slots[i];
+
+		if (w->state != WORKER_RUNNING || w->gen != m->gen)
+			continue;
+		w->load = 0;
+		for (unsigned t = 0; t < w->n_threads; t++) {
+			uint64_t closed = atomic_load(&sw->threads[t].closed);
+			struct mchannel *ch = &w->chan[t];
+
+			ch->load = closed < ch->sent ? (unsigned)(ch->sent - closed) : 0;
+			w->load += ch->load + (unsigned)ch->n_pending;
+		}
+	}
+}
+
 /* How many more clients the current workers can take: per worker, not per thread. */
 static unsigned
-room(const struct master *m)
+room(struct master *m)
 {
 	unsigned total = 0;
 
+	loads_refresh(m);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		const struct mworker *w = &m->workers[i];
 		unsigned slots = 0;
@@ -282,11 +302,30 @@ accept_listener(struct master *m, struct mlistener *l)
 	}
 }
 
+/*
+ * No room: ask the workers to wake us when a client closes, then look once
+ * more, so that a close between our count and the request is not missed.
+ */
+static bool
+wait_for_room(struct master *m)
+{
+	atomic_store(&status->room_wanted, 1);
+	if (room(m) > 0) {
+		atomic_store(&status->room_wanted, 0);
+		return false;
+	}
+	return true;
+}
+
 /* Poll the listeners only when a client accepted now can be handed to someone. */
 void
 update_polling(struct master *m)
 {
-	bool want = !m->stopping && m->n_targets > 0 && room(m) > 0;
+	bool want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m));
+
+	m->waiting_for_room = !want && !m->stopping && m->n_targets > 0;
+	if (!m->waiting_for_room && atomic_load_explicit(&status->room_wanted, memory_order_relaxed))
+		atomic_store(&status->room_wanted, 0);
 
 	if (m->accept_resume_at) {
 		if (now_usec() < m->accept_resume_at)

@@ -102,8 +102,8 @@ conn_free(struct udsd_conn *c)
 	free(c->out);
 	free(c);
 	t->n_conns--;
-	t->closed_unreported++;
 	atomic_fetch_sub_explicit(&t->stats->open, 1, memory_order_relaxed);
+	worker_client_done(t);
 }
 
 /* Send queued output; seqpacket output is queued as [u32 length][message]. */
@@ -420,7 +420,7 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 	if (!c) {
 		safe_close(fd);
 		atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
-		t->closed_unreported++;
+		worker_client_done(t);
 		return;
 	}
 	*c = (struct udsd_conn){

@@ -52,6 +52,7 @@ struct status_thread {
 	_Atomic uint64_t accepted;
 	_Atomic uint64_t requests;
 	_Atomic uint64_t refused;
+	_Atomic uint64_t closed; /* clients this thread is done with, ever: the master's load count */
 	_Atomic uint64_t heartbeat_usec;
 } __attribute__((aligned(64))); /* one cache line each: threads never share a line */
 
@@ -69,6 +70,7 @@ struct status {
 	uint64_t start_usec;
 	_Atomic unsigned generation;
 	_Atomic uint64_t refused; /* clients the master turned away (allow-lists) */
+	_Atomic int room_wanted;   /* the master waits for a worker to have room */
 	struct status_worker slots[STATUS_MAX_SLOTS];
 };
 
@@ -81,7 +83,7 @@ void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_wor
 enum channel_type {
 	CHANNEL_FDS = 1, /* m→w: count fds, listener index of each */
 	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit */
-	CHANNEL_CLOSED,  /* w→m: arg connections closed since the last report */
+	CHANNEL_CLOSED,  /* w→m: a client closed while the master waits for room */
 	CHANNEL_READY,   /* w→m: this thread serves */
 };
 
@@ -137,7 +139,7 @@ struct wthread {
 	void **state; /* per listener: what its service's init returned */
 	struct udsd_conn *conns; /* every open connection, for drain and timeouts */
 	unsigned n_conns;
-	uint32_t closed_unreported;
+	bool wake_master;
 	bool draining;
 	bool done;
 	uint64_t now;
@@ -176,6 +178,7 @@ struct udsd_conn {
 };
 
 void conn_open(struct wthread *t, int fd, unsigned listener);
+void worker_client_done(struct wthread *t);
 void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
 void conn_timeout(struct udsd_conn *c);
@@ -212,7 +215,8 @@ struct mchannel {
 	struct mworker *worker;
 	int fd;   /* the master's end */
 	int peer; /* the worker's end, kept so fds it never read can be taken back */
-	unsigned load; /* clients handed over and not reported closed */
+	uint64_t sent;	/* clients handed over, ever */
+	unsigned load;	/* sent minus the thread's closed count, as of the last refresh */
 	bool drain_wanted;
 	bool want_out;
 	size_t n_pending;
@@ -230,7 +234,7 @@ struct mworker {
 	struct generation *gen;
 	unsigned n_threads;
 	unsigned ready;
-	unsigned load;
+	unsigned load; /* its threads' loads plus pending, as of the last refresh */
 	uint64_t started_usec;
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
 	struct mchannel *chan;
@@ -259,6 +263,7 @@ struct master {
 	uint64_t stop_deadline;
 	uint64_t accept_resume_at; /* after EMFILE and friends */
 	unsigned max_per_worker; /* max_connections, capped by what a worker can open */
+	bool waiting_for_room;
 	unsigned fd_limit;
 	uint64_t next_status;
 	uint64_t watchdog_usec;

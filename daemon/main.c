@@ -501,6 +501,8 @@ next_timeout_ms(const struct master *m)
 			next = MIN(next, m->respawn_at[i]);
 	if (m->accept_resume_at)
 		next = MIN(next, m->accept_resume_at);
+	if (m->waiting_for_room) /* a backstop: workers wake us when a client closes */
+		next = MIN(next, now + 100 * USEC_PER_MSEC);
 	if (m->stopping)
 		next = MIN(next, m->stop_deadline);
 	if (m->watchdog_usec)

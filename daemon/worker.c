@@ -25,18 +25,28 @@
 static char channel_tag;
 
 /*
- * Tell the master how many clients closed.  A busy thread batches the count
- * (a message per loop would cost the master a wakeup per connection); a quiet
- * one reports at once, so a full worker is seen to have room again promptly.
+ * The master counts each thread's load as what it handed over minus this
+ * counter, read from shared memory: no message per close.  Only when it has
+ * stopped accepting for want of room does a close also wake it (the store of
+ * room_wanted and the load of closed on its side pair with the add and the
+ * load here; both sequentially consistent, so one side always sees the other).
  */
-static void
-report_closed(struct wthread *t, int n_events)
+void
+worker_client_done(struct wthread *t)
 {
-	if (t->closed_unreported == 0 || (n_events >= 16 && t->closed_unreported < 64))
+	atomic_fetch_add(&t->stats->closed, 1);
+	if (atomic_load(&status->room_wanted))
+		t->wake_master = true;
+}
+
+static void
+wake_master(struct wthread *t)
+{
+	if (!t->wake_master)
 		return;
-	/* EAGAIN: the master is behind; the count is sent with the next report. */
-	if (channel_send(t->chan, CHANNEL_CLOSED, t->closed_unreported, NULL, NULL, 0) == 0)
-		t->closed_unreported = 0;
+	/* EAGAIN: the channel is full of earlier wakeups, which will do. */
+	(void)channel_send(t->chan, CHANNEL_CLOSED, 0, NULL, NULL, 0);
+	t->wake_master = false;
 }
 
 static void
@@ -58,7 +68,12 @@ channel_readable(struct wthread *t)
 	struct channel_msg m;
 	int fds[CHANNEL_MAX_FDS];
 
-	for (;;) {
+	/*
+	 * One message per readiness event: the channel is level-triggered, so
+	 * epoll_wait() reports it again if more wait, and we save the recvmsg()
+	 * that would only say EAGAIN.
+	 */
+	for (int once = 1; once; once = 0) {
 		int r = channel_recv(t->chan, n_listeners, &m, fds);
 		if (r == -EAGAIN)
 			return;
@@ -69,7 +84,7 @@ channel_readable(struct wthread *t)
 		}
 		if (r < 0) {
 			log_error("thread %u: bad message from master: %s", t->index, strerror(-r));
-			continue;
+			return;
 		}
 		switch (m.type) {
 		case CHANNEL_FDS:
@@ -169,13 +184,12 @@ thread_run(void *userdata)
 			else
 				conn_event(events[i].data.ptr, events[i].events);
 		}
-		report_closed(t, n);
+		wake_master(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
 		if (t->draining && t->n_conns == 0)
 			t->done = true;
 	}
-	report_closed(t, 0);
 	thread_teardown(t);
 	return NULL;
 }
