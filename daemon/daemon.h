@@ -237,6 +237,7 @@ struct mworker {
 	unsigned load; /* its threads' loads plus pending, as of the last refresh */
 	uint64_t started_usec;
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
+	uint64_t idle_since; /* no clients since then (0: busy) */
 	struct mchannel *chan;
 };
 
@@ -264,6 +265,9 @@ struct master {
 	uint64_t accept_resume_at; /* after EMFILE and friends */
 	unsigned max_per_worker; /* max_connections, capped by what a worker can open */
 	bool waiting_for_room;
+	unsigned pool_size; /* workers wanted now: workers, or workers_min..workers_max */
+	uint64_t next_spawn_at;
+	uint64_t idle_since; /* exit_idle_time: no client anywhere since then */
 	unsigned fd_limit;
 	uint64_t next_status;
 	uint64_t watchdog_usec;
@@ -287,5 +291,6 @@ int worker_spawn(struct master *m, unsigned index);
 void worker_drain(struct master *m, struct mworker *w);
 void workers_reap(struct master *m);
 void workers_check(struct master *m);
+void pool_adjust(struct master *m);
 unsigned workers_count(const struct master *m, enum worker_state state);
 void generation_unref(struct generation *g);

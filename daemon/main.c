@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -265,8 +266,12 @@ notify_status(struct master *m, bool force)
 		return;
 	m->next_status = now + STATUS_INTERVAL_USEC;
 	status_totals(&open, &accepted, &workers);
-	snprintf(text, sizeof(text), "%s%u workers (generation %u), %llu open, %llu served%s",
-		 m->stopping ? "stopping: " : "", workers, m->gen->id, (unsigned long long)open,
+	char pool[32] = "";
+	if (m->gen->config->workers_min != m->gen->config->workers_max)
+		snprintf(pool, sizeof(pool), " of %u..%u", m->gen->config->workers_min,
+			 m->gen->config->workers_max);
+	snprintf(text, sizeof(text), "%s%u workers%s (generation %u), %llu open, %llu served%s",
+		 m->stopping ? "stopping: " : "", workers, pool, m->gen->id, (unsigned long long)open,
 		 (unsigned long long)accepted, m->crashes ? ", workers crashed" : "");
 	if (strcmp(text, m->status_text) == 0)
 		return;
@@ -298,7 +303,7 @@ notify_ready(struct master *m)
 	unsigned total, ready = ready_threads(m, &total);
 
 	if (m->ready_sent || m->stopping || ready < total ||
-	    total < m->gen->config->workers * m->gen->config->threads)
+	    total < m->pool_size * m->gen->config->threads)
 		return;
 	m->ready_sent = true;
 	if (m->reloading)
@@ -424,6 +429,7 @@ reload(struct master *m)
 
 	struct generation *old = m->gen;
 	m->gen = g;
+	m->pool_size = c->workers;
 	update_max_per_worker(m);
 	atomic_store(&status->generation, g->id);
 	status_config = c;
@@ -448,15 +454,15 @@ fail:
 }
 
 static void
-stop(struct master *m, int sig)
+stop(struct master *m, const char *why)
 {
 	if (m->stopping) {
 		/* A second SIGINT or SIGTERM: no more waiting. */
-		log_notice("%s again: stopping now", sigabbrev_np(sig));
+		log_notice("%s again: stopping now", why);
 		m->stop_deadline = 0;
 		return;
 	}
-	log_info("%s: stopping, waiting up to %llums for clients", sigabbrev_np(sig),
+	log_info("%s: stopping, waiting up to %llums for clients", why,
 		 (unsigned long long)(m->gen->config->shutdown_timeout_usec / USEC_PER_MSEC));
 	sd_notify(0, "STOPPING=1");
 	m->stopping = true;
@@ -465,6 +471,59 @@ stop(struct master *m, int sig)
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		worker_drain(m, &m->workers[i]);
 	notify_status(m, true);
+}
+
+/* Would accept() find a client right now?  Asked before an idle exit. */
+static bool
+listeners_pending(const struct master *m)
+{
+	struct pollfd pfd[CONFIG_MAX_LISTENERS];
+
+	for (size_t i = 0; i < m->n_listeners; i++)
+		pfd[i] = (struct pollfd){ .fd = m->listeners[i].fd, .events = POLLIN };
+	return poll(pfd, m->n_listeners, 0) != 0;
+}
+
+static bool
+all_activated(const struct master *m)
+{
+	for (size_t i = 0; i < m->n_listeners; i++)
+		if (!m->listeners[i].activated)
+			return false;
+	return true;
+}
+
+/*
+ * exit_idle_time: with every listener systemd's, leave once nobody has been
+ * connected for that long; systemd keeps the socket and starts us again for
+ * the next client.  The decision is final only if no client waits in a
+ * backlog at that instant; from then on nothing is accepted, so whoever
+ * connects next waits in the kernel for the next start instead of being
+ * accepted and dropped.
+ */
+static void
+idle_exit_check(struct master *m)
+{
+	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec();
+	bool busy = false;
+
+	if (!limit || !m->activated || m->stopping || !all_activated(m))
+		return;
+	for (size_t i = 0; i < STATUS_MAX_SLOTS && !busy; i++) {
+		const struct mworker *w = &m->workers[i];
+		busy = w->state == WORKER_DRAINING || (w->state == WORKER_RUNNING && w->load > 0);
+	}
+	if (busy || !m->idle_since) {
+		m->idle_since = now;
+		return;
+	}
+	if (now - m->idle_since < limit)
+		return;
+	if (listeners_pending(m)) {
+		m->idle_since = now;
+		return;
+	}
+	stop(m, "idle");
 }
 
 static void
@@ -476,7 +535,7 @@ signal_readable(struct master *m)
 		switch (si.ssi_signo) {
 		case SIGTERM:
 		case SIGINT:
-			stop(m, (int)si.ssi_signo);
+			stop(m, sigabbrev_np((int)si.ssi_signo));
 			break;
 		case SIGHUP:
 			if (!m->stopping)
@@ -496,7 +555,7 @@ next_timeout_ms(const struct master *m)
 {
 	uint64_t now = now_usec(), next = now + USEC_PER_SEC;
 
-	for (unsigned i = 0; i < m->gen->config->workers; i++)
+	for (unsigned i = 0; i < m->pool_size; i++)
 		if (m->respawn_at[i] > now)
 			next = MIN(next, m->respawn_at[i]);
 	if (m->accept_resume_at)
@@ -507,6 +566,8 @@ next_timeout_ms(const struct master *m)
 		next = MIN(next, m->stop_deadline);
 	if (m->watchdog_usec)
 		next = MIN(next, m->next_watchdog);
+	if (m->gen->config->exit_idle_usec && m->idle_since && !m->stopping)
+		next = MIN(next, m->idle_since + m->gen->config->exit_idle_usec);
 	return next <= now ? 0 : (int)((next - now + 999) / 1000);
 }
 
@@ -551,6 +612,8 @@ loop(struct master *m)
 		flush_all(m);
 		workers_check(m);
 		update_polling(m);
+		pool_adjust(m);
+		idle_exit_check(m);
 		notify_ready(m);
 		notify_status(m, false);
 		watchdog_feed(m);
@@ -676,6 +739,9 @@ main(int argc, char **argv)
 				    activated[i].name);
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
+	m->pool_size = c->workers;
+	if (c->exit_idle_usec && !all_activated(m))
+		log_notice("exit_idle_time ignored: udsd would take away sockets that are not systemd's");
 
 	for (size_t i = 0; i < c->n_listeners; i++)
 		log_info("listener %s: %s (%s)%s", c->listeners[i].name, c->listeners[i].address,

@@ -265,7 +265,7 @@ worker_exited(struct master *m, struct mworker *w, int wstatus)
 	w->state = WORKER_FREE;
 	targets_rebuild(m);
 	worker_recover(m, w);
-	if (!expected && w->gen == m->gen && w->index < m->gen->config->workers)
+	if (!expected && w->gen == m->gen && w->index < m->pool_size)
 		schedule_respawn(m, w, now);
 	channels_close(m, w);
 	generation_unref(w->gen);
@@ -336,7 +336,7 @@ workers_check(struct master *m)
 			worker_check_alive(&m->workers[i], now);
 	if (m->stopping)
 		return;
-	for (unsigned i = 0; i < m->gen->config->workers; i++) {
+	for (unsigned i = 0; i < m->pool_size; i++) {
 		if (index_running(m, i) || now < m->respawn_at[i])
 			continue;
 		int r = worker_spawn(m, i);
@@ -344,5 +344,59 @@ workers_check(struct master *m)
 			log_error("cannot start worker %u: %s", i, strerror(-r));
 			m->respawn_at[i] = now + BACKOFF_MAX_USEC;
 		}
+	}
+}
+
+/* A new worker in a dynamic pool: at most one starting at a time, and a pause between. */
+#define POOL_COOLDOWN_USEC USEC_PER_SEC
+
+/*
+ * workers_min..workers_max, as php-fpm's dynamic pool: grow by one when every
+ * worker holds worker_load_mark clients, shrink by retiring the newest worker
+ * once it has been idle for worker_idle_time.  A retired worker drains like
+ * an old generation: it takes no new client, and what was queued to it is
+ * served before it exits (or recovered, if it dies).
+ */
+void
+pool_adjust(struct master *m)
+{
+	const struct config *c = m->gen->config;
+	uint64_t now = now_usec();
+	struct mworker *top = NULL;
+	bool all_busy = true, starting = false;
+	unsigned running = 0;
+
+	if (c->workers_min == c->workers_max || m->stopping)
+		return;
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		struct mworker *w = &m->workers[i];
+
+		if (w->state != WORKER_RUNNING || w->gen != m->gen)
+			continue;
+		running++;
+		starting |= w->ready < w->n_threads;
+		all_busy &= w->load >= c->worker_load_mark;
+		if (w->load > 0)
+			w->idle_since = 0;
+		else if (!w->idle_since)
+			w->idle_since = now;
+		if (w->index == m->pool_size - 1)
+			top = w;
+	}
+	if (all_busy && !starting && running == m->pool_size && m->pool_size < c->workers_max &&
+	    now >= m->next_spawn_at) {
+		m->pool_size++;
+		m->next_spawn_at = now + POOL_COOLDOWN_USEC;
+		log_info("all %u workers hold %u+ clients: starting another (pool %u..%u)", running,
+			 c->worker_load_mark, c->workers_min, c->workers_max);
+		return; /* workers_check() starts it */
+	}
+	if (top && m->pool_size > c->workers_min && top->idle_since &&
+	    now - top->idle_since >= c->worker_idle_usec) {
+		m->pool_size--;
+		log_info("worker %d idle for %llums: retiring it (pool %u..%u)", (int)top->pid,
+			 (unsigned long long)(c->worker_idle_usec / USEC_PER_MSEC), c->workers_min,
+			 c->workers_max);
+		worker_drain(m, top);
 	}
 }

@@ -144,7 +144,12 @@ udsd_status_json(char *buf, size_t size)
 			out_printf(&o, ",\"mode\":\"%04o\"", (unsigned)l->mode);
 		out_printf(&o, "}");
 	}
-	out_printf(&o, "],\"workers\":[");
+	if (status_config)
+		out_printf(&o, "],\"workers_min\":%u,\"workers_max\":%u", status_config->workers_min,
+			   status_config->workers_max);
+	else
+		out_printf(&o, "]");
+	out_printf(&o, ",\"workers\":[");
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		const struct status_worker *w = &status->slots[i];
 

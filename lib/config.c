@@ -295,6 +295,11 @@ parse_daemon_key(struct parse *p, const char *key, const char *value)
 					  CONFIG_MAX_THREADS);
 		return 1;
 	}
+	if (strcmp(key, "worker_load_mark") == 0) {
+		if (config_parse_uint(value, 1, 1000000, &c->worker_load_mark) < 0)
+			return parse_fail(p, p->line, "worker_load_mark: '%s' is not 1..1000000", value);
+		return 1;
+	}
 	if (strcmp(key, "max_connections") == 0) {
 		if (config_parse_uint(value, 1, 1000000, &c->max_connections) < 0)
 			return parse_fail(p, p->line, "max_connections: '%s' is not 1..1000000", value);
@@ -568,6 +573,13 @@ validate(struct parse *p)
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		c->workers = (unsigned)MIN(MAX(n, 1), CONFIG_MAX_WORKERS);
 	}
+	if (p->pool_set) {
+		/* One bound alone: the other is the same, or 1 for the minimum. */
+		if (c->workers_max == 0)
+			c->workers_max = MAX(c->workers_min, 1);
+		if (c->workers_min == 0)
+			c->workers_min = 1;
+	}
 	if (!p->pool_set)
 		c->workers_min = c->workers_max = c->workers;
 	else if (c->workers_min > c->workers_max)
@@ -598,6 +610,7 @@ config_load_string(const char *name, const char *text, struct config **ret, char
 	c->max_connections = 10000;
 	c->shutdown_timeout_usec = 10 * USEC_PER_SEC;
 	c->worker_idle_usec = 10 * USEC_PER_SEC;
+	c->worker_load_mark = 100;
 	c->user = (uid_t)-1;
 	c->group = (gid_t)-1;
 

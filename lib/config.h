@@ -56,6 +56,7 @@ struct config {
 	unsigned workers; /* resolved: "auto" is the CPU count */
 	unsigned workers_min, workers_max; /* equal unless the pool is dynamic */
 	uint64_t worker_idle_usec;
+	unsigned worker_load_mark; /* clients per worker above which the pool grows */
 	unsigned threads;
 	unsigned max_connections; /* per worker */
 	uint64_t shutdown_timeout_usec;

@@ -56,6 +56,18 @@ class Notify:
                 return len(self.messages) - 1
         raise AssertionError("no %r from udsd; got %r" % (key, self.messages))
 
+    def wait_for(self, pred, what, timeout=30):
+        """Wait for any message (old or new) for which pred(message) is true."""
+        for m in self.messages:
+            if pred(m):
+                return m
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            msg = self._read(max(0.01, end - time.monotonic()))
+            if msg is not None and pred(msg):
+                return msg
+        raise AssertionError("no %s from udsd; got %r" % (what, self.messages[-10:]))
+
     def close(self):
         self.sock.close()
 

@@ -67,6 +67,26 @@ check "no udsd process left" bash -c "! $here/ns.sh run $state pgrep -x udsd"
 
 check "a new client re-activates udsd" test "$(get /hello)" = '{"message":"Hello from your HTTP server on a Unix socket!","url":"/hello"}'
 check "a new main pid" test "$(prop MainPID udsd)" != "$pid1"
+# On demand: exit_idle_time makes udsd leave whenever nobody is connected; systemd
+# keeps the socket and the next client starts it again.  200 clients at random
+# moments around the exit: none may be lost.  The drop-ins lift systemd's start
+# rate limits, which are for crash loops, not for a service restarted on purpose
+# several times a second.
+sc stop udsd.service
+run sed -i 's/^\[daemon\]$/[daemon]\nexit_idle_time = 100ms/' "$conf"
+run mkdir -p /etc/systemd/system/udsd.service.d /etc/systemd/system/udsd.socket.d
+run sh -c 'printf "[Unit]\nStartLimitIntervalSec=0\n" > /etc/systemd/system/udsd.service.d/test.conf'
+run sh -c 'printf "[Socket]\nTriggerLimitIntervalSec=0\n" > /etc/systemd/system/udsd.socket.d/test.conf'
+sc daemon-reload
+idle_exits() { run journalctl --no-pager -o cat -u udsd.service | grep -c '^idle: stopping' || true; }
+before=$(idle_exits)
+check "200 clients around idle exits, all served" python3 "$here/idle-clients.py" "$sock" 200
+exits=$(( $(idle_exits) - before ))
+echo "idle exits during the run: $exits"
+check "udsd exited when idle and was re-activated many times" test "$exits" -ge 20
+wait_for "idle udsd.service goes inactive with Result=success" bash -c "[ \"\$($here/ns.sh run $state systemctl show -P ActiveState udsd)/\$($here/ns.sh run $state systemctl show -P Result udsd)\" = inactive/success ]"
+check "the socket still listens" test "$(sc is-active udsd.socket)" = active
+
 sc stop udsd.socket udsd.service
 run journalctl --no-pager -o cat -u udsd.service | tail -20
 echo "$passed passed, 0 failed"
