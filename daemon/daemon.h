@@ -140,6 +140,7 @@ struct wthread {
 	struct udsd_conn *conns; /* every open connection, for drain and timeouts */
 	unsigned n_conns;
 	bool wake_master;
+	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
 	bool done;
 	uint64_t now;

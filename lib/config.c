@@ -74,7 +74,7 @@ config_parse_duration(const char *s, uint64_t *ret_usec)
 		const char *suffix;
 		uint64_t usec;
 	} units[] = {
-		{ "ms", USEC_PER_MSEC },	 { "s", USEC_PER_SEC },
+		{ "us", 1 },			 { "ms", USEC_PER_MSEC },	 { "s", USEC_PER_SEC },
 		{ "sec", USEC_PER_SEC },	 { "", USEC_PER_SEC },
 		{ "min", 60 * USEC_PER_SEC },	 { "m", 60 * USEC_PER_SEC },
 		{ "h", 3600 * USEC_PER_SEC },
@@ -303,6 +303,14 @@ parse_daemon_key(struct parse *p, const char *key, const char *value)
 	if (strcmp(key, "max_connections") == 0) {
 		if (config_parse_uint(value, 1, 1000000, &c->max_connections) < 0)
 			return parse_fail(p, p->line, "max_connections: '%s' is not 1..1000000", value);
+		return 1;
+	}
+	if (strcmp(key, "busy_poll") == 0) {
+		if (strcmp(value, "off") == 0)
+			usec = 0;
+		else if (config_parse_duration(value, &usec) < 0 || usec > USEC_PER_MSEC)
+			return parse_fail(p, p->line, "busy_poll: '%s' is not off or a duration up to 1ms (e.g. 30us)", value);
+		c->busy_poll_usec = usec;
 		return 1;
 	}
 	if (strcmp(key, "shutdown_timeout") == 0 || strcmp(key, "exit_idle_time") == 0 ||

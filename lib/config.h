@@ -60,6 +60,7 @@ struct config {
 	unsigned threads;
 	unsigned max_connections; /* per worker */
 	uint64_t shutdown_timeout_usec;
+	uint64_t busy_poll_usec; /* 0: off */
 	uint64_t exit_idle_usec; /* 0: off */
 	uid_t user;  /* (uid_t)-1: keep */
 	gid_t group; /* (gid_t)-1: keep */

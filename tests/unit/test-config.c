@@ -94,6 +94,8 @@ static const struct {
 	{ "[daemon]\n\nshutdown_timeout = 10 s\n", "t.conf:3: shutdown_timeout: '10 s' is not a duration (e.g. 250ms, 10s, 5min)" },
 	{ "[daemon]\nshutdown_timeout = 10y\n", "t.conf:2: shutdown_timeout: '10y' is not a duration (e.g. 250ms, 10s, 5min)" },
 	{ "[daemon]\nbogus = 1\n", "t.conf:2: unknown key 'bogus' in [daemon]" },
+	{ "[daemon]\nbusy_poll = 2s\n", "t.conf:2: busy_poll: '2s' is not off or a duration up to 1ms (e.g. 30us)" },
+	{ "[daemon]\nworker_load_mark = 0\n", "t.conf:2: worker_load_mark: '0' is not 1..1000000" },
 	{ "[demon]\n", "t.conf:1: unknown section [demon]" },
 	{ "workers = 1\n", "t.conf:1: 'workers' is outside any section" },
 	{ "[daemon]\nuser = no-such-user-udsd\n", "t.conf:2: user: unknown user 'no-such-user-udsd'" },
@@ -156,6 +158,8 @@ test_values(void **state)
 	assert_int_equal(u, 250000);
 	assert_int_equal(config_parse_duration("2", &u), 0);
 	assert_int_equal(u, 2000000);
+	assert_int_equal(config_parse_duration("30us", &u), 0);
+	assert_int_equal(u, 30);
 	assert_int_equal(config_parse_duration("1h", &u), 0);
 	assert_int_equal(u, 3600000000ULL);
 	assert_int_equal(config_parse_duration("99999999999999999999s", &u), -ERANGE);
