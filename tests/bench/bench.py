@@ -43,6 +43,7 @@ UDSD_CONF = """
 workers = {workers}
 threads = {threads}
 shutdown_timeout = 2s
+busy_poll = {busy_poll}
 [listener echo]
 path = {echo}
 service = echo
@@ -139,10 +140,10 @@ def servers(tmp, gobin, args):
     udsd = os.environ.get("UDSD_BIN") or os.path.join(TOP, "build", "daemon", "udsd")
     port = free_port()
 
-    def udsd_conf(workers, threads, tcp=False):
-        p = os.path.join(tmp, "udsd-%d-%d%s.conf" % (workers, threads, "-tcp" if tcp else ""))
+    def udsd_conf(workers, threads, tcp=False, busy_poll="off"):
+        p = os.path.join(tmp, "udsd-%d-%d%s-%s.conf" % (workers, threads, "-tcp" if tcp else "", busy_poll))
         with open(p, "w") as f:
-            f.write(UDSD_CONF.format(workers=workers, threads=threads, echo=echo, http=http,
+            f.write(UDSD_CONF.format(workers=workers, threads=threads, echo=echo, http=http, busy_poll=busy_poll,
                                      tcp="[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = echo\n" % port if tcp else ""))
         return p
 
@@ -169,6 +170,8 @@ def servers(tmp, gobin, args):
         s += [("go", "echo", [gobin["echo"], echo], {}), ("go", "http", [gobin["http"], http], {})]
     if shutil.which("nginx"):
         s += [("nginx", "http", ["nginx", "-c", nginx, "-p", tmp], {})]
+    s.append(("udsd-bp", "both", [udsd, "-c", udsd_conf(args.workers, args.threads, busy_poll="30us")],
+              {"cells": ["rr1", "rr8", "rr64", "http1", "http16"]}))
     for w in (1, 2, 4):
         s.append(("udsd-w%d" % w, "scale", [udsd, "-c", udsd_conf(w, 1)], {"cells": ["conn"]}))
     return s, echo, http
@@ -311,7 +314,7 @@ def table(results):
 
     peers = []
     for r in results:
-        if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith("udsd-"):
+        if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith("udsd-w"):
             peers.append(r["server"])
     lines = ["| workload | udsd | " + " | ".join(peers) + " |", "|---" * (len(peers) + 2) + "|"]
     for cell, _ in ECHO_CELLS + HTTP_CELLS:
