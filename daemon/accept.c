@@ -232,12 +232,15 @@ loads_refresh(struct master *m)
 static unsigned
 room(struct master *m)
 {
-	unsigned total = 0;
+	unsigned total = 0, used = 0, cap = m->gen->config->max_connections_total;
 
 	loads_refresh(m);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		const struct mworker *w = &m->workers[i];
 		unsigned slots = 0;
+
+		if (w->state == WORKER_RUNNING && w->gen == m->gen)
+			used += w->load;
 
 		if (w->state != WORKER_RUNNING || w->gen != m->gen || w->load >= m->max_per_worker)
 			continue;
@@ -245,6 +248,8 @@ room(struct master *m)
 			slots += CHANNEL_MAX_FDS - (unsigned)w->chan[t].n_pending;
 		total += MIN(m->max_per_worker - w->load, slots);
 	}
+	if (cap)
+		total = used >= cap ? 0 : MIN(total, cap - used);
 	return total;
 }
 

@@ -300,9 +300,11 @@ parse_daemon_key(struct parse *p, const char *key, const char *value)
 			return parse_fail(p, p->line, "worker_load_mark: '%s' is not 1..1000000", value);
 		return 1;
 	}
-	if (strcmp(key, "max_connections") == 0) {
-		if (config_parse_uint(value, 1, 1000000, &c->max_connections) < 0)
-			return parse_fail(p, p->line, "max_connections: '%s' is not 1..1000000", value);
+	if (strcmp(key, "max_connections") == 0 || strcmp(key, "max_connections_total") == 0) {
+		unsigned *dst = key[15] ? &c->max_connections_total : &c->max_connections;
+		if (config_parse_uint(value, key[15] ? 0 : 1, 100000000, dst) < 0)
+			return parse_fail(p, p->line, "%s: '%s' is not %s..100000000", key, value,
+					  key[15] ? "0" : "1");
 		return 1;
 	}
 	if (strcmp(key, "busy_poll") == 0) {

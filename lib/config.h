@@ -59,6 +59,7 @@ struct config {
 	unsigned worker_load_mark; /* clients per worker above which the pool grows */
 	unsigned threads;
 	unsigned max_connections; /* per worker */
+	unsigned max_connections_total; /* across workers; 0: no limit of its own */
 	uint64_t shutdown_timeout_usec;
 	uint64_t busy_poll_usec; /* 0: off */
 	uint64_t exit_idle_usec; /* 0: off */

@@ -181,6 +181,22 @@ def test_fd_exhaustion_backs_off_and_recovers(udsd_factory, shared_dir):
     assert "no worker can take a client" not in d.log
 
 
+def test_max_connections_total(udsd_factory, shared_dir):
+    d = start(udsd_factory, shared_dir, daemon="max_connections_total = 3")
+    held = [connect(d.sock) for _ in range(3)]
+    for s in held:
+        s.sendall(b"h")
+        assert s.recv(1) == b"h"
+    waiting = connect(d.sock)
+    waiting.sendall(b"w")
+    waiting.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        waiting.recv(1)  # held in the backlog: three are connected
+    held.pop().close()
+    waiting.settimeout(10)
+    assert waiting.recv(1) == b"w"  # served as soon as one left
+
+
 def rss_kib(pid):
     for line in open("/proc/%d/status" % pid):
         if line.startswith("VmRSS:"):
