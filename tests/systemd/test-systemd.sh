@@ -73,7 +73,8 @@ check "a new main pid" test "$(prop MainPID udsd)" != "$pid1"
 # rate limits, which are for crash loops, not for a service restarted on purpose
 # several times a second.
 sc stop udsd.service
-run sed -i 's/^\[daemon\]$/[daemon]\nexit_idle_time = 100ms/' "$conf"
+run sed -i 's/^exit_idle_time = off$/exit_idle_time = 100ms/' "$conf"
+check "exit_idle_time is set for the test" run grep -qx 'exit_idle_time = 100ms' "$conf"
 run mkdir -p /etc/systemd/system/udsd.service.d /etc/systemd/system/udsd.socket.d
 run sh -c 'printf "[Unit]\nStartLimitIntervalSec=0\n" > /etc/systemd/system/udsd.service.d/test.conf'
 run sh -c 'printf "[Socket]\nTriggerLimitIntervalSec=0\n" > /etc/systemd/system/udsd.socket.d/test.conf'
