@@ -66,19 +66,15 @@ config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
 	return 0;
 }
 
-/* "250ms", "10s", "5min", "1h"; a bare number is seconds, as in systemd. */
-int
-config_parse_duration(const char *s, uint64_t *ret_usec)
+struct unit {
+	const char *suffix;
+	uint64_t mult;
+};
+
+/* A decimal number followed by one of the units' suffixes, scaled by it. */
+static int
+parse_scaled(const char *s, const struct unit *units, size_t n, uint64_t *ret)
 {
-	static const struct {
-		const char *suffix;
-		uint64_t usec;
-	} units[] = {
-		{ "us", 1 },			 { "ms", USEC_PER_MSEC },	 { "s", USEC_PER_SEC },
-		{ "sec", USEC_PER_SEC },	 { "", USEC_PER_SEC },
-		{ "min", 60 * USEC_PER_SEC },	 { "m", 60 * USEC_PER_SEC },
-		{ "h", 3600 * USEC_PER_SEC },
-	};
 	char *end;
 	unsigned long long v;
 
@@ -88,45 +84,41 @@ config_parse_duration(const char *s, uint64_t *ret_usec)
 	v = strtoull(s, &end, 10);
 	if (errno != 0)
 		return -ERANGE;
-	for (size_t i = 0; i < ELEMENTSOF(units); i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (strcmp(end, units[i].suffix) != 0)
 			continue;
-		if (v > UINT64_MAX / units[i].usec / 2)
+		/* Half the range: sums of durations in the master never overflow. */
+		if (v > UINT64_MAX / units[i].mult / 2)
 			return -ERANGE;
-		*ret_usec = v * units[i].usec;
+		*ret = v * units[i].mult;
 		return 0;
 	}
 	return -EINVAL;
 }
 
-/* "64k", "8KiB", "1M", a bare number is bytes. */
+/* "30us", "250ms", "10s", "5min", "1h"; a bare number is seconds, as in systemd. */
+int
+config_parse_duration(const char *s, uint64_t *ret_usec)
+{
+	static const struct unit units[] = {
+		{ "us", 1 },		      { "ms", USEC_PER_MSEC },	    { "s", USEC_PER_SEC },
+		{ "sec", USEC_PER_SEC },      { "", USEC_PER_SEC },	    { "min", 60 * USEC_PER_SEC },
+		{ "m", 60 * USEC_PER_SEC },   { "h", 3600 * USEC_PER_SEC },
+	};
+
+	return parse_scaled(s, units, ELEMENTSOF(units), ret_usec);
+}
+
+/* "64k", "8KiB", "1M"; a bare number is bytes. */
 int
 config_parse_size(const char *s, uint64_t *ret_bytes)
 {
-	static const struct {
-		const char *suffix;
-		uint64_t mult;
-	} units[] = {
-		{ "", 1 },	     { "k", 1024 },	   { "K", 1024 },	  { "KiB", 1024 },
+	static const struct unit units[] = {
+		{ "", 1 },	  { "k", 1024 },      { "K", 1024 },   { "KiB", 1024 },
 		{ "M", 1 << 20 }, { "MiB", 1 << 20 }, { "G", 1 << 30 }, { "GiB", 1 << 30 },
 	};
-	char *end;
-	unsigned long long v;
 
-	if (!isdigit((unsigned char)*s))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0)
-		return -ERANGE;
-	for (size_t i = 0; i < ELEMENTSOF(units); i++)
-		if (strcmp(end, units[i].suffix) == 0) {
-			if (v > UINT64_MAX / units[i].mult)
-				return -ERANGE;
-			*ret_bytes = v * units[i].mult;
-			return 0;
-		}
-	return -EINVAL;
+	return parse_scaled(s, units, ELEMENTSOF(units), ret_bytes);
 }
 
 int
