@@ -52,11 +52,11 @@ static int
 parse_method(const char *p, size_t n, struct http_request *r)
 {
 	if (n == 3 && memcmp(p, "GET", 3) == 0)
-		r->method = HTTP_GET;
+		r->method = HTTP_REQUEST_GET;
 	else if (n == 4 && memcmp(p, "HEAD", 4) == 0)
-		r->method = HTTP_HEAD;
+		r->method = HTTP_REQUEST_HEAD;
 	else if (n == 4 && memcmp(p, "POST", 4) == 0)
-		r->method = HTTP_POST;
+		r->method = HTTP_REQUEST_POST;
 	else {
 		for (size_t i = 0; i < n; i++)
 			if (!is_tchar((unsigned char)p[i]))
@@ -189,7 +189,7 @@ int
 http_parse_request(const char *buf, size_t len, const struct http_limits *lim,
 		   struct http_request *ret)
 {
-	struct http_request r = { .method = HTTP_GET };
+	struct http_request r = { .method = HTTP_REQUEST_GET };
 	size_t skip = 0, scan = len < lim->max_header_size ? len : lim->max_header_size;
 	const char *p, *end, *eol;
 	bool seen_length = false, seen_host = false;

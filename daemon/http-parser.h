@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum http_method { HTTP_GET, HTTP_HEAD, HTTP_POST };
+enum http_request_method { HTTP_REQUEST_GET, HTTP_REQUEST_HEAD, HTTP_REQUEST_POST };
 
 struct http_limits {
 	size_t max_header_size; /* request line and headers, CRLFs included */
@@ -14,7 +14,7 @@ struct http_limits {
 };
 
 struct http_request {
-	enum http_method method;
+	enum http_request_method method;
 	int minor; /* HTTP/1.minor */
 	const char *target;
 	size_t target_len;

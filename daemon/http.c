@@ -116,7 +116,7 @@ json_escape(char *out, const char *s, size_t n)
 static int
 route(struct udsd_conn *c, const struct http_request *r)
 {
-	bool head = r->method == HTTP_HEAD;
+	bool head = r->method == HTTP_REQUEST_HEAD;
 	const char *t = r->target;
 	size_t n = r->target_len;
 
@@ -178,7 +178,7 @@ http_data(struct udsd_conn *c, const void *data, size_t len)
 			return (ssize_t)len;
 		}
 		used += (size_t)n;
-		h->discard = r.method == HTTP_POST || r.content_length ? r.content_length : 0;
+		h->discard = r.method == HTTP_REQUEST_POST || r.content_length ? r.content_length : 0;
 		bool keep = r.keep_alive && !udsd_conn_draining(c);
 		r.keep_alive = keep;
 		if (route(c, &r) < 0 || !keep) {

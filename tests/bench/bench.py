@@ -359,6 +359,17 @@ def table(results):
     return "\n".join(lines)
 
 
+def parser_bench():
+    """udsd's HTTP parser against Node's http_parser, if libhttp-parser-dev is there."""
+    if not os.path.exists("/usr/include/http_parser.h"):
+        return "\n(parser comparison skipped: apt-get install libhttp-parser-dev)\n"
+    exe = os.path.join(OUT, "parser-bench")
+    sh([os.environ.get("CC", "cc"), "-O2", "-I" + os.path.join(TOP, "daemon"), os.path.join(HERE, "parser-bench.c"),
+        os.path.join(TOP, "daemon", "http-parser.c"), "-lhttp_parser", "-o", exe])
+    out = subprocess.run([exe], capture_output=True, text=True).stdout
+    return "\n\nHTTP request-head parsing, same requests and work:\n" + out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=3.0)
@@ -373,6 +384,7 @@ def main():
         args.duration, args.warmup, args.only = 0.3, 0.1, args.only or ["udsd", "floor"]
     results = run(args)
     t = table(results)
+    t += parser_bench()
     print()
     print(t)
     with open(os.path.join(OUT, "bench.json"), "w") as f:

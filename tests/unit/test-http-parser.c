@@ -27,7 +27,7 @@ test_good(void **state)
 
 	(void)state;
 	assert_int_equal(parse(req, &r), (int)strlen(req) - 4);
-	assert_int_equal(r.method, HTTP_GET);
+	assert_int_equal(r.method, HTTP_REQUEST_GET);
 	assert_int_equal(r.minor, 1);
 	assert_int_equal(r.target_len, 6);
 	assert_memory_equal(r.target, "/a?b=c", 6);
