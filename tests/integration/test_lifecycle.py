@@ -300,3 +300,23 @@ def test_activation_type_mismatch_is_clear(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_hung_worker_starves_the_watchdog_then_is_replaced(udsd_factory):
+    d = udsd_factory(conf())
+    d.start(env={"WATCHDOG_USEC": "1000000"})
+    d.notify.wait("WATCHDOG=1")
+    victim = d.workers()[0]
+    os.kill(victim, signal.SIGSTOP)  # alive, but its threads stop ticking
+    for _ in deadline_loop(20, "the master to stop feeding the watchdog"):
+        if "not feeding the watchdog" in d.log:
+            break
+        d.notify._read(0.5)
+    for _ in deadline_loop(30, "the hung worker to be killed and replaced"):
+        if "worker %d thread 0 hung" % victim in d.log and len(d.workers()) == 2 \
+                and victim not in d.workers():
+            break
+        d.notify._read(0.5)
+    n = len(d.notify.messages)
+    d.notify.wait("WATCHDOG=1", after=n)  # healthy again: fed again
+    assert echo(d.sock, b"ok") == b"ok"
