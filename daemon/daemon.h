@@ -3,7 +3,8 @@
 
 /*
  * The one internal header of the udsd executable.  Process roles:
- *   main.c    master: setup, listeners, signals, reload, shutdown, sd_notify
+ *   main.c    master: setup, signals, reload, shutdown, sd_notify
+ *   listeners.c master: sockets bound or from systemd, kept across reloads
  *   spawn.c   master: forking workers, reaping them, recovering their fds
  *   accept.c  master: accept, admission, hand-off to worker threads
  *   channel.c the master<->worker-thread message format
@@ -277,6 +278,18 @@ struct master {
 	unsigned refused_unlogged;
 	char status_text[256];
 };
+
+/* listeners.c */
+int listeners_take_activation(void);
+void listeners_warn_unused_activation(void);
+void listeners_free_activation(void);
+int listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
+		    struct mlistener **ret);
+void listeners_install(struct master *m, struct mlistener *ls, size_t n);
+void listeners_apply_perms(const struct config *c, struct mlistener *ls);
+void listener_close(struct master *m, struct mlistener *l, bool unlink_file);
+bool listeners_pending(const struct master *m);
+bool listeners_all_activated(const struct master *m);
 
 /* accept.c */
 void accept_listener(struct master *m, struct mlistener *l);

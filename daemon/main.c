@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 #include <getopt.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,8 +12,6 @@
 
 #include "daemon.h"
 #include "fd-util.h"
-#include "listener.h"
-#include "sockact.h"
 
 /*
  * The master: one thread, one epoll loop.  It owns the listeners, accepts,
@@ -23,9 +20,6 @@
  */
 
 #define STATUS_INTERVAL_USEC USEC_PER_SEC
-
-static struct sockact_fd *activated;
-static size_t n_activated;
 
 static _noreturn_ void
 usage(int code)
@@ -38,184 +32,6 @@ usage(int code)
 	       "      --version      print the version and exit\n"
 	       "  -h, --help         show this help\n");
 	exit(code);
-}
-
-static int
-listener_family(const char *address)
-{
-	return strncmp(address, "tcp:", 4) == 0 ? AF_INET : AF_UNIX;
-}
-
-/* Match a configured listener to a socket systemd passed: by name, or the only one to the only one. */
-static int
-listener_take_activated(const struct config *c, const struct config_listener *cl,
-			struct mlistener *l)
-{
-	struct sockact_fd *a = NULL;
-
-	for (size_t i = 0; i < n_activated; i++)
-		if (!activated[i].used && strcmp(activated[i].name, cl->name) == 0)
-			a = &activated[i];
-	if (!a && n_activated == 1 && c->n_listeners == 1 && !activated[0].used)
-		a = &activated[0];
-	if (!a)
-		return 0;
-	int r = listener_check_fd(a->fd, listener_family(cl->address), cl->type);
-	if (r <= 0) {
-		log_error("fd %d \"%s\": not a listening %s %s socket (listener %s)", a->fd, a->name,
-			  listener_family(cl->address) == AF_UNIX ? "Unix" : "TCP",
-			  cl->type == SOCK_STREAM ? "stream" : "seqpacket", cl->name);
-		return -EINVAL;
-	}
-	a->used = true;
-	l->fd = a->fd;
-	l->activated = true;
-	fd_set_nonblock(l->fd, true);
-	return 1;
-}
-
-static int
-listener_open(const struct config *c, const struct config_listener *cl, struct mlistener *l)
-{
-	int r;
-
-	r = listener_take_activated(c, cl, l);
-	if (r != 0)
-		return r;
-	if (cl->kind == LISTENER_TCP)
-		r = listener_open_tcp(cl->address, cl->backlog, &l->fd);
-	else
-		r = listener_open_unix(cl->address, cl->type, cl->mode, cl->owner, cl->group,
-				       cl->backlog, &l->fd);
-	if (r < 0) {
-		const char *why = r == -EADDRINUSE ? "another server is listening there" :
-				  r == -EEXIST	    ? "exists and is not a socket; not touching it" :
-				  r == -ENAMETOOLONG ? "too long for a socket address" :
-						       strerror(-r);
-		log_error("listener %s: %s: %s", cl->name, cl->address, why);
-		return r;
-	}
-	l->ours = cl->kind == LISTENER_PATH;
-	return 0;
-}
-
-static void
-listener_close(struct master *m, struct mlistener *l, bool unlink_file)
-{
-	/* Explicitly: a worker being forked may hold a copy (see channels_close()). */
-	if (m && l->fd >= 0)
-		epoll_ctl(m->epfd, EPOLL_CTL_DEL, l->fd, NULL);
-	if (!l->activated)
-		safe_close(l->fd);
-	if (l->ours && unlink_file)
-		(void)listener_unlink(l->address);
-	free(l->address);
-	l->fd = -EBADF;
-	l->address = NULL;
-}
-
-/* An open listener of the old set with the same address and type, to keep across a reload. */
-static struct mlistener *
-listener_find(struct mlistener *ls, size_t n, const struct config_listener *cl)
-{
-	for (size_t i = 0; i < n; i++)
-		if (ls[i].fd >= 0 && ls[i].type == cl->type && strcmp(ls[i].address, cl->address) == 0)
-			return &ls[i];
-	return NULL;
-}
-
-/*
- * Build the listener set for config c, keeping the sockets of old that it
- * still names (their clients in the backlog stay queued) and applying
- * changed permissions.  On failure nothing of old is touched.
- */
-static int
-listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
-		struct mlistener **ret)
-{
-	struct mlistener *ls = calloc(c->n_listeners, sizeof(*ls));
-	int r = 0;
-
-	if (!ls)
-		return -ENOMEM;
-	for (size_t i = 0; i < c->n_listeners; i++)
-		ls[i].fd = -EBADF;
-	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
-		const struct config_listener *cl = &c->listeners[i];
-		struct mlistener *keep = listener_find(old, n_old, cl);
-
-		ls[i].watch.kind = WATCH_LISTENER;
-		ls[i].index = (unsigned)i;
-		ls[i].type = cl->type;
-		ls[i].address = strdup(cl->address);
-		if (!ls[i].address) {
-			r = -ENOMEM;
-			break;
-		}
-		if (keep) {
-			ls[i].fd = keep->fd;
-			ls[i].ours = keep->ours;
-			ls[i].activated = keep->activated;
-			continue;
-		}
-		r = listener_open(c, cl, &ls[i]);
-	}
-	if (r < 0) {
-		for (size_t i = 0; i < c->n_listeners; i++)
-			if (!listener_find(old, n_old, &c->listeners[i]))
-				listener_close(NULL, &ls[i], true);
-			else
-				free(ls[i].address);
-		free(ls);
-		return r;
-	}
-	*ret = ls;
-	return 0;
-}
-
-/* Permissions of kept socket files follow the new config (ours only: systemd's are systemd's). */
-static void
-listeners_apply_perms(const struct config *c, struct mlistener *ls)
-{
-	for (size_t i = 0; i < c->n_listeners; i++) {
-		const struct config_listener *cl = &c->listeners[i];
-		int r;
-
-		if (!ls[i].ours || ls[i].activated)
-			continue;
-		r = listener_set_perms(cl->address, cl->mode, cl->owner, cl->group);
-		if (r < 0)
-			log_error("listener %s: setting owner and mode of %s: %s", cl->name,
-				  cl->address, strerror(-r));
-	}
-}
-
-/* Swap in a new listener set: register the new, close what the new set does not keep. */
-static void
-listeners_install(struct master *m, struct mlistener *ls, size_t n)
-{
-	for (size_t i = 0; i < m->n_listeners; i++) {
-		struct mlistener *old = &m->listeners[i];
-		bool kept = false;
-
-		for (size_t k = 0; k < n; k++)
-			kept |= ls[k].fd == old->fd;
-		if (kept) {
-			epoll_ctl(m->epfd, EPOLL_CTL_DEL, old->fd, NULL);
-			free(old->address);
-		} else {
-			listener_close(m, old, true);
-		}
-	}
-	free(m->listeners);
-	m->listeners = ls;
-	m->n_listeners = n;
-	for (size_t i = 0; i < n; i++) {
-		struct epoll_event ev = { .events = 0, .data.ptr = &ls[i].watch };
-		ls[i].polling = false;
-		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, ls[i].fd, &ev) < 0)
-			log_error("epoll_ctl: %s", strerror(errno));
-	}
 }
 
 static struct generation *
@@ -473,26 +289,6 @@ stop(struct master *m, const char *why)
 	notify_status(m, true);
 }
 
-/* Would accept() find a client right now?  Asked before an idle exit. */
-static bool
-listeners_pending(const struct master *m)
-{
-	struct pollfd pfd[CONFIG_MAX_LISTENERS];
-
-	for (size_t i = 0; i < m->n_listeners; i++)
-		pfd[i] = (struct pollfd){ .fd = m->listeners[i].fd, .events = POLLIN };
-	return poll(pfd, m->n_listeners, 0) != 0;
-}
-
-static bool
-all_activated(const struct master *m)
-{
-	for (size_t i = 0; i < m->n_listeners; i++)
-		if (!m->listeners[i].activated)
-			return false;
-	return true;
-}
-
 /*
  * exit_idle_time: with every listener systemd's, leave once nobody has been
  * connected for that long; systemd keeps the socket and starts us again for
@@ -507,7 +303,7 @@ idle_exit_check(struct master *m)
 	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec();
 	bool busy = false;
 
-	if (!limit || !m->activated || m->stopping || !all_activated(m))
+	if (!limit || !m->activated || m->stopping || !listeners_all_activated(m))
 		return;
 	for (size_t i = 0; i < STATUS_MAX_SLOTS && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
@@ -657,7 +453,7 @@ cleanup(struct master *m)
 	free(m->listeners);
 	free(m->targets);
 	generation_unref(m->gen);
-	sockact_free(activated, n_activated);
+	listeners_free_activation();
 	safe_close(m->sigfd);
 	safe_close(m->epfd);
 }
@@ -718,7 +514,7 @@ main(int argc, char **argv)
 	m->targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->targets));
 	if (r < 0 || !m->targets)
 		fatalx("out of memory");
-	r = sockact_take(&activated, &n_activated);
+	r = listeners_take_activation();
 	if (r < 0)
 		fatalx("reading sockets passed by systemd: %s", strerror(-r));
 	m->activated = r > 0;
@@ -733,14 +529,11 @@ main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	listeners_install(m, ls, c->n_listeners);
-	for (size_t i = 0; i < n_activated; i++)
-		if (!activated[i].used)
-			log_warning("socket \"%s\" from systemd matches no listener; ignoring it",
-				    activated[i].name);
+	listeners_warn_unused_activation();
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
 	m->pool_size = c->workers;
-	if (c->exit_idle_usec && !all_activated(m))
+	if (c->exit_idle_usec && !listeners_all_activated(m))
 		log_notice("exit_idle_time ignored: udsd would take away sockets that are not systemd's");
 
 	for (size_t i = 0; i < c->n_listeners; i++)
