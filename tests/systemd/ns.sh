@@ -3,7 +3,8 @@
 # namespaces, over an overlay of the host root (host / read-only below, tmpfs
 # above), so a test can drive real systemctl and nothing it does reaches the
 # host.  After ../../shared/tools/systemd-ns.
-#   ns.sh boot STATEDIR   boot; STATEDIR/pid holds systemd's host pid
+#   ns.sh boot STATEDIR   boot; STATEDIR/pid holds systemd's host pid; directories
+#                         in $BIND_DIRS are bind-mounted in at the same paths
 #   ns.sh run STATEDIR CMD...
 #   ns.sh stop STATEDIR
 set -eu
@@ -27,7 +28,7 @@ boot() {
 	(
 		echo $BASHPID > "$cg/cgroup.procs"
 		exec unshare --pid --fork --mount --cgroup --uts --ipc --propagation private \
-			env STATE="$state" LOG="$log" bash -c '
+			env STATE="$state" LOG="$log" BIND_DIRS="${BIND_DIRS:-}" bash -c '
 		set -e
 		B=/run/udsd-test-root; mkdir -p $B
 		mount -t tmpfs -o mode=755 udsdtest $B
@@ -43,6 +44,8 @@ boot() {
 		mount -t tmpfs -o mode=755 tmpfs $R/run
 		mount -t tmpfs -o mode=1777 tmpfs $R/tmp
 		mkdir -p $R/etc/tmpfiles.d && ln -sf /dev/null $R/etc/tmpfiles.d/tmp.conf
+		# The tree under test, at the same path, even where the guest has its own /tmp.
+		for d in $BIND_DIRS; do mkdir -p $R$d && mount --rbind $d $R$d; done
 		cp "$STATE/udsd-test.target" $R/etc/systemd/system/
 		cd $R && mkdir -p .oldroot && pivot_root . .oldroot && umount -l /.oldroot && rmdir /.oldroot
 		hostname udsd-test

@@ -32,7 +32,8 @@ wait_for() {
 	fail "$what"
 }
 
-"$here/ns.sh" boot "$state"
+# The guest has its own /tmp and /run: bring the source and build trees in.
+BIND_DIRS="$(cd "$here/../.." && pwd) $build" "$here/ns.sh" boot "$state"
 root=/proc/$(cat "$state/pid")/root
 sock=$root/run/udsd/udsd.sock
 get() { curl -sf --max-time 10 --unix-socket "$sock" "http://localhost$1"; }
