@@ -64,7 +64,7 @@ close_inherited(const struct mworker *w)
 }
 
 static _noreturn_ void
-worker_child(struct master *m, struct mworker *w)
+worker_child(struct mworker *w)
 {
 	int channels[CONFIG_MAX_THREADS];
 	struct worker_spec spec = {
@@ -75,7 +75,6 @@ worker_child(struct master *m, struct mworker *w)
 		.channels = channels,
 	};
 
-	(void)m;
 	close_inherited(w);
 	for (unsigned t = 0; t < w->n_threads; t++)
 		channels[t] = w->chan[t].peer;
@@ -155,7 +154,7 @@ worker_spawn(struct master *m, unsigned index)
 		return r;
 	}
 	if (pid == 0)
-		worker_child(m, w);
+		worker_child(w);
 
 	w->pid = pid;
 	w->state = WORKER_RUNNING;
@@ -193,6 +192,20 @@ listener_remap(const struct master *m, const struct generation *from, unsigned i
 	return l ? (int)(l - m->gen->config->listeners) : -1;
 }
 
+/* Hand one unserved client of a dead worker to a living one; 1 if handed, 0 if closed. */
+static unsigned
+redispatch(struct master *m, const struct mworker *dead, int fd, unsigned listener)
+{
+	int l = listener_remap(m, dead->gen, listener);
+
+	if (l < 0 || m->stopping) {
+		safe_close(fd);
+		return 0;
+	}
+	dispatch_fd(m, fd, (unsigned)l);
+	return 1;
+}
+
 /*
  * A worker died.  Clients still in its channels were never served: the
  * pending ones never left, and the ones in the socket it never read we can
@@ -208,25 +221,12 @@ worker_recover(struct master *m, struct mworker *w)
 		struct channel_msg msg;
 		int fds[CHANNEL_MAX_FDS];
 
-		for (size_t i = 0; i < ch->n_pending; i++) {
-			int l = listener_remap(m, w->gen, ch->pending_listener[i]);
-			if (l < 0 || m->stopping)
-				safe_close(ch->pending[i]);
-			else
-				dispatch_fd(m, ch->pending[i], (unsigned)l), recovered++;
-		}
+		for (size_t i = 0; i < ch->n_pending; i++)
+			recovered += redispatch(m, w, ch->pending[i], ch->pending_listener[i]);
 		ch->n_pending = 0;
-		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0) {
-			if (msg.type != CHANNEL_FDS)
-				continue;
-			for (size_t i = 0; i < msg.count; i++) {
-				int l = listener_remap(m, w->gen, msg.listener[i]);
-				if (l < 0 || m->stopping)
-					safe_close(fds[i]);
-				else
-					dispatch_fd(m, fds[i], (unsigned)l), recovered++;
-			}
-		}
+		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0)
+			for (size_t i = 0; msg.type == CHANNEL_FDS && i < msg.count; i++)
+				recovered += redispatch(m, w, fds[i], msg.listener[i]);
 	}
 	if (recovered)
 		log_notice("handed %u unserved client(s) of worker %d to other workers", recovered,
