@@ -131,11 +131,24 @@ conn_flush(struct udsd_conn *c)
 		}
 		c->out_off += c->seqpacket ? skip + len : (size_t)n;
 	}
-	/* Empty: give the memory back, so 10k idle clients cost no buffers. */
-	free(c->out);
-	c->out = NULL;
-	c->out_off = c->out_len = c->out_cap = 0;
+	/*
+	 * Empty.  Keep the buffer while the client is busy (a streaming client
+	 * would otherwise cost a malloc and free per round); the tick frees it
+	 * once the connection is quiet, so 10k idle clients cost no buffers.
+	 */
+	c->out_off = c->out_len = 0;
 	return 0;
+}
+
+/* From the tick: a connection with nothing queued gives its buffers back. */
+void
+conn_trim(struct udsd_conn *c)
+{
+	if (c->out && c->out_len == 0) {
+		free(c->out);
+		c->out = NULL;
+		c->out_cap = 0;
+	}
 }
 
 static int
@@ -143,6 +156,16 @@ queue_output(struct udsd_conn *c, const void *data, size_t len)
 {
 	size_t frame = c->seqpacket ? 4 : 0;
 
+	/*
+	 * Slide what is still queued to the front before growing: a client
+	 * that keeps up only partly would otherwise push the buffer's end
+	 * forward for as long as it streams.
+	 */
+	if (c->out_len + frame + len > c->out_cap && c->out_off > 0) {
+		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+		c->out_len -= c->out_off;
+		c->out_off = 0;
+	}
 	if (grow(&c->out, &c->out_cap, c->out_len + frame + len) < 0)
 		return -ENOMEM;
 	if (frame) {

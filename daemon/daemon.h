@@ -184,6 +184,7 @@ void worker_client_done(struct wthread *t);
 void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
 void conn_timeout(struct udsd_conn *c);
+void conn_trim(struct udsd_conn *c);
 void conn_free(struct udsd_conn *c);
 
 /* main.c, spawn.c, accept.c: the master. */

@@ -111,6 +111,8 @@ thread_tick(struct wthread *t)
 		next = c->next;
 		if (c->deadline && c->deadline <= t->now)
 			conn_timeout(c);
+		else
+			conn_trim(c);
 	}
 }
 
