@@ -320,3 +320,19 @@ def test_hung_worker_starves_the_watchdog_then_is_replaced(udsd_factory):
     n = len(d.notify.messages)
     d.notify.wait("WATCHDOG=1", after=n)  # healthy again: fed again
     assert echo(d.sock, b"ok") == b"ok"
+
+
+def test_workers_exit_when_the_master_dies(udsd_factory):
+    d = start(udsd_factory)
+    workers = d.workers()
+    s = connect(d.sock)
+    s.sendall(b"x")
+    assert s.recv(1) == b"x"
+    d.proc.kill()  # SIGKILL: no drain, no cleanup
+    d.proc.wait()
+    # PR_SET_PDEATHSIG and the channel's end of file take the workers down with it.
+    for _ in deadline_loop(10, "the workers to exit with their master"):
+        if not any(os.path.exists("/proc/%d/cmdline" % p) and open("/proc/%d/cmdline" % p).read()
+                   for p in workers):
+            break
+    assert s.recv(1) == b""

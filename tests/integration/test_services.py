@@ -199,3 +199,16 @@ def test_service_keys_are_checked_with_their_line(udsd_factory):
     d.write_config("[listener a]\npath = {sock}\nservice = echo\ncolour = blue\n")
     r = d.run_check("-t")
     assert "%s:4: unknown key 'colour' in [listener a]" % d.conf_path in r.stderr
+
+
+def test_reload_to_a_broken_plugin_keeps_the_old_generation(udsd_factory):
+    d = start(udsd_factory)
+    pids = set(d.workers())
+    d.write_config(CONF.format(workers=2).replace("tests/plugins/testsvc.so", "tests/plugins/badversion.so"))
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
+    assert "is built for service API 999, udsd has 1" in d.log
+    assert "reload failed; still serving generation 1" in d.log
+    assert set(d.workers()) == pids
+    assert echo(d.sock, b"old plugin") == b"old plugin"
