@@ -64,20 +64,62 @@ http_date(void)
 	return buf;
 }
 
+/* A response head is assembled with plain copies: snprintf was the top user-space cost. */
+struct head {
+	char buf[512];
+	size_t len;
+};
+
+static void
+put(struct head *h, const char *s, size_t n)
+{
+	memcpy(h->buf + h->len, s, n);
+	h->len += n;
+}
+
+static void
+put_str(struct head *h, const char *s)
+{
+	put(h, s, strlen(s));
+}
+
+static void
+put_uint(struct head *h, uint64_t v)
+{
+	char t[24];
+	size_t i = sizeof(t);
+
+	do
+		t[--i] = (char)('0' + v % 10);
+	while (v /= 10);
+	put(h, t + i, sizeof(t) - i);
+}
+
 static int
 respond(struct udsd_conn *c, int code, const char *type, const char *body, size_t body_len,
 	bool head, bool keep_alive, int minor)
 {
-	char hdr[512];
-	int n;
+	struct head h = { .len = 0 };
 
-	n = snprintf(hdr, sizeof(hdr),
-		     "HTTP/1.%d %d %s\r\nServer: udsd\r\nDate: %s\r\nContent-Type: %s\r\n"
-		     "Content-Length: %zu\r\n%s%s\r\n",
-		     minor, code, reason(code), http_date(), type, body_len,
-		     code == 405 ? "Allow: GET, HEAD, POST\r\n" : "",
-		     !keep_alive ? "Connection: close\r\n" : minor == 0 ? "Connection: keep-alive\r\n" : "");
-	if (udsd_conn_write(c, hdr, (size_t)n) < 0)
+	put(&h, minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+	put_uint(&h, (uint64_t)code);
+	put(&h, " ", 1);
+	put_str(&h, reason(code));
+	put_str(&h, "\r\nServer: udsd\r\nDate: ");
+	put_str(&h, http_date());
+	put_str(&h, "\r\nContent-Type: ");
+	put_str(&h, type);
+	put_str(&h, "\r\nContent-Length: ");
+	put_uint(&h, body_len);
+	put_str(&h, "\r\n");
+	if (code == 405)
+		put_str(&h, "Allow: GET, HEAD, POST\r\n");
+	if (!keep_alive)
+		put_str(&h, "Connection: close\r\n");
+	else if (minor == 0)
+		put_str(&h, "Connection: keep-alive\r\n");
+	put_str(&h, "\r\n");
+	if (udsd_conn_write(c, h.buf, h.len) < 0)
 		return -ENOMEM;
 	if (!head && body_len && udsd_conn_write(c, body, body_len) < 0)
 		return -ENOMEM;
