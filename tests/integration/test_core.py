@@ -173,3 +173,33 @@ def test_client_vanishing_mid_write_harms_nobody(udsd):
         s.close()  # RST while the worker writes back
     assert echo(udsd.sock, b"ok") == b"ok"
     assert http_get(udsd.http_sock, "/healthz")[0] == 200
+
+
+def test_start_serve_reload_stop_under_valgrind(udsd_factory):
+    """Zero leaks and zero memory errors in the master and every worker, by valgrind."""
+    import glob
+    import re
+    import shutil
+
+    import pytest
+
+    if not shutil.which("valgrind") or re.search(r"[at]san", os.environ.get("UDSD_BIN", "")):
+        pytest.skip("valgrind not installed, or a sanitizer build")
+    d = udsd_factory(ECHO_CONF.replace("workers = 2", "workers = 1"))
+    d.http_sock = os.path.join(d.tmp, "http.sock")
+    vglog = os.path.join(d.tmp, "vg.%p")
+    d.start(cmd_prefix=["valgrind", "--leak-check=full", "--error-exitcode=99", "--trace-children=yes",
+                        "--log-file=" + vglog])
+    assert echo(d.sock, b"valgrind") == b"valgrind"
+    assert http_get(d.http_sock, "/status")[0] == 200
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
+    assert echo(d.sock, b"again") == b"again"
+    assert d.stop(timeout=60) == 0
+    logs = glob.glob(os.path.join(d.tmp, "vg.*"))
+    assert len(logs) >= 3  # the master and both generations' workers
+    for path in logs:
+        text = open(path).read()
+        assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]
+        assert not re.search(r"definitely lost: [1-9]", text), text[-3000:]
