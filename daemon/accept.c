@@ -228,13 +228,16 @@ loads_refresh(struct master *m)
 	}
 }
 
-/* How many more clients the current workers can take: per worker, not per thread. */
+/*
+ * How many more clients the current workers can take: per worker, not per
+ * thread, from the loads as last refreshed (once per master loop round; a
+ * stale load only overstates what a worker holds, never its room).
+ */
 static unsigned
-room(struct master *m)
+room(const struct master *m)
 {
 	unsigned total = 0, used = 0, cap = m->gen->config->max_connections_total;
 
-	loads_refresh(m);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		const struct mworker *w = &m->workers[i];
 		unsigned slots = 0;
@@ -315,6 +318,7 @@ static bool
 wait_for_room(struct master *m)
 {
 	atomic_store(&status->room_wanted, 1);
+	loads_refresh(m); /* after the store: see any close that raced with it */
 	if (room(m) > 0) {
 		atomic_store(&status->room_wanted, 0);
 		return false;
@@ -326,7 +330,10 @@ wait_for_room(struct master *m)
 void
 update_polling(struct master *m)
 {
-	bool want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m));
+	bool want;
+
+	loads_refresh(m);
+	want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m));
 
 	m->waiting_for_room = !want && !m->stopping && m->n_targets > 0;
 	if (!m->waiting_for_room && atomic_load_explicit(&status->room_wanted, memory_order_relaxed))

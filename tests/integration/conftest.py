@@ -155,6 +155,12 @@ def connect(path, timeout=10, kind=socket.SOCK_STREAM):
     return s
 
 
+def ping(s, data=b"p"):
+    """One exchange with an echo server on a connected socket."""
+    s.sendall(data)
+    assert s.recv(len(data)) == data
+
+
 def recv_all(s):
     data = b""
     while True:

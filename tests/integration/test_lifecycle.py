@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from conftest import UDSD, Notify, connect, deadline_loop, echo, http_get
+from conftest import UDSD, Notify, connect, deadline_loop, echo, http_get, ping
 
 CONF = """
 [daemon]
@@ -187,8 +187,7 @@ def test_shutdown_timeout_kills_stuck_clients(udsd_factory):
     workers = d.workers()
     held = [connect(d.sock) for _ in range(4)]
     for s in held:
-        s.sendall(b"x")
-        assert s.recv(1) == b"x"
+        ping(s, b"x")
     assert d.stop() == 0
     assert "after the shutdown timeout" in d.log
     for pid in workers:
@@ -198,8 +197,7 @@ def test_shutdown_timeout_kills_stuck_clients(udsd_factory):
 def test_second_sigint_stops_at_once(udsd_factory):
     d = start(udsd_factory, timeout="60s")
     s = connect(d.sock)
-    s.sendall(b"x")
-    assert s.recv(1) == b"x"
+    ping(s, b"x")
     d.send(signal.SIGINT)
     d.notify.wait("STOPPING=1")
     d.send(signal.SIGINT)
@@ -238,8 +236,7 @@ def test_killed_worker_is_replaced_and_others_unaffected(udsd_factory):
     d = start(udsd_factory)
     w = d.workers()
     held = connect(d.sock)
-    held.sendall(b"a")
-    assert held.recv(1) == b"a"
+    ping(held, b"a")
     victim = w[0]
     os.kill(victim, signal.SIGKILL)
     for _ in deadline_loop(10, "worker respawn"):
@@ -326,8 +323,7 @@ def test_workers_exit_when_the_master_dies(udsd_factory):
     d = start(udsd_factory)
     workers = d.workers()
     s = connect(d.sock)
-    s.sendall(b"x")
-    assert s.recv(1) == b"x"
+    ping(s, b"x")
     d.proc.kill()  # SIGKILL: no drain, no cleanup
     d.proc.wait()
     # PR_SET_PDEATHSIG and the channel's end of file take the workers down with it.

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import UDSD, Notify, connect, deadline_loop, echo
+from conftest import UDSD, Notify, connect, deadline_loop, echo, ping
 
 POOL = """
 [daemon]
@@ -24,11 +24,6 @@ service = echo
 path = {tmp}/http.sock
 service = http
 """
-
-
-def ping(s, data=b"p"):
-    s.sendall(data)
-    assert s.recv(len(data)) == data
 
 
 def test_pool_grows_to_max_and_shrinks_back(udsd_factory):
