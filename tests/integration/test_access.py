@@ -369,3 +369,51 @@ def test_reload_refuses_a_socket_directory_that_became_writable(udsd_factory, sh
     assert echo(os.path.join(sub + ".old", "udsd.sock"), b"old config") == b"old config"
     os.chmod(shared_dir, 0o755)
 
+
+# --- Privilege drop (issue 12, defect 5) ---
+
+def proc_status(pid):
+    return dict(l.split(":", 1) for l in open("/proc/%d/status" % pid).read().splitlines())
+
+
+def test_user_alone_drops_to_its_primary_and_supplementary_groups(udsd_factory, shared_dir):
+    d = start(udsd_factory, shared_dir, daemon="user = nobody")
+    groups = sorted(os.getgrouplist("nobody", NOBODY.pw_gid))
+    for pid in d.workers():
+        f = proc_status(pid)
+        assert f["Uid"].split() == [str(NOBODY.pw_uid)] * 4
+        assert f["Gid"].split() == [str(NOBODY.pw_gid)] * 4
+        assert sorted(int(g) for g in f["Groups"].split()) == groups
+        for cap in ("CapEff", "CapPrm", "CapAmb"):
+            assert f[cap].strip() == "0000000000000000", (cap, f[cap])
+        assert f["NoNewPrivs"].strip() == "1"
+    line = "running as uid=%d(nobody) gid=%d(%s) groups=%s" % (
+        NOBODY.pw_uid, NOBODY.pw_gid, NOGROUP.gr_name, ",".join(str(g) for g in groups))
+    assert d.log.count(line) == 1, d.log
+    assert echo(d.sock, b"as nobody") == b"as nobody"
+
+
+def test_dropped_workers_die_with_a_killed_master(udsd_factory, shared_dir):
+    d = start(udsd_factory, shared_dir, daemon="workers = 2\nuser = nobody\ngroup = %s"
+              % NOGROUP.gr_name)
+    workers = d.workers()
+    try:
+        # Stopped workers cannot see the channel's end of file: only PR_SET_PDEATHSIG ends them.
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        for _ in deadline_loop(10, "the workers to stop"):
+            if all(proc_status(p)["State"].split()[0] == "T" for p in workers):
+                break
+        d.proc.kill()
+        d.proc.wait()
+        for _ in deadline_loop(10, "the workers to die with their master"):
+            if not any(os.path.exists("/proc/%d" % p) and proc_status(p)["State"].split()[0] != "Z"
+                       for p in workers):
+                break
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
