@@ -417,3 +417,26 @@ def test_dropped_workers_die_with_a_killed_master(udsd_factory, shared_dir):
             except ProcessLookupError:
                 pass
 
+
+# --- Allow-lists and abstract sockets (issue 12, defect 9) ---
+
+def test_allow_gids_sees_every_supplementary_group(udsd_factory, shared_dir):
+    # SO_PEERGROUPS for a client in 300 groups: the allowed one sorts last.
+    groups = list(range(50000, 50300))
+    d = start(udsd_factory, shared_dir, listener="allow_gids = %d" % groups[-1])
+    assert as_nobody(d.sock, groups=groups) == b"ping"
+    assert as_nobody(d.sock, groups=groups[:-1]) == b""
+
+
+def test_abstract_listener_without_allow_list_is_warned_about_once(udsd_factory, tmp_path):
+    name = "udsd-test-%d" % os.getpid()
+    d = udsd_factory("[daemon]\nworkers = 1\n[listener open]\npath = @%s-open\nservice = echo\n"
+                     "[listener guarded]\npath = @%s-guarded\nservice = echo\nallow_uids = root\n"
+                     % (name, name))
+    d.start()
+    warning = "listener open: @%s-open is an abstract socket without allow_uids or allow_gids" % name
+    assert d.log.count(warning) == 1, d.log
+    assert "listener guarded: @%s-guarded is an abstract" % name not in d.log
+    reload_and_wait(d)
+    assert d.log.count(warning) == 1
+    assert echo("@%s-open" % name, b"hi") == b"hi"
