@@ -272,7 +272,7 @@ capabilities_left(void)
 	if (syscall(SYS_capget, &h, d) < 0)
 		return true;
 	for (size_t i = 0; i < ELEMENTSOF(d); i++)
-		if (d[i].effective || d[i].permitted || d[i].inheritable)
+		if (d[i].effective || d[i].permitted)
 			return true;
 	return false;
 }
@@ -322,7 +322,7 @@ drop_privileges(const struct config *c)
 	/* Nor through an exec: no set-user-ID binary or file capability lifts us again. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		fatalx("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
-	if (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0 || capabilities_left())
+	if (setuid(0) == 0 || seteuid(0) == 0 || capabilities_left())
 		fatalx("could regain root after dropping privileges");
 }
 
