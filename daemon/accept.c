@@ -157,13 +157,37 @@ channel_readable_master(struct master *m, struct mchannel *ch)
 	}
 }
 
+/*
+ * The client's supplementary groups into small, or a heap buffer in *big: a
+ * client may be in up to NGROUPS_MAX (65536) groups, and SO_PEERGROUPS answers
+ * a short buffer with ERANGE and the length it needs.  On failure, none (the
+ * caller then admits by uid and primary group only).
+ */
+static size_t
+peer_groups(int fd, gid_t *small, size_t n_small, gid_t **big, const gid_t **ret)
+{
+	socklen_t len = (socklen_t)(n_small * sizeof(gid_t));
+
+	*ret = small;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, small, &len) == 0)
+		return len / sizeof(gid_t);
+	if (errno != ERANGE || !(*big = malloc(len)) ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, *big, &len) < 0)
+		return 0;
+	*ret = *big;
+	return len / sizeof(gid_t);
+}
+
 /* Is this client on the listener's allow-lists?  Empty lists admit everyone. */
 static bool
 peer_allowed(const struct config_listener *cl, int fd)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	gid_t groups[256];
+	gid_t small[64];
+	_cleanup_free_ gid_t *big = NULL;
+	const gid_t *groups = NULL;
+	size_t n = 0;
 
 	if (cl->n_allow_uids == 0 && cl->n_allow_gids == 0)
 		return true;
@@ -172,13 +196,12 @@ peer_allowed(const struct config_listener *cl, int fd)
 	for (size_t i = 0; i < cl->n_allow_uids; i++)
 		if (cl->allow_uids[i] == cred.uid)
 			return true;
-	len = sizeof(groups);
-	if (cl->n_allow_gids == 0 || getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
-		len = 0;
+	if (cl->n_allow_gids > 0)
+		n = peer_groups(fd, small, ELEMENTSOF(small), &big, &groups);
 	for (size_t i = 0; i < cl->n_allow_gids; i++) {
 		if (cl->allow_gids[i] == cred.gid)
 			return true;
-		for (size_t k = 0; k < len / sizeof(gid_t); k++)
+		for (size_t k = 0; k < n; k++)
 			if (cl->allow_gids[i] == groups[k])
 				return true;
 	}

@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "fdpass.h"
+#include "listener.h"
 #include "macro.h"
 #include "udsd.h"
 
@@ -208,6 +209,7 @@ struct mlistener {
 	char *address;
 	int type;
 	int fd;
+	struct listener_file file; /* ours: the socket file, only ever reached through this */
 	bool ours;      /* udsd created the file: it unlinks it at exit */
 	bool activated; /* systemd's: never unlinked, chmod'ed or re-bound */
 	bool polling;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <limits.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -75,21 +76,34 @@ listener_take_activated(const struct config *c, const struct config_listener *cl
 	return 1;
 }
 
+/* An abstract socket has no file mode: without an allow-list, anyone in the netns may connect. */
+static void
+listener_warn_open(const struct config_listener *cl)
+{
+	if (cl->kind == LISTENER_ABSTRACT && cl->n_allow_uids == 0 && cl->n_allow_gids == 0)
+		log_warning("listener %s: %s is an abstract socket without allow_uids or allow_gids: "
+			    "every process in this network namespace can connect", cl->name, cl->address);
+}
+
 static int
 listener_open(const struct config *c, const struct config_listener *cl, struct mlistener *l)
 {
+	char err[PATH_MAX + 64] = "";
 	int r;
 
 	r = listener_take_activated(c, cl, l);
+	if (r > 0)
+		listener_warn_open(cl);
 	if (r != 0)
 		return r;
 	if (cl->kind == LISTENER_TCP)
 		r = listener_open_tcp(cl->address, cl->backlog, &l->fd);
 	else
 		r = listener_open_unix(cl->address, cl->type, cl->mode, cl->owner, cl->group,
-				       cl->backlog, &l->fd);
+				       cl->backlog, &l->fd, &l->file, err, sizeof(err));
 	if (r < 0) {
-		const char *why = r == -EADDRINUSE ? "another server is listening there" :
+		const char *why = *err		    ? err :
+				  r == -EADDRINUSE ? "another server is listening there" :
 				  r == -EEXIST	    ? "exists and is not a socket; not touching it" :
 				  r == -ENAMETOOLONG ? "too long for a socket address" :
 						       strerror(-r);
@@ -97,6 +111,7 @@ listener_open(const struct config *c, const struct config_listener *cl, struct m
 		return r;
 	}
 	l->ours = cl->kind == LISTENER_PATH;
+	listener_warn_open(cl);
 	return 0;
 }
 
@@ -108,11 +123,31 @@ listener_close(struct master *m, struct mlistener *l, bool unlink_file)
 		epoll_ctl(m->epfd, EPOLL_CTL_DEL, l->fd, NULL);
 	if (!l->activated)
 		safe_close(l->fd);
-	if (l->ours && unlink_file)
-		(void)listener_unlink(l->address);
+	if (l->ours && unlink_file && listener_unlink(&l->file) == -ESTALE)
+		log_warning("%s is no longer the socket udsd bound; not removing it", l->address);
+	listener_file_done(&l->file);
 	free(l->address);
 	l->fd = -EBADF;
 	l->address = NULL;
+}
+
+/*
+ * A socket directory that became writable by others since the socket was
+ * bound fails the reload, as it would have failed the start.
+ */
+static int
+listener_recheck(const struct config_listener *cl, const struct mlistener *l)
+{
+	char err[PATH_MAX + 64];
+	int r;
+
+	if (!l->ours || l->activated)
+		return 0;
+	r = listener_check_dir(l->file.dir_fd, err, sizeof(err));
+	if (r < 0)
+		log_error("listener %s: %s: %s", cl->name, cl->address,
+			  r == -EPERM ? err : strerror(-r));
+	return r;
 }
 
 /* An open listener of the old set with the same address and type, to keep across a reload. */
@@ -140,7 +175,7 @@ listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 	if (!ls)
 		return -ENOMEM;
 	for (size_t i = 0; i < c->n_listeners; i++)
-		ls[i].fd = -EBADF;
+		ls[i] = (struct mlistener){ .fd = -EBADF, .file = LISTENER_FILE_NULL };
 	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
 		const struct config_listener *cl = &c->listeners[i];
 		struct mlistener *keep = listener_find(old, n_old, cl);
@@ -155,8 +190,10 @@ listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		}
 		if (keep) {
 			ls[i].fd = keep->fd;
+			ls[i].file = keep->file; /* moves: listeners_install() leaves the old one be */
 			ls[i].ours = keep->ours;
 			ls[i].activated = keep->activated;
+			r = listener_recheck(cl, keep);
 			continue;
 		}
 		r = listener_open(c, cl, &ls[i]);
@@ -184,8 +221,11 @@ listeners_apply_perms(const struct config *c, struct mlistener *ls)
 
 		if (!ls[i].ours || ls[i].activated)
 			continue;
-		r = listener_set_perms(cl->address, cl->mode, cl->owner, cl->group);
-		if (r < 0)
+		r = listener_set_perms(&ls[i].file, cl->mode, cl->owner, cl->group);
+		if (r == -ESTALE)
+			log_error("listener %s: %s is no longer the socket udsd bound; not touching it",
+				  cl->name, cl->address);
+		else if (r < 0)
 			log_error("listener %s: setting owner and mode of %s: %s", cl->name,
 				  cl->address, strerror(-r));
 	}

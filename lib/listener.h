@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <errno.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -10,27 +11,59 @@
 int listener_sockaddr(const char *address, struct sockaddr_un *ret, socklen_t *ret_len);
 
 /*
+ * A socket file udsd bound: the directory it was bound in (held open, so that
+ * no later rename or symlink anywhere on the path can redirect us), its name
+ * there, and the inode it got.  Every later change to the file (owner, mode,
+ * unlink) goes through dir_fd and first checks that the name still leads to
+ * that inode.
+ */
+struct listener_file {
+	int dir_fd; /* O_PATH; -EBADF: none */
+	char *name;
+	dev_t dev;
+	ino_t ino;
+};
+
+#define LISTENER_FILE_NULL ((struct listener_file){ .dir_fd = -EBADF })
+
+void listener_file_done(struct listener_file *f);
+
+/*
+ * Is a socket directory safe to keep udsd's socket in?  Every directory from
+ * dir_fd up to / must belong to root or to us (geteuid()), and be writable by
+ * no one else unless it is sticky: otherwise another user could rename the
+ * socket, or a directory above it, and put something else in its place.
+ * 0: safe; -EPERM: not, and err says which directory and why.
+ */
+int listener_check_dir(int dir_fd, char *err, size_t errlen);
+
+/*
  * Create a listening AF_UNIX socket of the given type at address.  For a file
- * path: a stale socket file (nothing accepts on it) is replaced; a live one is
- * -EADDRINUSE and left alone; anything that is not a socket is -EEXIST and left
- * alone.  The file is created with mode 0000 and only then given owner, group
- * and mode, so it is never more open than asked, not even for an instant.
- * owner/group may be -1 to leave them.  Returns a non-blocking, close-on-exec fd.
+ * path: the directory must pass listener_check_dir() (-EPERM and err if not);
+ * a stale socket file (nothing accepts on it) is replaced; a live one is
+ * -EADDRINUSE and left alone; anything that is not a socket is -EEXIST and
+ * left alone.  The file is created with mode 0000 and only then given owner,
+ * group and mode, so it is never more open than asked, not even for an
+ * instant.  owner/group may be -1 to leave them.  Returns a non-blocking,
+ * close-on-exec fd and, for a path, the file in ret_file (may be NULL).
+ * err/errlen may be NULL/0.
  */
 int listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, gid_t group,
-		       int backlog, int *ret_fd);
+		       int backlog, int *ret_fd, struct listener_file *ret_file, char *err,
+		       size_t errlen);
 
 /* "tcp:HOST:PORT" (numeric host) → a listening, non-blocking TCP socket. */
 int listener_open_tcp(const char *address, int backlog, int *ret_fd);
 
 /*
- * Apply owner/group/mode to an existing socket file without following a
- * symlink at path; used at start and on reload.
+ * Apply owner/group/mode to the socket file f, used at start and on reload.
+ * -ESTALE when the name no longer leads to the socket udsd bound: then nothing
+ * is changed.
  */
-int listener_set_perms(const char *path, mode_t mode, uid_t owner, gid_t group);
+int listener_set_perms(const struct listener_file *f, mode_t mode, uid_t owner, gid_t group);
 
 /* Is fd a listening socket of this family and type?  1 yes, 0 no, -errno on error. */
 int listener_check_fd(int fd, int family, int type);
 
-/* Unlink path only if it is still a socket file (never a file someone put there since). */
-int listener_unlink(const char *path);
+/* Unlink f only if its name still leads to the socket udsd bound (-ESTALE if not). */
+int listener_unlink(const struct listener_file *f);

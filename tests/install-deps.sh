@@ -2,11 +2,11 @@
 # Install what building and testing udsd needs on Debian 12, only what is missing.
 set -euo pipefail
 
-pkgs=(meson ninja-build pkg-config gcc libc6-dev libsystemd-dev libinih-dev libcmocka-dev
+pkgs=(meson ninja-build pkg-config gcc libc6-dev libsystemd-dev libinih-dev nettle-dev libcmocka-dev
       python3 python3-pytest socat netcat-openbsd curl nginx-light systemd util-linux procps
       clang libclang-rt-14-dev valgrind)
 [ "${1:-}" = "--build-only" ] && pkgs=(meson ninja-build pkg-config gcc libc6-dev libsystemd-dev
-      libinih-dev netcat-openbsd socat curl)
+      libinih-dev nettle-dev netcat-openbsd socat curl)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -11,20 +11,26 @@
  *   [listener fdinfo]
  *   path = /run/udsd/fdinfo.sock
  *   service = /usr/lib/x86_64-linux-gnu/udsd/fdinfo.so
- *   max_hash_size = 1048576   ; hash at most this many bytes (default 64 MiB)
+ *   max_hash_size = 1048576   ; hash files up to this size (default 64 MiB)
  *
- * Reading the file blocks this worker thread for as long as it takes; a
- * real service would bound it the same way, or hand it to a thread pool.
+ * Reading happens on the worker thread, so it must be short: only a regular
+ * file on a local file system (a hung FUSE or NFS server would stall the
+ * thread until udsd's hang detector kills the whole worker) and no larger
+ * than max_hash_size is hashed; for any other, "sha256_skipped" says why.
+ * Even the questions asked stay off the file's server: statx() with
+ * AT_STATX_DONT_SYNC answers from the inode cache, and the file system's type
+ * comes from /proc/self/mountinfo, not from fstatfs(), which FUSE and NFS
+ * forward to their server.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <nettle/sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <udsd.h>
-
-#include "sha256.h"
 
 struct fdinfo_config {
 	unsigned long long max_hash;
@@ -45,17 +51,76 @@ file_type(mode_t m)
 	}
 }
 
-/* SHA-256 of up to max bytes from offset 0, with pread so the client's file offset is untouched. */
+/* File systems whose reads are served by this machine's memory or disks, never a server. */
+static const char *const local_fs[] = {
+	"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "bcachefs", "zfs", "jfs", "nilfs2",
+	"vfat", "msdos", "exfat", "ntfs3", "iso9660", "udf", "squashfs", "erofs",
+	"tmpfs", "ramfs", "hugetlbfs", "devtmpfs", "overlay",
+};
+
+/*
+ * The type of mount mnt_id as /proc/self/mountinfo names it ("ext4",
+ * "fuse.sshfs"): "ID PARENT MAJ:MIN ROOT POINT OPTIONS [TAGS] - TYPE ...".
+ * -ENOENT when the mount is not in our namespace.
+ */
 static int
-hash_fd(int fd, unsigned long long max, char hex[65])
+mount_type(unsigned long long mnt_id, char *type, size_t len)
 {
-	struct sha256 s;
-	uint8_t buf[65536], out[32];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (r == -ENOENT && getline(&line, &cap, f) > 0) {
+		unsigned long long id;
+		const char *sep = strstr(line, " - ");
+		if (sscanf(line, "%llu", &id) != 1 || id != mnt_id || !sep)
+			continue;
+		size_t n = strcspn(sep + 3, " \n");
+		snprintf(type, len, "%.*s", (int)n, sep + 3);
+		r = 0;
+	}
+	free(line);
+	fclose(f);
+	return r;
+}
+
+/* Why this regular file is not hashed, or NULL to hash it. */
+static const char *
+skip_reason(int fd, const struct statx *stx, const struct fdinfo_config *cfg, char *buf,
+	    size_t len)
+{
+	char type[64];
+
+	if (stx->stx_size > cfg->max_hash) {
+		snprintf(buf, len, "larger than max_hash_size (%llu bytes)", cfg->max_hash);
+		return buf;
+	}
+	/* A memfd or other shmem file: it has seals to ask about, and lives in memory. */
+	if (fcntl(fd, F_GET_SEALS) >= 0)
+		return NULL;
+	if (!(stx->stx_mask & STATX_MNT_ID) || mount_type(stx->stx_mnt_id, type, sizeof(type)) < 0)
+		return "cannot tell its file system";
+	for (size_t i = 0; i < sizeof(local_fs) / sizeof(local_fs[0]); i++)
+		if (strcmp(type, local_fs[i]) == 0)
+			return NULL;
+	snprintf(buf, len, "not a local file system (%s)", type);
+	return buf;
+}
+
+/* SHA-256 of the first size bytes, with pread so the client's file offset is untouched. */
+static int
+hash_fd(int fd, unsigned long long size, char hex[65])
+{
+	struct sha256_ctx s;
+	uint8_t buf[65536], out[SHA256_DIGEST_SIZE];
 	unsigned long long off = 0;
 
 	sha256_init(&s);
-	while (off < max) {
-		size_t want = max - off < sizeof(buf) ? (size_t)(max - off) : sizeof(buf);
+	while (off < size) {
+		size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
 		ssize_t n = pread(fd, buf, want, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -63,36 +128,51 @@ hash_fd(int fd, unsigned long long max, char hex[65])
 			return -errno;
 		if (n == 0)
 			break;
-		sha256_update(&s, buf, (size_t)n);
+		sha256_update(&s, (size_t)n, buf);
 		off += (unsigned long long)n;
 	}
-	sha256_final(&s, out);
-	for (int i = 0; i < 32; i++)
+	sha256_digest(&s, sizeof(out), out);
+	for (size_t i = 0; i < sizeof(out); i++)
 		snprintf(hex + 2 * i, 3, "%02x", out[i]);
 	return 0;
+}
+
+static int
+describe_hash(int fd, const struct statx *stx, const struct fdinfo_config *cfg, char *line,
+	      size_t len)
+{
+	char hex[65], why[96];
+	const char *skip = skip_reason(fd, stx, cfg, why, sizeof(why));
+	int r;
+
+	if (skip)
+		return snprintf(line, len, ",\"sha256_skipped\":\"%s\"", skip);
+	r = hash_fd(fd, stx->stx_size, hex);
+	if (r < 0)
+		return snprintf(line, len, ",\"sha256_error\":\"%s\"", strerror(-r));
+	return snprintf(line, len, ",\"sha256\":\"%s\"", hex);
 }
 
 static void
 describe(struct udsd_conn *conn, int fd, const struct fdinfo_config *cfg)
 {
-	char line[512], hex[65];
-	struct stat st;
+	char line[512];
+	struct statx stx;
 	int n;
 
-	if (fstat(fd, &st) < 0) {
-		n = snprintf(line, sizeof(line), "{\"error\":\"fstat: %s\"}\n", strerror(errno));
+	/* From the cache: a FUSE or NFS server is not asked (and cannot keep us waiting). */
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS | STATX_MNT_ID,
+		  &stx) < 0) {
+		n = snprintf(line, sizeof(line), "{\"error\":\"statx: %s\"}\n", strerror(errno));
 		udsd_conn_write(conn, line, (size_t)n);
 		return;
 	}
 	n = snprintf(line, sizeof(line),
-		     "{\"type\":\"%s\",\"size\":%lld,\"mode\":\"%04o\",\"uid\":%u,\"gid\":%u",
-		     file_type(st.st_mode), (long long)st.st_size, (unsigned)(st.st_mode & 07777),
-		     (unsigned)st.st_uid, (unsigned)st.st_gid);
-	if (S_ISREG(st.st_mode)) {
-		int r = hash_fd(fd, cfg->max_hash, hex);
-		n += snprintf(line + n, sizeof(line) - (size_t)n, r < 0 ? ",\"sha256_error\":\"%s\"" :
-				    ",\"sha256\":\"%s\"", r < 0 ? strerror(-r) : hex);
-	}
+		     "{\"type\":\"%s\",\"size\":%llu,\"mode\":\"%04o\",\"uid\":%u,\"gid\":%u",
+		     file_type(stx.stx_mode), (unsigned long long)stx.stx_size,
+		     (unsigned)(stx.stx_mode & 07777), (unsigned)stx.stx_uid, (unsigned)stx.stx_gid);
+	if (S_ISREG(stx.stx_mode))
+		n += describe_hash(fd, &stx, cfg, line + n, sizeof(line) - (size_t)n);
 	n += snprintf(line + n, sizeof(line) - (size_t)n, "}\n");
 	udsd_conn_write(conn, line, (size_t)n);
 }

@@ -231,3 +231,212 @@ def test_non_reading_client_cannot_grow_worker_memory(udsd_factory, shared_dir):
     assert echo(d.sock, b"still") == b"still"
     hog.close()
     assert http_get(d.http_sock, "/healthz")[0] == 200
+
+
+# --- Socket files: only ever the one udsd bound (issue 12, defect 2) ---
+
+def as_user(user, code, *args):
+    """Run Python code as user (a pwd entry) with its own groups; fail the test if it fails."""
+    cmd = ["setpriv", "--reuid=%d" % user.pw_uid, "--regid=%d" % user.pw_gid, "--init-groups",
+           sys.executable, "-c", code] + list(args)
+    out = subprocess.run(cmd, capture_output=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def reload_and_wait(d):
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
+
+
+def reload_fails(d, why):
+    """SIGHUP with a config udsd must refuse: it says why and keeps serving."""
+    n = len(d.log)
+    d.send(signal.SIGHUP)
+    for _ in deadline_loop(20, "the reload to be refused: " + why):
+        if why in d.log[n:]:
+            break
+        d.notify._read(0.05)
+
+
+def start_outcome(d):
+    """Start udsd and return its exit status, or "ready" if it started serving."""
+    d.start(wait=False)
+    for _ in deadline_loop(20, "udsd to exit or report READY=1"):
+        if d.proc.poll() is not None:
+            return d.proc.returncode
+        msg = d.notify._read(0.05)
+        if msg and "READY=1" in msg.split("\n"):
+            return "ready"
+
+
+def ident(path):
+    st = os.lstat(path)
+    return (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), stat.S_IFMT(st.st_mode))
+
+
+@pytest.fixture
+def sticky_dir():
+    """World-writable with the sticky bit, like /tmp: accepted, and a hostile user lives in it."""
+    d = tempfile.mkdtemp(prefix="udsd-sticky-")
+    os.chmod(d, 0o1777)
+    yield d
+    shutil.rmtree(d)
+
+
+SWAP_IN_ID = ("import os,shutil,sys\n"
+              "p=sys.argv[1]; os.rename(p, p+'.moved')\n"
+              "shutil.copy('/usr/bin/id', p); os.chmod(p, 0o4755)\n")
+
+
+def test_reload_leaves_a_file_swapped_in_at_the_socket_path_alone(udsd_factory, sticky_dir):
+    # The socket belongs to nobody, so in a sticky directory nobody may rename it away and
+    # put its own copy of id in its place: the reload must not make that root's.
+    d = start(udsd_factory, sticky_dir, listener="owner = nobody")
+    as_user(NOBODY, SWAP_IN_ID, d.sock)
+    planted = ident(d.sock)
+    assert planted == (NOBODY.pw_uid, NOBODY.pw_gid, 0o4755, stat.S_IFREG)
+    d.write_config(CONF.format(dir=sticky_dir, daemon="", listener="owner = root\ngroup = root"))
+    reload_and_wait(d)
+    assert ident(d.sock) == planted
+    assert "listener main: %s is no longer the socket udsd bound; not touching it" % d.sock in d.log
+    d.stop()
+    assert ident(d.sock) == planted  # nor removed at exit
+
+
+def test_exit_does_not_unlink_a_socket_swapped_in(udsd_factory, sticky_dir):
+    d = start(udsd_factory, sticky_dir, listener="owner = nobody")
+    as_user(NOBODY, "import os,socket,sys\np=sys.argv[1]; os.rename(p, p+'.moved')\n"
+            "socket.socket(socket.AF_UNIX).bind(p)\n", d.sock)
+    planted = os.lstat(d.sock)
+    assert stat.S_ISSOCK(planted.st_mode) and planted.st_uid == NOBODY.pw_uid
+    assert d.stop() == 0
+    assert os.lstat(d.sock).st_ino == planted.st_ino
+
+
+def test_reload_never_follows_a_parent_directory_swapped_for_a_symlink(udsd_factory, shared_dir):
+    sub = os.path.join(shared_dir, "sub")
+    os.mkdir(sub, 0o755)
+    d = start(udsd_factory, sub)
+    # The directory moves away and a symlink to another one takes its name (root does it here,
+    # since no other user may in an accepted layout).
+    os.rename(sub, sub + ".real")
+    evil = os.path.join(shared_dir, "evil")
+    os.mkdir(evil, 0o755)
+    shutil.copy("/usr/bin/id", os.path.join(evil, "udsd.sock"))
+    os.chown(os.path.join(evil, "udsd.sock"), NOBODY.pw_uid, NOBODY.pw_gid)
+    os.symlink(evil, sub)
+    planted = ident(os.path.join(evil, "udsd.sock"))
+    d.write_config(CONF.format(dir=sub, daemon="", listener="mode = 0600\nowner = nobody")
+                   .replace("mode = 0666\n", ""))
+    reload_and_wait(d)
+    assert ident(os.path.join(evil, "udsd.sock")) == planted
+    # The socket udsd bound, wherever its directory went, is the one that changed.
+    real = os.path.join(sub + ".real", "udsd.sock")
+    assert ident(real) == (NOBODY.pw_uid, 0, 0o600, stat.S_IFSOCK)
+    assert echo(real, b"still here") == b"still here"
+
+
+@pytest.mark.parametrize("mode,owner,why", [
+    (0o777, "root", "writable by others and not sticky"),
+    (0o775, "root", "writable by others and not sticky"),
+    (0o755, "nobody", "owned by uid %d" % NOBODY.pw_uid),
+])
+def test_unsafe_socket_directory_is_refused_at_start(udsd_factory, shared_dir, mode, owner, why):
+    sub = os.path.join(shared_dir, "sub")
+    os.mkdir(sub)
+    os.chmod(sub, mode)
+    os.chown(sub, pwd.getpwnam(owner).pw_uid, -1)
+    d = udsd_factory(CONF.format(dir=sub, daemon="", listener=""))
+    assert start_outcome(d) == 1
+    assert "listener main: %s/udsd.sock: directory %s is %s" % (sub, sub, why) in d.log, d.log
+    assert os.listdir(sub) == []  # nothing bound
+
+
+def test_reload_refuses_a_socket_directory_that_became_writable(udsd_factory, shared_dir):
+    sub = os.path.join(shared_dir, "sub")
+    os.mkdir(sub, 0o755)
+    d = start(udsd_factory, sub)
+    os.chmod(shared_dir, 0o777)  # now nobody may swap sub for a symlink to its own directory
+    as_user(NOBODY, "import os,shutil,sys\nsub,evil=sys.argv[1:]\nos.mkdir(evil)\n"
+            "shutil.copy('/usr/bin/id', evil+'/udsd.sock')\nos.rename(sub, sub+'.old')\n"
+            "os.symlink(evil, sub)\n", sub, os.path.join(shared_dir, "evil"))
+    planted = ident(d.sock)
+    d.write_config(CONF.format(dir=sub, daemon="", listener="owner = root\ngroup = root"))
+    reload_fails(d, "directory %s is writable by others and not sticky" % shared_dir)
+    assert ident(d.sock) == planted
+    assert echo(os.path.join(sub + ".old", "udsd.sock"), b"old config") == b"old config"
+    os.chmod(shared_dir, 0o755)
+
+
+# --- Privilege drop (issue 12, defect 5) ---
+
+def proc_status(pid):
+    return dict(l.split(":", 1) for l in open("/proc/%d/status" % pid).read().splitlines())
+
+
+def test_user_alone_drops_to_its_primary_and_supplementary_groups(udsd_factory, shared_dir):
+    d = start(udsd_factory, shared_dir, daemon="user = nobody")
+    groups = sorted(os.getgrouplist("nobody", NOBODY.pw_gid))
+    for pid in d.workers():
+        f = proc_status(pid)
+        assert f["Uid"].split() == [str(NOBODY.pw_uid)] * 4
+        assert f["Gid"].split() == [str(NOBODY.pw_gid)] * 4
+        assert sorted(int(g) for g in f["Groups"].split()) == groups
+        for cap in ("CapEff", "CapPrm", "CapAmb"):
+            assert f[cap].strip() == "0000000000000000", (cap, f[cap])
+        assert f["NoNewPrivs"].strip() == "1"
+    line = "running as uid=%d(nobody) gid=%d(%s) groups=%s" % (
+        NOBODY.pw_uid, NOBODY.pw_gid, NOGROUP.gr_name, ",".join(str(g) for g in groups))
+    assert d.log.count(line) == 1, d.log
+    assert echo(d.sock, b"as nobody") == b"as nobody"
+
+
+def test_dropped_workers_die_with_a_killed_master(udsd_factory, shared_dir):
+    d = start(udsd_factory, shared_dir, daemon="workers = 2\nuser = nobody\ngroup = %s"
+              % NOGROUP.gr_name)
+    workers = d.workers()
+    try:
+        # Stopped workers cannot see the channel's end of file: only PR_SET_PDEATHSIG ends them.
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        for _ in deadline_loop(10, "the workers to stop"):
+            if all(proc_status(p)["State"].split()[0] == "T" for p in workers):
+                break
+        d.proc.kill()
+        d.proc.wait()
+        for _ in deadline_loop(10, "the workers to die with their master"):
+            if not any(os.path.exists("/proc/%d" % p) and proc_status(p)["State"].split()[0] != "Z"
+                       for p in workers):
+                break
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# --- Allow-lists and abstract sockets (issue 12, defect 9) ---
+
+def test_allow_gids_sees_every_supplementary_group(udsd_factory, shared_dir):
+    # SO_PEERGROUPS for a client in 300 groups: the allowed one sorts last.
+    groups = list(range(50000, 50300))
+    d = start(udsd_factory, shared_dir, listener="allow_gids = %d" % groups[-1])
+    assert as_nobody(d.sock, groups=groups) == b"ping"
+    assert as_nobody(d.sock, groups=groups[:-1]) == b""
+
+
+def test_abstract_listener_without_allow_list_is_warned_about_once(udsd_factory, tmp_path):
+    name = "udsd-test-%d" % os.getpid()
+    d = udsd_factory("[daemon]\nworkers = 1\n[listener open]\npath = @%s-open\nservice = echo\n"
+                     "[listener guarded]\npath = @%s-guarded\nservice = echo\nallow_uids = root\n"
+                     % (name, name))
+    d.start()
+    warning = "listener open: @%s-open is an abstract socket without allow_uids or allow_gids" % name
+    assert d.log.count(warning) == 1, d.log
+    assert "listener guarded: @%s-guarded is an abstract" % name not in d.log
+    reload_and_wait(d)
+    assert d.log.count(warning) == 1
+    assert echo("@%s-open" % name, b"hi") == b"hi"

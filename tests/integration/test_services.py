@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: MIT
 """The service API: loadable services, fds from clients, seqpacket, crashes."""
 import array
+import errno
 import hashlib
 import json
 import os
 import signal
 import socket
+import stat
+import struct
 
 from conftest import connect, deadline_loop, echo
 
@@ -59,6 +62,117 @@ def test_fdinfo_regular_file(udsd_factory, tmp_path):
     assert info["size"] == len(content)
     assert info["mode"] == "0600"
     assert info["sha256"] == hashlib.sha256(content).hexdigest()
+
+
+
+class HangingFuse:
+    """A FUSE file system with one regular file, f, whose reads (and statfs) never answer.
+
+    The kernel's side of FUSE is spoken directly on /dev/fuse: INIT, LOOKUP, GETATTR and
+    OPEN are answered, READ and STATFS are left pending, as a hung FUSE or NFS server
+    leaves them.  Closing /dev/fuse at the end aborts whatever is still pending.
+    """
+    LOOKUP, FORGET, GETATTR, OPEN, READ, STATFS, RELEASE, FLUSH, INIT = 1, 2, 3, 14, 15, 17, 18, 25, 26
+    INTERRUPT, BATCH_FORGET = 36, 42
+
+    def __init__(self, mnt):
+        import ctypes
+        import threading
+        self.mnt = str(mnt)
+        os.mkdir(self.mnt)
+        self.dev = os.open("/dev/fuse", os.O_RDWR)
+        libc = ctypes.CDLL(None, use_errno=True)
+        opts = "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other" % self.dev
+        if libc.mount(b"udsd-test", self.mnt.encode(), b"fuse", 0, opts.encode()) != 0:
+            raise OSError(ctypes.get_errno(), "mount fuse")
+        self.libc = libc
+        self.stop = False
+        self.requests = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def attr(ino, mode, size):
+        return struct.pack("<QQQQQQIIIIIIIIII", ino, size, (size + 511) // 512, 0, 0, 0, 0, 0, 0,
+                           mode, 1, 0, 0, 0, 4096, 0)
+
+    def reply(self, unique, payload=b"", error=0):
+        os.write(self.dev, struct.pack("<IiQ", 16 + len(payload), error, unique) + payload)
+
+    def serve(self):
+        import select
+        while not self.stop:
+            if not select.select([self.dev], [], [], 0.1)[0]:
+                continue
+            try:
+                req = os.read(self.dev, 1 << 20)
+            except OSError:
+                return
+            _, op, unique, node = struct.unpack_from("<IIQQ", req)
+            self.requests.append(op)
+            body = req[40:]
+            forever = 1 << 30
+            if op == self.INIT:
+                self.reply(unique, struct.pack("<IIIIHHIIHHI28x", 7, 31, 1 << 17, 0, 16, 12,
+                                               4096, 1, 32, 0, 0))
+            elif op == self.LOOKUP and body.rstrip(b"\0") == b"f":
+                self.reply(unique, struct.pack("<QQQQII", 2, 0, forever, forever, 0, 0)
+                           + self.attr(2, stat.S_IFREG | 0o644, 1 << 20))
+            elif op == self.GETATTR:
+                mode = stat.S_IFDIR | 0o755 if node == 1 else stat.S_IFREG | 0o644
+                self.reply(unique, struct.pack("<QII", forever, 0, 0)
+                           + self.attr(node, mode, 0 if node == 1 else 1 << 20))
+            elif op == self.OPEN:
+                self.reply(unique, struct.pack("<QII", 0, 0, 0))
+            elif op in (self.READ, self.STATFS, self.INTERRUPT, self.FORGET, self.BATCH_FORGET):
+                pass  # hung: never answered (forgets take no answer)
+            elif op in (self.RELEASE, self.FLUSH):
+                self.reply(unique)
+            else:
+                self.reply(unique, error=-errno.ENOSYS)
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        os.close(self.dev)  # aborts the connection: pending requests fail
+        self.libc.umount2(self.mnt.encode(), 2)  # MNT_DETACH
+
+
+def test_fdinfo_answers_at_once_for_a_file_on_a_hung_fuse(udsd_factory, tmp_path):
+    d = start(udsd_factory, workers=1)
+    fuse = HangingFuse(tmp_path / "mnt")
+    try:
+        fd = os.open(os.path.join(fuse.mnt, "f"), os.O_RDONLY)
+        s = connect(os.path.join(d.tmp, "fdinfo.sock"))
+        socket.send_fds(s, [b"?"], [fd])
+        os.close(fd)
+        info = json.loads(s.makefile("rb").readline())
+        assert info["type"] == "file" and info["size"] == 1 << 20
+        assert "sha256" not in info
+        assert info["sha256_skipped"] == "not a local file system (fuse)"
+        assert fuse.READ not in fuse.requests and fuse.STATFS not in fuse.requests
+        # The thread that answered is free: the next client is served at once.
+        (info,) = ask_fdinfo(os.path.join(d.tmp, "fdinfo.sock"), [os.open("/dev/null", os.O_RDONLY)])
+        assert info["type"] == "character-device"
+    finally:
+        fuse.close()
+
+
+def test_fdinfo_skips_proc_files_and_files_over_the_cap(udsd_factory, tmp_path):
+    d = udsd_factory(CONF.format(workers=1).replace(
+        "lib/examples/fdinfo.so\n", "lib/examples/fdinfo.so\nmax_hash_size = 1000\n"))
+    d.start()
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"s" * 1000)
+    big.write_bytes(b"b" * 1001)
+    fds = [os.open(p, os.O_RDONLY) for p in (small, big, "/proc/self/status")]
+    infos = ask_fdinfo(os.path.join(d.tmp, "fdinfo.sock"), fds)
+    assert infos[0]["sha256"] == hashlib.sha256(b"s" * 1000).hexdigest()
+    assert infos[1]["sha256_skipped"] == "larger than max_hash_size (1000 bytes)"
+    assert infos[2]["sha256_skipped"] == "not a local file system (proc)"
+    assert all("sha256" not in i for i in infos[1:])
+    for fd in fds:
+        os.close(fd)
 
 
 def test_fdinfo_pipe_devnull_directory(udsd_factory, tmp_path):

@@ -53,14 +53,14 @@ test_mode_exact(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
 		assert_int_equal(listener_open_unix(path("m.sock"), SOCK_STREAM, modes[i], (uid_t)-1,
-						    (gid_t)-1, 16, &fd), 0);
+						    (gid_t)-1, 16, &fd, NULL, NULL, 0), 0);
 		assert_int_equal(lstat(path("m.sock"), &st), 0);
 		assert_true(S_ISSOCK(st.st_mode));
 		assert_int_equal(st.st_mode & 07777, modes[i]);
 		assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_STREAM), 1);
 		assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_SEQPACKET), 0);
 		safe_close(fd);
-		assert_int_equal(listener_unlink(path("m.sock")), 0);
+		assert_int_equal(unlink(path("m.sock")), 0);
 	}
 }
 
@@ -71,16 +71,16 @@ test_stale_and_live(void **state)
 	int a = -999, b = -999;
 
 	(void)state;
-	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &a), 0);
-	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &b),
+	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &a, NULL, NULL, 0), 0);
+	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &b, NULL, NULL, 0),
 			 -EADDRINUSE);
 	assert_int_equal(b, -999);
 	/* A live socket of another type is live too. */
-	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_SEQPACKET, 0600, -1, -1, 16, &b),
+	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_SEQPACKET, 0600, -1, -1, 16, &b, NULL, NULL, 0),
 			 -EADDRINUSE);
 	safe_close(a); /* the file stays behind: now stale */
 	assert_int_equal(access(path("s.sock"), F_OK), 0);
-	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &b), 0);
+	assert_int_equal(listener_open_unix(path("s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &b, NULL, NULL, 0), 0);
 	assert_int_equal(listener_check_fd(b, AF_UNIX, SOCK_STREAM), 1);
 	safe_close(b);
 	unlink(path("s.sock"));
@@ -97,15 +97,14 @@ test_not_a_socket_is_never_touched(void **state)
 	int f = open(path("file"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
 	assert_int_equal(write(f, "keep", 4), 4);
 	safe_close(f);
-	assert_int_equal(listener_open_unix(path("file"), SOCK_STREAM, 0600, -1, -1, 16, &fd), -EEXIST);
+	assert_int_equal(listener_open_unix(path("file"), SOCK_STREAM, 0600, -1, -1, 16, &fd, NULL, NULL, 0), -EEXIST);
 	f = open(path("file"), O_RDONLY | O_CLOEXEC);
 	assert_int_equal(read(f, buf, sizeof(buf)), 4);
 	assert_string_equal(buf, "keep");
 	safe_close(f);
-	assert_int_equal(listener_unlink(path("file")), -EEXIST);
 
 	assert_int_equal(mkdir(path("dir"), 0755), 0);
-	assert_int_equal(listener_open_unix(path("dir"), SOCK_STREAM, 0600, -1, -1, 16, &fd), -EEXIST);
+	assert_int_equal(listener_open_unix(path("dir"), SOCK_STREAM, 0600, -1, -1, 16, &fd, NULL, NULL, 0), -EEXIST);
 	assert_int_equal(stat(path("dir"), &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 
@@ -113,10 +112,149 @@ test_not_a_socket_is_never_touched(void **state)
 	char target[128];
 	snprintf(target, sizeof(target), "%s", path("file"));
 	assert_int_equal(symlink(target, path("link")), 0);
-	assert_int_equal(listener_open_unix(path("link"), SOCK_STREAM, 0600, -1, -1, 16, &fd), -EEXIST);
+	assert_int_equal(listener_open_unix(path("link"), SOCK_STREAM, 0600, -1, -1, 16, &fd, NULL, NULL, 0), -EEXIST);
 	assert_int_equal(lstat(path("link"), &st), 0);
 	assert_true(S_ISLNK(st.st_mode));
 	assert_int_equal(fd, -999);
+}
+
+static mode_t
+mode_of(const char *p)
+{
+	struct stat st;
+
+	assert_int_equal(lstat(p, &st), 0);
+	return st.st_mode;
+}
+
+/* Only the socket udsd bound gets owner and mode, or is removed: not what took its name since. */
+static void
+test_perms_and_unlink_only_for_our_socket(void **state)
+{
+	struct listener_file f = LISTENER_FILE_NULL;
+	char moved[128];
+	int fd = -999;
+
+	(void)state;
+	assert_int_equal(listener_open_unix(path("o.sock"), SOCK_STREAM, 0600, -1, -1, 16, &fd, &f,
+					    NULL, 0), 0);
+	assert_true(f.dir_fd >= 0);
+	assert_string_equal(f.name, "o.sock");
+	assert_int_equal(listener_set_perms(&f, 0640, -1, -1), 0);
+	assert_int_equal(mode_of(path("o.sock")) & 07777, 0640);
+
+	/* A regular file takes the name: left exactly as it is. */
+	snprintf(moved, sizeof(moved), "%s", path("o.sock.moved"));
+	assert_int_equal(rename(path("o.sock"), moved), 0);
+	int g = open(path("o.sock"), O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
+	assert_true(g >= 0);
+	safe_close(g);
+	assert_int_equal(listener_set_perms(&f, 0666, -1, -1), -ESTALE);
+	assert_int_equal(mode_of(path("o.sock")) & 07777, 0755);
+	assert_int_equal(listener_unlink(&f), -ESTALE);
+	assert_true(S_ISREG(mode_of(path("o.sock"))));
+
+	/* Another socket takes the name: not ours either. */
+	assert_int_equal(unlink(path("o.sock")), 0);
+	int other = -999;
+	assert_int_equal(listener_open_unix(path("o.sock"), SOCK_STREAM, 0600, -1, -1, 16, &other,
+					    NULL, NULL, 0), 0);
+	assert_int_equal(listener_set_perms(&f, 0666, -1, -1), -ESTALE);
+	assert_int_equal(mode_of(path("o.sock")) & 07777, 0600);
+	assert_int_equal(listener_unlink(&f), -ESTALE);
+	assert_int_equal(access(path("o.sock"), F_OK), 0);
+	safe_close(other);
+	assert_int_equal(unlink(path("o.sock")), 0);
+
+	/* Our socket back under its name: ours again. */
+	assert_int_equal(rename(moved, path("o.sock")), 0);
+	assert_int_equal(listener_set_perms(&f, 0660, -1, -1), 0);
+	assert_int_equal(mode_of(path("o.sock")) & 07777, 0660);
+	assert_int_equal(listener_unlink(&f), 0);
+	assert_int_equal(access(path("o.sock"), F_OK), -1);
+	listener_file_done(&f);
+	assert_int_equal(f.dir_fd, -EBADF);
+	safe_close(fd);
+}
+
+/* The socket is reached through the directory it was bound in, wherever that moves. */
+static void
+test_moved_directory_and_symlink_in_its_place(void **state)
+{
+	struct listener_file f = LISTENER_FILE_NULL;
+	char sub[128], moved[128], evil[128], p[160];
+	int fd = -999;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s", path("sub"));
+	snprintf(moved, sizeof(moved), "%s", path("sub.moved"));
+	snprintf(evil, sizeof(evil), "%s", path("evil"));
+	assert_int_equal(mkdir(sub, 0755), 0);
+	snprintf(p, sizeof(p), "%s/s.sock", sub);
+	assert_int_equal(listener_open_unix(p, SOCK_STREAM, 0600, -1, -1, 16, &fd, &f, NULL, 0), 0);
+	assert_int_equal(rename(sub, moved), 0);
+	assert_int_equal(mkdir(evil, 0755), 0);
+	snprintf(p, sizeof(p), "%s/s.sock", evil);
+	int g = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0700);
+	assert_true(g >= 0);
+	safe_close(g);
+	assert_int_equal(symlink(evil, sub), 0);
+
+	assert_int_equal(listener_set_perms(&f, 0666, -1, -1), 0);
+	assert_int_equal(mode_of(p) & 07777, 0700);
+	snprintf(p, sizeof(p), "%s/s.sock", moved);
+	assert_int_equal(mode_of(p) & 07777, 0666);
+	assert_int_equal(listener_unlink(&f), 0);
+	assert_int_equal(access(p, F_OK), -1);
+	listener_file_done(&f);
+	safe_close(fd);
+}
+
+static void
+test_unsafe_directory_is_refused(void **state)
+{
+	struct listener_file f = LISTENER_FILE_NULL;
+	char d[128], p[160], err[512] = "", want[512];
+	int fd = -999;
+
+	(void)state;
+	snprintf(d, sizeof(d), "%s", path("open"));
+	snprintf(p, sizeof(p), "%s/s.sock", d);
+	assert_int_equal(mkdir(d, 0700), 0);
+	snprintf(want, sizeof(want), "directory %s is writable by others and not sticky", d);
+	for (mode_t m = 0; m < 2; m++) {
+		assert_int_equal(chmod(d, m ? 0770 : 0777), 0);
+		assert_int_equal(listener_open_unix(p, SOCK_STREAM, 0600, -1, -1, 16, &fd, &f, err,
+						    sizeof(err)), -EPERM);
+		assert_string_equal(err, want);
+		assert_int_equal(fd, -999);
+		assert_int_equal(f.dir_fd, -EBADF);
+		assert_int_equal(access(p, F_OK), -1);
+	}
+	/* Sticky, like /tmp: others may not rename what is not theirs. */
+	assert_int_equal(chmod(d, 01777), 0);
+	assert_int_equal(listener_open_unix(p, SOCK_STREAM, 0600, -1, -1, 16, &fd, &f, err,
+					    sizeof(err)), 0);
+	assert_int_equal(listener_check_dir(f.dir_fd, err, sizeof(err)), 0);
+	if (geteuid() == 0) {
+		/* Owned by another user: that user may do anything in it. */
+		assert_int_equal(chmod(d, 0755), 0);
+		assert_int_equal(chown(d, 65534, -1), 0);
+		assert_int_equal(listener_check_dir(f.dir_fd, err, sizeof(err)), -EPERM);
+		snprintf(want, sizeof(want), "directory %s is owned by uid 65534", d);
+		assert_string_equal(err, want);
+	}
+	/* Above it counts too. */
+	assert_int_equal(chown(d, geteuid(), -1), 0);
+	assert_int_equal(chmod(d, 0755), 0);
+	assert_int_equal(chmod(dir, 0777), 0);
+	assert_int_equal(listener_check_dir(f.dir_fd, err, sizeof(err)), -EPERM);
+	snprintf(want, sizeof(want), "directory %s is writable by others and not sticky", dir);
+	assert_string_equal(err, want);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(listener_unlink(&f), 0);
+	listener_file_done(&f);
+	safe_close(fd);
 }
 
 static void
@@ -127,8 +265,8 @@ test_abstract(void **state)
 
 	(void)state;
 	snprintf(name, sizeof(name), "@udsd-test-%d", (int)getpid());
-	assert_int_equal(listener_open_unix(name, SOCK_STREAM, 0600, -1, -1, 16, &a), 0);
-	assert_int_equal(listener_open_unix(name, SOCK_STREAM, 0600, -1, -1, 16, &b), -EADDRINUSE);
+	assert_int_equal(listener_open_unix(name, SOCK_STREAM, 0600, -1, -1, 16, &a, NULL, NULL, 0), 0);
+	assert_int_equal(listener_open_unix(name, SOCK_STREAM, 0600, -1, -1, 16, &b, NULL, NULL, 0), -EADDRINUSE);
 	assert_int_equal(listener_check_fd(a, AF_UNIX, SOCK_STREAM), 1);
 	safe_close(a);
 }
@@ -145,7 +283,7 @@ test_too_long(void **state)
 	memset(p, 'a', sizeof(p));
 	p[0] = '/';
 	p[sizeof(p) - 1] = 0;
-	assert_int_equal(listener_open_unix(p, SOCK_STREAM, 0600, -1, -1, 16, &fd), -ENAMETOOLONG);
+	assert_int_equal(listener_open_unix(p, SOCK_STREAM, 0600, -1, -1, 16, &fd, NULL, NULL, 0), -ENAMETOOLONG);
 	assert_int_equal(fd, -999);
 	p[sizeof(sa.sun_path)] = 0; /* 108 bytes: no room for the NUL */
 	assert_int_equal(listener_sockaddr(p, &sa, &len), -ENAMETOOLONG);
@@ -176,6 +314,9 @@ main(void)
 		cmocka_unit_test(test_mode_exact),
 		cmocka_unit_test(test_stale_and_live),
 		cmocka_unit_test(test_not_a_socket_is_never_touched),
+		cmocka_unit_test(test_perms_and_unlink_only_for_our_socket),
+		cmocka_unit_test(test_moved_directory_and_symlink_in_its_place),
+		cmocka_unit_test(test_unsafe_directory_is_refused),
 		cmocka_unit_test(test_abstract),
 		cmocka_unit_test(test_too_long),
 		cmocka_unit_test(test_tcp),
