@@ -36,7 +36,7 @@ setup() {
 	ninja -C "$dir" >/dev/null
 }
 
-setup build
+setup build -Dtests=enabled
 run_suite build
 
 # Sanitizers: any report fails the test that caused it (the fixtures read the logs).

@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 top=$PWD
 
 bash tests/install-deps.sh --build-only
-[ -d build ] || meson setup build >/dev/null
-ninja -C build >/dev/null
+# Its own build directory, without the test suites: running udsd needs no test package.
+[ -f build-run/build.ninja ] || meson setup build-run -Dtests=disabled >/dev/null
+ninja -C build-run >/dev/null
 
 mkdir -p run
 cat > run/udsd.conf <<CONF
@@ -31,4 +32,4 @@ udsd is starting in the foreground (Ctrl-C to stop). Talk to it with:
   echo hello | nc -U -N $top/run/echo.sock
   socat - UNIX-CONNECT:$top/run/echo.sock
 MSG
-exec build/daemon/udsd -c run/udsd.conf
+exec build-run/daemon/udsd -c run/udsd.conf
