@@ -11,12 +11,13 @@
  *   [listener fdinfo]
  *   path = /run/udsd/fdinfo.sock
  *   service = /usr/lib/x86_64-linux-gnu/udsd/fdinfo.so
- *   max_hash_size = 1048576   ; hash at most this many bytes (default 64 MiB)
+ *   max_hash_size = 1M   ; hash at most this many bytes (default 64M)
  *
  * Reading the file blocks this worker thread for as long as it takes; a
  * real service would bound it the same way, or hand it to a thread pool.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@
 #include "sha256.h"
 
 struct fdinfo_config {
-	unsigned long long max_hash;
+	uint64_t max_hash;
 };
 
 static const char *
@@ -112,26 +113,16 @@ fdinfo_data(struct udsd_conn *conn, const void *data, size_t len)
 	return (ssize_t)len;
 }
 
+/* The service's keys, as a table: udsd_keys_parse() applies the defaults and checks values. */
+static const struct udsd_key keys[] = {
+	{ "max_hash_size", UDSD_KEY_SIZE, offsetof(struct fdinfo_config, max_hash), 0, 0, 0, "64M",
+	  "hash at most this many bytes of a file" },
+};
+
 static int
 parse(const struct udsd_service_config *config, struct fdinfo_config *ret, char *err, size_t errlen)
 {
-	ret->max_hash = 64ULL << 20;
-	for (size_t i = 0; i < config->n_keys; i++) {
-		const char *k = config->keys[i].key, *v = config->keys[i].value;
-		char *end;
-
-		if (strcmp(k, "max_hash_size") != 0) {
-			snprintf(err, errlen, "%s: unknown key for fdinfo", k);
-			return -EINVAL;
-		}
-		errno = 0;
-		ret->max_hash = strtoull(v, &end, 10);
-		if (errno || *end || end == v) {
-			snprintf(err, errlen, "%s: '%s' is not a byte count", k, v);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	return udsd_keys_parse(keys, sizeof(keys) / sizeof(keys[0]), config, ret, err, errlen);
 }
 
 static int
