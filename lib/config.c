@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <ini.h>
 #include <limits.h>
+#include <netdb.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -293,15 +294,25 @@ print_string(const struct config_item *it, const void *base, FILE *f)
 
 static const struct config_type type_string = { parse_string, print_string, NULL };
 
-/* tcp:HOST:PORT */
+/* tcp:HOST:PORT with a numeric host: resolving names at start would make start-up wait on DNS. */
 static int
 parse_tcp(const char *value, char *what)
 {
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
 	const char *colon = strrchr(value + 4, ':');
 	uint64_t port;
 
 	if (!colon || colon == value + 4 || parse_number(colon + 1, 1, 65535, &port) < 0)
 		return bad(what, "'%s' is not tcp:HOST:PORT", value);
+	_cleanup_free_ char *host = strndup(value + 4, (size_t)(colon - value - 4));
+	if (!host)
+		return -ENOMEM;
+	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+		return bad(what, "'%s': '%s' is not a numeric address (host names are not resolved; e.g. tcp:127.0.0.1:8080)",
+			   value, host);
+	freeaddrinfo(ai);
 	return 0;
 }
 
@@ -359,7 +370,7 @@ print_socktype(const struct config_item *it, const void *base, FILE *f)
 
 static const struct config_type type_socktype = { parse_socktype, print_socktype, NULL };
 
-/* Up to four octal digits. */
+/* Up to four octal digits; only the permission bits, which are all a socket uses. */
 static int
 parse_mode(const struct config_item *it, const char *value, void *base, char *what)
 {
@@ -374,6 +385,9 @@ parse_mode(const struct config_item *it, const char *value, void *base, char *wh
 	}
 	if (v > 07777)
 		return bad(what, "'%s' is not an octal mode such as 0660", value);
+	if (v > 0777)
+		return bad(what, "'%s' has bits above 0777 (setuid, setgid, sticky), which a socket never needs",
+			   value);
 	*FIELD(mode_t, base, it) = (mode_t)v;
 	return 0;
 }
@@ -509,6 +523,10 @@ parse_id_list(const struct config_item *it, const char *value, unsigned **ids, s
 		if (id_parse(tok, it->flags & ID_GROUP, &list[n++]) < 0)
 			return bad(what, "unknown %s '%s'", id_noun(it), tok);
 	}
+	/* An empty list admits anyone: it must be written as nothing, never by accident. */
+	if (n == 0 && *value != '\0')
+		return bad(what, "'%s' names no %s; leave it empty to admit anyone the mode lets in",
+			   value, id_noun(it));
 	free(*ids);
 	*ids = TAKE_PTR(list);
 	*n_ids = n;
@@ -644,6 +662,7 @@ struct parse {
 	enum config_section section;
 	void *base;   /* what the current section's keys fill: the config or a listener */
 	size_t index; /* of the current section in lines: 0 [daemon], 1 + i listener i */
+	unsigned daemon_line;
 	/* Where each key of each section was set, for duplicates and later checks. */
 	unsigned lines[1 + CONFIG_MAX_LISTENERS][N_ITEMS];
 };
@@ -691,6 +710,10 @@ add_extra(struct parse *p, const char *key, const char *value)
 {
 	struct config_listener *l = p->base;
 
+	for (size_t i = 0; i < l->n_extra; i++)
+		if (strcmp(l->extra[i].key, key) == 0)
+			return parse_fail(p, p->line, "%s: set twice (first at line %u)", key,
+					  l->extra[i].line);
 	struct config_kv *t = realloc(l->extra, (l->n_extra + 1) * sizeof(*t));
 	if (!t)
 		return parse_oom(p);
@@ -720,7 +743,10 @@ set_key(struct parse *p, const char *key, const char *value)
 		return parse_fail(p, p->line, "unknown key '%s' in [daemon]", key);
 	if (!it)
 		return add_extra(p, key, value);
-	p->lines[p->index][it - config_items] = p->line;
+	unsigned *line = &p->lines[p->index][it - config_items];
+	if (*line)
+		return parse_fail(p, p->line, "%s: set twice (first at line %u)", key, *line);
+	*line = p->line;
 	r = it->type->parse(it, value, p->base, what);
 	if (r == -ENOMEM)
 		return parse_oom(p);
@@ -763,6 +789,12 @@ enter_section(struct parse *p, const char *section)
 {
 	p->section = CONFIG_SECTION_NONE;
 	if (strcmp(section, "daemon") == 0) {
+		if (p->daemon_line) {
+			parse_fail(p, p->line, "[daemon] is defined twice (first at line %u)",
+				   p->daemon_line);
+			return;
+		}
+		p->daemon_line = p->line;
 		p->section = CONFIG_SECTION_DAEMON;
 		p->base = p->config;
 		p->index = 0;
@@ -784,8 +816,12 @@ header(struct parse *p, const char *b)
 {
 	const char *end = strchr(b, ']');
 
-	if (!end)
+	if (!end) {
+		/* inih would carry on in the old section and blame the next key instead. */
+		parse_fail(p, p->line, "section header '%.*s' has no closing ']'",
+			   (int)strcspn(b, "\r\n"), b);
 		return;
+	}
 	_cleanup_free_ char *name = strndup(b + 1, (size_t)(end - b - 1));
 	if (!name)
 		parse_oom(p);
@@ -861,6 +897,7 @@ validate_listener(struct parse *p, size_t i)
 {
 	struct config_listener *l = &p->config->listeners[i];
 	const enum config_section s = CONFIG_SECTION_LISTENER;
+	unsigned uids = key_line(p, 1 + i, s, "allow_uids"), gids = key_line(p, 1 + i, s, "allow_gids");
 
 	l->service_line = key_line(p, 1 + i, s, "service");
 	if (l->service_line == 0)
@@ -874,10 +911,34 @@ validate_listener(struct parse *p, size_t i)
 				  l->address);
 	if (l->kind == LISTENER_TCP && l->type != SOCK_STREAM)
 		return parse_fail(p, l->line, "tcp listeners are stream only");
+	/* Checked in the master with SO_PEERCRED, which TCP has not: it would refuse everyone. */
+	if (l->kind == LISTENER_TCP && (l->n_allow_uids || l->n_allow_gids)) {
+		unsigned line = l->n_allow_uids ? uids : gids;
+		if (l->n_allow_uids && l->n_allow_gids)
+			line = first_line(uids, gids);
+		return parse_fail(p, line, "%s: a tcp: listener has no peer credentials to check",
+				  line == uids ? "allow_uids" : "allow_gids");
+	}
 	for (const struct config_listener *o = p->config->listeners; o < l; o++)
 		if (strcmp(o->address, l->address) == 0)
 			return parse_fail(p, l->line, "listener '%s' uses the address of '%s'",
 					  l->name, o->name);
+	return 0;
+}
+
+static int
+validate_user(struct parse *p)
+{
+	const struct config *c = p->config;
+	const enum config_section s = CONFIG_SECTION_DAEMON;
+
+	if (c->group != (gid_t)-1 && c->user == (uid_t)-1)
+		return parse_fail(p, key_line(p, 0, s, "group"),
+				  "group: needs user; user implies the user's own groups");
+	if (c->user != (uid_t)-1 && c->user_gid == (gid_t)-1 && c->group == (gid_t)-1)
+		return parse_fail(p, key_line(p, 0, s, "user"),
+				  "user: uid %u has no passwd entry, so no groups of its own: set group too",
+				  (unsigned)c->user);
 	return 0;
 }
 
@@ -922,6 +983,9 @@ validate(struct parse *p)
 		if (r < 0)
 			return r;
 	}
+	r = validate_user(p);
+	if (r < 0)
+		return r;
 	return validate_workers(p);
 }
 

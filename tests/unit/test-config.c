@@ -125,6 +125,23 @@ static const struct {
 	{ "[daemon]\nexit_idle_time = no\n", "t.conf:2: exit_idle_time: 'no' is not off or a duration (e.g. 250ms, 10s, 5min)" },
 	{ "[listener a]\npath = /a\nowner = nosuchuser-udsd\n", "t.conf:3: owner: unknown user 'nosuchuser-udsd'" },
 	{ "[listener a]\npath = /a\ngroup = nosuchgroup-udsd\n", "t.conf:3: group: unknown group 'nosuchgroup-udsd'" },
+	/* Issue 12: duplicates are errors naming both lines, as listeners already were. */
+	{ "[daemon]\nthreads = 2\n\nthreads = 3\n", "t.conf:4: threads: set twice (first at line 2)" },
+	{ "[daemon]\nworkers = 1\n[listener a]\npath = /a\n[daemon]\n", "t.conf:5: [daemon] is defined twice (first at line 1)" },
+	{ "[listener a]\npath = /a\npath = /b\n", "t.conf:3: path: set twice (first at line 2)" },
+	{ "[listener a]\npath = /a\nmax_body = 1k\nmax_body = 2k\n", "t.conf:4: max_body: set twice (first at line 3)" },
+	/* An allow-list that lists nobody would admit everyone. */
+	{ "[listener a]\npath = /a\nallow_uids = ,\n", "t.conf:3: allow_uids: ',' names no user; leave it empty to admit anyone the mode lets in" },
+	{ "[listener a]\npath = /a\nallow_gids = , ,\n", "t.conf:3: allow_gids: ', ,' names no group; leave it empty to admit anyone the mode lets in" },
+	/* TCP has no peer credentials: the list would refuse everyone without a word. */
+	{ "[listener a]\npath = tcp:127.0.0.1:1\n\nallow_gids = 0\nallow_uids = 0\n", "t.conf:4: allow_gids: a tcp: listener has no peer credentials to check" },
+	{ "[listener a]\npath = /a\nmode = 4755\n", "t.conf:3: mode: '4755' has bits above 0777 (setuid, setgid, sticky), which a socket never needs" },
+	{ "[listener a]\npath = /a\nmode = 1777\n", "t.conf:3: mode: '1777' has bits above 0777 (setuid, setgid, sticky), which a socket never needs" },
+	{ "[daemon]\ngroup = root\n[listener a]\npath = /a\n", "t.conf:2: group: needs user; user implies the user's own groups" },
+	{ "[daemon]\nuser = 2147483000\n[listener a]\npath = /a\n", "t.conf:2: user: uid 2147483000 has no passwd entry, so no groups of its own: set group too" },
+	/* Issue 16: an unclosed header is reported at its own line, not at the next key. */
+	{ "\n[daemon\nworkers = 1\n", "t.conf:2: section header '[daemon' has no closing ']'" },
+	{ "[listener a]\npath = tcp:localhost:18089\n", "t.conf:2: path: 'tcp:localhost:18089': 'localhost' is not a numeric address (host names are not resolved; e.g. tcp:127.0.0.1:8080)" },
 	{ "[listener a]\npath = tcp:127.0.0.1:0\n", "t.conf:2: path: 'tcp:127.0.0.1:0' is not tcp:HOST:PORT" },
 	{ "[daemon]\nworkers_min = 4\nworkers_max = 2\n[listener a]\npath=/a\n", "t.conf: workers_min (4) is above workers_max (2)" },
 	{ "[daemon]\nthis line has no equals sign\n", "t.conf:2: syntax error (expected [section] or key = value)" },
