@@ -468,11 +468,16 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_valid),	    cmocka_unit_test(test_auto_workers),
-		cmocka_unit_test(test_invalid),	    cmocka_unit_test(test_missing_file),
-		cmocka_unit_test(test_values),	    cmocka_unit_test(test_modes),
-		cmocka_unit_test(test_dump_round_trip), cmocka_unit_test(test_example_file),
-		cmocka_unit_test(test_service_keys), cmocka_unit_test(test_http_settings),
+		cmocka_unit_test(test_valid),
+		cmocka_unit_test(test_auto_workers),
+		cmocka_unit_test(test_invalid),
+		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_modes),
+		cmocka_unit_test(test_dump_round_trip),
+		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_service_keys),
+		cmocka_unit_test(test_http_settings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
