@@ -29,3 +29,16 @@ struct http_request {
  */
 int http_parse_request(const char *buf, size_t len, const struct http_limits *limits,
 		       struct http_request *ret);
+
+/* http-settings.c: the http service's keys, a udsd_key table (udsd.h), and what they give. */
+struct udsd_key;
+struct udsd_service_config;
+
+struct http_settings {
+	struct http_limits limits;
+	uint64_t header_timeout_usec;
+};
+
+const struct udsd_key *http_settings_keys(size_t *ret_n);
+int http_settings_parse(const struct udsd_service_config *cfg, struct http_settings *ret, char *err,
+			size_t errlen);

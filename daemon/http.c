@@ -17,11 +17,6 @@
 
 #define STATUS_JSON_MAX (64 * 1024)
 
-struct http_settings {
-	struct http_limits limits;
-	uint64_t header_timeout_usec;
-};
-
 /* Per connection: only what spans reads. */
 struct http_conn {
 	uint64_t discard; /* body bytes still to skip */
@@ -270,51 +265,6 @@ http_timeout(struct udsd_conn *c)
 	if (h->partial)
 		respond_error(c, 408);
 	udsd_conn_close(c);
-}
-
-static int
-parse_limit(const char *v, uint64_t max, uint64_t *ret)
-{
-	uint64_t x;
-
-	if (config_parse_size(v, &x) < 0 || x < 64 || x > max)
-		return -ERANGE;
-	*ret = x;
-	return 0;
-}
-
-static int
-http_settings_parse(const struct udsd_service_config *cfg, struct http_settings *s, char *err,
-		    size_t errlen)
-{
-	uint64_t header = 8192, uri = 4096, body = 1 << 20;
-
-	s->header_timeout_usec = 10 * USEC_PER_SEC;
-	for (size_t i = 0; i < cfg->n_keys; i++) {
-		const char *k = cfg->keys[i].key, *v = cfg->keys[i].value;
-		int r;
-
-		if (strcmp(k, "header_timeout") == 0)
-			r = config_parse_duration(v, &s->header_timeout_usec);
-		else if (strcmp(k, "max_header_size") == 0)
-			r = parse_limit(v, 1 << 20, &header);
-		else if (strcmp(k, "max_uri") == 0)
-			r = parse_limit(v, 1 << 20, &uri);
-		else if (strcmp(k, "max_body") == 0)
-			r = parse_limit(v, UINT64_C(1) << 40, &body);
-		else {
-			snprintf(err, errlen, "%s: unknown key for the http service", k);
-			return -EINVAL;
-		}
-		if (r < 0) {
-			snprintf(err, errlen, "%s: bad value '%s'", k, v);
-			return -EINVAL;
-		}
-	}
-	s->limits = (struct http_limits){ .max_header_size = (size_t)header,
-					  .max_uri = (size_t)MIN(uri, header),
-					  .max_body = body };
-	return 0;
 }
 
 static int

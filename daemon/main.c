@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -22,16 +23,46 @@
 #define STATUS_INTERVAL_USEC USEC_PER_SEC
 
 static _noreturn_ void
-usage(int code)
+usage(void)
 {
 	printf("Usage: udsd [OPTIONS]\n\n"
 	       "Pre-fork, multithreaded server for Unix domain sockets.\n\n"
-	       "  -c, --config FILE  configuration file (default " CONFIG_DEFAULT_FILE ")\n"
-	       "  -t, --test         check the configuration and exit\n"
-	       "  -v, --verbose      log debug messages\n"
-	       "      --version      print the version and exit\n"
-	       "  -h, --help         show this help\n");
-	exit(code);
+	       "  -c, --config FILE    configuration file (default " CONFIG_DEFAULT_FILE ")\n"
+	       "  -t, --test           check the configuration and exit\n"
+	       "  -T, --dump-config    check it, print the effective configuration and exit\n"
+	       "  -q, --quiet          with -t: print errors only\n"
+	       "      --verbose        log debug messages\n"
+	       "  -v, --version        print the version and exit\n"
+	       "  -V                   print the version and build settings and exit\n"
+	       "  -h, --help           show this help\n");
+	exit(EXIT_SUCCESS);
+}
+
+/* A usage error: the reason (getopt gives its own) and a pointer to --help on stderr; exit 2. */
+_printf_(1, 2) static _noreturn_ void
+usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		fputs("udsd: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+		va_end(ap);
+	}
+	fputs("Try 'udsd --help' for more information.\n", stderr);
+	exit(2);
+}
+
+static _noreturn_ void
+version(bool build)
+{
+	printf("udsd %s\n", UDSD_VERSION);
+	if (build)
+		printf("configuration file: %s\nservice API: %d (%s)\n", CONFIG_DEFAULT_FILE,
+		       UDSD_SERVICE_API_VERSION, UDSD_SERVICE_SYMBOL);
+	exit(EXIT_SUCCESS);
 }
 
 static struct generation *
@@ -458,52 +489,95 @@ cleanup(struct master *m)
 	safe_close(m->epfd);
 }
 
+enum { OPT_VERBOSE = 0x100 };
+
+struct options {
+	const char *config_file;
+	bool test, dump, quiet;
+};
+
+/* nginx's and php-fpm's habits: -v and -V are the version, -t tests, -T dumps, -q quiets -t. */
+static void
+options_parse(int argc, char **argv, struct options *o)
+{
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "test", no_argument, NULL, 't' },
+		{ "dump-config", no_argument, NULL, 'T' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, OPT_VERBOSE },
+		{ "version", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int opt;
+
+	*o = (struct options){ .config_file = CONFIG_DEFAULT_FILE };
+	while ((opt = getopt_long(argc, argv, "c:tTqvVh", options, NULL)) >= 0)
+		switch (opt) {
+		case 'c':
+			o->config_file = optarg;
+			break;
+		case 't':
+			o->test = true;
+			break;
+		case 'T':
+			o->test = o->dump = true;
+			break;
+		case 'q':
+			o->quiet = true;
+			break;
+		case OPT_VERBOSE:
+			log_set_level(LOG_DEBUG);
+			break;
+		case 'v':
+		case 'V':
+			version(opt == 'V');
+		case 'h':
+			usage();
+		default:
+			usage_error(NULL);
+		}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+}
+
+/* -t and -T: the configuration is read and its services resolved; nothing is bound. */
+static int
+config_test(const struct options *o, const struct config *c)
+{
+	int r = o->dump ? config_dump(c, stdout) : 0;
+
+	if (r < 0) {
+		log_error("printing the configuration: %s", strerror(-r));
+		return EXIT_FAILURE;
+	}
+	if (!o->dump && !o->quiet)
+		printf("%s: configuration OK\n", o->config_file);
+	return EXIT_SUCCESS;
+}
+
 int
 main(int argc, char **argv)
 {
-	static const struct option options[] = {
-		{ "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
-		{ "verbose", no_argument, NULL, 'v' },	    { "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },	    { 0 },
-	};
 	static struct master master;
 	struct master *m = &master;
+	struct options o;
 	struct config *c;
 	struct service *s;
 	struct mlistener *ls;
-	bool test = false;
-	int opt, r;
+	int r;
 
-	m->config_file = CONFIG_DEFAULT_FILE;
-	while ((opt = getopt_long(argc, argv, "c:tvh", options, NULL)) >= 0)
-		switch (opt) {
-		case 'c':
-			m->config_file = optarg;
-			break;
-		case 't':
-			test = true;
-			break;
-		case 'v':
-			log_set_level(LOG_DEBUG);
-			break;
-		case 'h':
-			usage(EXIT_SUCCESS);
-		case 'V':
-			printf("udsd %s\n", UDSD_VERSION);
-			return EXIT_SUCCESS;
-		default:
-			usage(2);
-		}
-	if (optind < argc)
-		usage(2);
+	options_parse(argc, argv, &o);
+	m->config_file = o.config_file;
 	log_open();
 	if (config_read(m->config_file, &c, &s) < 0)
 		return EXIT_FAILURE;
-	if (test) {
-		printf("%s: configuration OK\n", m->config_file);
+	if (o.test) {
+		r = config_test(&o, c);
 		service_free(s, c->n_listeners);
 		config_free(c);
-		return EXIT_SUCCESS;
+		return r;
 	}
 
 	m->epfd = epoll_create1(EPOLL_CLOEXEC);

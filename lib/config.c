@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <ctype.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <ini.h>
 #include <limits.h>
+#include <netdb.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,59 +14,49 @@
 
 #include "config.h"
 #include "macro.h"
+#include "udsd.h"
 
-/* Parser state: inih calls back per key; we count lines through our own reader. */
-struct parse {
-	struct config *config;
-	const char *name;
-	unsigned line;
-	bool line_too_long;
-	char *err;
-	size_t errlen;
-	bool failed;
-	struct config_listener *current; /* NULL outside a [listener] */
-	enum { SECTION_NONE, SECTION_DAEMON, SECTION_LISTENER } section;
-	bool workers_auto;
-	bool pool_set;
+/*
+ * The schema is config_items[] below, one row per key (systemd's conf-parser
+ * shape).  Defaults exist only there: a new section starts from them, "udsd -T"
+ * prints through the same rows, and tests/unit/test-config.c holds
+ * etc/udsd.conf against them.
+ */
+
+#define WHAT_MAX 256 /* what a parser says is wrong, after "FILE:LINE: key: " */
+
+struct config_type {
+	/* Store value at it->offset in base: 0, or -errno with what is wrong in what. */
+	int (*parse)(const struct config_item *it, const char *value, void *base, char *what);
+	/* Print the value as a user would write it. */
+	void (*print)(const struct config_item *it, const void *base, FILE *f);
+	const void *data; /* the type's own table, for the types that share a parser */
 };
 
-_printf_(3, 4) static int
-parse_fail(struct parse *p, unsigned line, const char *fmt, ...)
+/* Flags of config.c's own, beside CONFIG_OFF. */
+#define ID_GROUP (1u << 8)  /* ids are groups (uid_t and gid_t are both unsigned int) */
+#define FILE_ONLY (1u << 9) /* for socket files, not @abstract or tcp: listeners */
+#define WIDE (1u << 10)	    /* a number in a uint64_t, not an unsigned (services' keys) */
+
+#define FIELD(type, base, it) ((type *)((char *)(base) + (it)->offset))
+#define CFIELD(type, base, it) ((const type *)((const char *)(base) + (it)->offset))
+
+_printf_(2, 3) static int
+bad(char *what, const char *fmt, ...)
 {
 	va_list ap;
-	int n = 0;
 
-	if (p->failed)
-		return 0; /* keep the first error: it is the one the user fixes first */
-	p->failed = true;
-	if (line > 0)
-		n = snprintf(p->err, p->errlen, "%s:%u: ", p->name, line);
-	else
-		n = snprintf(p->err, p->errlen, "%s: ", p->name);
-	if (n < 0 || (size_t)n >= p->errlen)
-		return 0;
 	va_start(ap, fmt);
-	vsnprintf(p->err + n, p->errlen - n, fmt, ap);
+	vsnprintf(what, WHAT_MAX, fmt, ap);
 	va_end(ap);
-	return 0;
+	return -EINVAL;
 }
 
-int
-config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
+/* A key whose default is "" takes an empty value as "unset". */
+static bool
+unset(const struct config_item *it, const char *value)
 {
-	char *end;
-	unsigned long v;
-
-	if (!isdigit((unsigned char)*s))
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || *end != '\0')
-		return -EINVAL;
-	if (v < min || v > max)
-		return -ERANGE;
-	*ret = (unsigned)v;
-	return 0;
+	return *value == '\0' && it->def && *it->def == '\0';
 }
 
 struct unit {
@@ -71,9 +64,33 @@ struct unit {
 	uint64_t mult;
 };
 
+/* A number with a unit: the units (printed with the first that divides a value), and words. */
+struct scale {
+	const struct unit *units;
+	size_t n_units;
+	const char *noun, *example;
+};
+
+static const struct unit duration_units[] = {
+	{ "h", 3600 * USEC_PER_SEC }, { "min", 60 * USEC_PER_SEC }, { "s", USEC_PER_SEC },
+	{ "ms", USEC_PER_MSEC },      { "us", 1 },		    { "m", 60 * USEC_PER_SEC },
+	{ "sec", USEC_PER_SEC },      { "", USEC_PER_SEC },
+};
+
+static const struct scale durations = { duration_units, ELEMENTSOF(duration_units), "a duration",
+					" (e.g. 250ms, 10s, 5min)" };
+
+static const struct unit size_units[] = {
+	{ "G", 1 << 30 },   { "M", 1 << 20 },	{ "k", 1024 }, { "", 1 },
+	{ "GiB", 1 << 30 }, { "MiB", 1 << 20 }, { "K", 1024 }, { "KiB", 1024 },
+};
+
+static const struct scale sizes = { size_units, ELEMENTSOF(size_units), "a byte count",
+				    " (e.g. 8192, 64k, 1M)" };
+
 /* A decimal number followed by one of the units' suffixes, scaled by it. */
 static int
-parse_scaled(const char *s, const struct unit *units, size_t n, uint64_t *ret)
+parse_scaled(const char *s, const struct scale *scale, uint64_t *ret)
 {
 	char *end;
 	unsigned long long v;
@@ -84,141 +101,184 @@ parse_scaled(const char *s, const struct unit *units, size_t n, uint64_t *ret)
 	v = strtoull(s, &end, 10);
 	if (errno != 0)
 		return -ERANGE;
-	for (size_t i = 0; i < n; i++) {
-		if (strcmp(end, units[i].suffix) != 0)
+	for (size_t i = 0; i < scale->n_units; i++) {
+		const struct unit *u = &scale->units[i];
+		if (strcmp(end, u->suffix) != 0)
 			continue;
 		/* Half the range: sums of durations in the master never overflow. */
-		if (v > UINT64_MAX / units[i].mult / 2)
+		if (v > UINT64_MAX / u->mult / 2)
 			return -ERANGE;
-		*ret = v * units[i].mult;
+		*ret = v * u->mult;
 		return 0;
 	}
 	return -EINVAL;
 }
 
-/* "30us", "250ms", "10s", "5min", "1h"; a bare number is seconds, as in systemd. */
-int
-config_parse_duration(const char *s, uint64_t *ret_usec)
+static void
+print_scaled(char *buf, size_t size, uint64_t v, const struct scale *scale)
 {
-	static const struct unit units[] = {
-		{ "us", 1 },		      { "ms", USEC_PER_MSEC },	    { "s", USEC_PER_SEC },
-		{ "sec", USEC_PER_SEC },      { "", USEC_PER_SEC },	    { "min", 60 * USEC_PER_SEC },
-		{ "m", 60 * USEC_PER_SEC },   { "h", 3600 * USEC_PER_SEC },
-	};
+	const struct unit *u = scale->units;
 
-	return parse_scaled(s, units, ELEMENTSOF(units), ret_usec);
-}
-
-/* "64k", "8KiB", "1M"; a bare number is bytes. */
-int
-config_parse_size(const char *s, uint64_t *ret_bytes)
-{
-	static const struct unit units[] = {
-		{ "", 1 },	  { "k", 1024 },      { "K", 1024 },   { "KiB", 1024 },
-		{ "M", 1 << 20 }, { "MiB", 1 << 20 }, { "G", 1 << 30 }, { "GiB", 1 << 30 },
-	};
-
-	return parse_scaled(s, units, ELEMENTSOF(units), ret_bytes);
-}
-
-int
-config_parse_mode(const char *s, mode_t *ret)
-{
-	unsigned long v = 0;
-
-	if (*s == '\0' || strlen(s) > 5)
-		return -EINVAL;
-	for (const char *c = s; *c; c++) {
-		if (*c < '0' || *c > '7')
-			return -EINVAL;
-		v = v * 8 + (unsigned)(*c - '0');
+	if (v == 0) {
+		snprintf(buf, size, "0");
+		return;
 	}
-	if (v > 07777)
+	while (v % u->mult != 0)
+		u++;
+	snprintf(buf, size, "%" PRIu64 "%s", v / u->mult, u->suffix);
+}
+
+static const struct unit one[] = { { "", 1 } };
+static const struct scale plain = { one, 1, "a number", "" };
+
+static int
+parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	uint64_t v;
+	int r = parse_scaled(s, &plain, &v);
+
+	if (r < 0)
+		return r;
+	if (v < min || v > max)
 		return -ERANGE;
-	*ret = (mode_t)v;
+	*ret = v;
 	return 0;
 }
 
 int
-config_parse_uid(const char *s, uid_t *ret)
+udsd_parse_duration(const char *s, uint64_t *ret_usec)
 {
-	unsigned v;
-
-	if (config_parse_uint(s, 0, INT_MAX - 1, &v) == 0) {
-		*ret = (uid_t)v;
-		return 0;
-	}
-	struct passwd *pw = getpwnam(s);
-	if (!pw)
-		return -ESRCH;
-	*ret = pw->pw_uid;
-	return 0;
+	return parse_scaled(s, &durations, ret_usec);
 }
 
 int
-config_parse_gid(const char *s, gid_t *ret)
+udsd_parse_size(const char *s, uint64_t *ret_bytes)
 {
-	unsigned v;
+	return parse_scaled(s, &sizes, ret_bytes);
+}
 
-	if (config_parse_uint(s, 0, INT_MAX - 1, &v) == 0) {
-		*ret = (gid_t)v;
+/* Numbers: unsigned fields (udsd's), or uint64_t ones (services', WIDE). */
+
+static int
+parse_uint(const struct config_item *it, const char *value, void *base, char *what)
+{
+	uint64_t v, max = it->max ? it->max : it->flags & WIDE ? UINT64_MAX / 2 : UINT_MAX;
+
+	if (parse_number(value, it->min, max, &v) < 0)
+		return bad(what, "'%s' is not %" PRIu64 "..%" PRIu64, value, it->min, max);
+	if (it->flags & WIDE)
+		*FIELD(uint64_t, base, it) = v;
+	else
+		*FIELD(unsigned, base, it) = (unsigned)v;
+	return 0;
+}
+
+static void
+print_uint(const struct config_item *it, const void *base, FILE *f)
+{
+	if (it->flags & WIDE)
+		fprintf(f, "%" PRIu64, *CFIELD(uint64_t, base, it));
+	else
+		fprintf(f, "%u", *CFIELD(unsigned, base, it));
+}
+
+static const struct config_type type_uint = { parse_uint, print_uint, NULL };
+
+/* workers: "auto" is stored as 0 and resolved to the CPU count once the file is read. */
+static int
+parse_workers(const struct config_item *it, const char *value, void *base, char *what)
+{
+	if (strcmp(value, "auto") == 0) {
+		*FIELD(unsigned, base, it) = 0;
 		return 0;
 	}
-	struct group *gr = getgrnam(s);
-	if (!gr)
-		return -ESRCH;
-	*ret = gr->gr_gid;
+	if (parse_uint(it, value, base, what) < 0)
+		return bad(what, "'%s' is not auto or %" PRIu64 "..%" PRIu64, value, it->min, it->max);
 	return 0;
 }
 
-static int
-id_parse(const char *s, bool is_group, unsigned *ret)
-{
-	if (is_group)
-		return config_parse_gid(s, (gid_t *)ret);
-	return config_parse_uid(s, (uid_t *)ret);
-}
+static const struct config_type type_workers = { parse_workers, print_uint, NULL };
 
-/* "alice, 1000 wheel" → ids; uid_t and gid_t are both unsigned int on Linux. */
+/* workers_min, workers_max: unset (0) unless the pool is dynamic. */
 static int
-parse_id_list(struct parse *p, const char *key, const char *value, bool is_group,
-	      unsigned **ret, size_t *ret_n)
+parse_pool(const struct config_item *it, const char *value, void *base, char *what)
 {
-	_cleanup_free_ char *copy = strdup(value);
-	unsigned *ids = NULL;
-	size_t n = 0;
-	char *save = NULL;
-
-	if (!copy)
-		return -ENOMEM;
-	for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
-		unsigned id;
-		int r = id_parse(tok, is_group, &id);
-		if (r < 0) {
-			free(ids);
-			parse_fail(p, p->line, "%s: unknown %s '%s'", key, is_group ? "group" : "user",
-				   tok);
-			return -EINVAL;
-		}
-		unsigned *t = realloc(ids, (n + 1) * sizeof(*ids));
-		if (!t) {
-			free(ids);
-			return -ENOMEM;
-		}
-		ids = t;
-		ids[n++] = id;
+	if (unset(it, value)) {
+		*FIELD(unsigned, base, it) = 0;
+		return 0;
 	}
-	free(*ret);
-	*ret = ids;
-	*ret_n = n;
+	return parse_uint(it, value, base, what);
+}
+
+static void
+print_pool(const struct config_item *it, const void *base, FILE *f)
+{
+	const struct config *c = base;
+
+	if (c->workers_min != c->workers_max)
+		print_uint(it, base, f);
+}
+
+static const struct config_type type_pool = { parse_pool, print_pool, NULL };
+
+static int
+bad_scaled(const struct config_item *it, const char *value, char *what)
+{
+	const struct scale *scale = it->type->data;
+	char lo[32], hi[32], range[80] = "";
+
+	print_scaled(lo, sizeof(lo), it->min, scale);
+	print_scaled(hi, sizeof(hi), it->max, scale);
+	if (it->max && it->min)
+		snprintf(range, sizeof(range), " in %s..%s", lo, hi);
+	else if (it->max)
+		snprintf(range, sizeof(range), " up to %s", hi);
+	else if (it->min)
+		snprintf(range, sizeof(range), " of at least %s", lo);
+	return bad(what, "'%s' is not %s%s%s%s", value, it->flags & CONFIG_OFF ? "off or " : "",
+		   scale->noun, range, it->max ? "" : scale->example);
+}
+
+/* Durations and sizes: uint64_t, scaled, with optional bounds and "off". */
+static int
+parse_scaled_item(const struct config_item *it, const char *value, void *base, char *what)
+{
+	uint64_t v;
+
+	if (it->flags & CONFIG_OFF && strcmp(value, "off") == 0)
+		v = 0;
+	else if (parse_scaled(value, it->type->data, &v) < 0 || v < it->min ||
+		 (it->max && v > it->max))
+		return bad_scaled(it, value, what);
+	*FIELD(uint64_t, base, it) = v;
 	return 0;
 }
 
-static int
-set_string(char **dst, const char *value)
+static void
+print_scaled_item(const struct config_item *it, const void *base, FILE *f)
 {
-	char *s = strdup(value);
+	uint64_t v = *CFIELD(uint64_t, base, it);
+	char buf[32];
 
+	print_scaled(buf, sizeof(buf), v, it->type->data);
+	fputs(it->flags & CONFIG_OFF && v == 0 ? "off" : buf, f);
+}
+
+static const struct config_type type_duration = { parse_scaled_item, print_scaled_item,
+						  &durations };
+static const struct config_type type_size = { parse_scaled_item, print_scaled_item, &sizes };
+
+/* Strings. */
+
+static int
+parse_string(const struct config_item *it, const char *value, void *base, char *what)
+{
+	char **dst = FIELD(char *, base, it);
+	char *s;
+
+	if (*value == '\0')
+		return bad(what, "empty");
+	s = strdup(value);
 	if (!s)
 		return -ENOMEM;
 	free(*dst);
@@ -226,258 +286,552 @@ set_string(char **dst, const char *value)
 	return 0;
 }
 
-static int
-parse_address(struct parse *p, struct config_listener *l, const char *value)
+static void
+print_string(const struct config_item *it, const void *base, FILE *f)
 {
-	if (strncmp(value, "tcp:", 4) == 0) {
-		const char *colon = strrchr(value + 4, ':');
-		unsigned port;
+	fputs(*CFIELD(char *, base, it), f);
+}
 
-		if (!colon || colon == value + 4 || config_parse_uint(colon + 1, 1, 65535, &port) < 0)
-			return parse_fail(p, p->line, "path: '%s' is not tcp:HOST:PORT", value);
-		l->kind = LISTENER_TCP;
+static const struct config_type type_string = { parse_string, print_string, NULL };
+
+/* tcp:HOST:PORT with a numeric host: resolving names at start would make start-up wait on DNS. */
+static int
+parse_tcp(const char *value, char *what)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
+	const char *colon = strrchr(value + 4, ':');
+	uint64_t port;
+
+	if (!colon || colon == value + 4 || parse_number(colon + 1, 1, 65535, &port) < 0)
+		return bad(what, "'%s' is not tcp:HOST:PORT", value);
+	_cleanup_free_ char *host = strndup(value + 4, (size_t)(colon - value - 4));
+	if (!host)
+		return -ENOMEM;
+	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+		return bad(what, "'%s': '%s' is not a numeric address (host names are not resolved; e.g. tcp:127.0.0.1:8080)",
+			   value, host);
+	freeaddrinfo(ai);
+	return 0;
+}
+
+static int
+parse_address(const struct config_item *it, const char *value, void *base, char *what)
+{
+	struct config_listener *l = base;
+	enum listener_kind kind;
+	int r;
+
+	if (strncmp(value, "tcp:", 4) == 0) {
+		r = parse_tcp(value, what);
+		if (r < 0)
+			return r;
+		kind = LISTENER_TCP;
 	} else if (value[0] == '@') {
 		if (value[1] == '\0')
-			return parse_fail(p, p->line, "path: abstract name is empty");
-		l->kind = LISTENER_ABSTRACT;
+			return bad(what, "abstract name is empty");
+		kind = LISTENER_ABSTRACT;
 	} else if (value[0] == '/') {
-		l->kind = LISTENER_PATH;
+		kind = LISTENER_PATH;
 	} else {
-		return parse_fail(p, p->line,
-				  "path: '%s' must be absolute, @abstract or tcp:HOST:PORT", value);
+		return bad(what, "'%s' must be absolute, @abstract or tcp:HOST:PORT", value);
 	}
 	/* sun_path is 108 bytes including the terminating NUL for a file path. */
-	if (l->kind != LISTENER_TCP && strlen(value) > 107)
-		return parse_fail(p, p->line, "path: '%s' is longer than a socket address allows (%zu > 107)",
-				  value, strlen(value));
-	if (set_string(&l->address, value) < 0)
-		return -1;
-	return 1;
+	if (kind != LISTENER_TCP && strlen(value) > 107)
+		return bad(what, "'%s' is longer than a socket address allows (%zu > 107)", value,
+			   strlen(value));
+	r = parse_string(it, value, base, what);
+	if (r < 0)
+		return r;
+	l->kind = kind;
+	return 0;
+}
+
+static const struct config_type type_address = { parse_address, print_string, NULL };
+
+static int
+parse_socktype(const struct config_item *it, const char *value, void *base, char *what)
+{
+	if (strcmp(value, "stream") == 0)
+		*FIELD(int, base, it) = SOCK_STREAM;
+	else if (strcmp(value, "seqpacket") == 0)
+		*FIELD(int, base, it) = SOCK_SEQPACKET;
+	else
+		return bad(what, "'%s' is not stream or seqpacket", value);
+	return 0;
+}
+
+static void
+print_socktype(const struct config_item *it, const void *base, FILE *f)
+{
+	fputs(*CFIELD(int, base, it) == SOCK_SEQPACKET ? "seqpacket" : "stream", f);
+}
+
+static const struct config_type type_socktype = { parse_socktype, print_socktype, NULL };
+
+/* Up to four octal digits; only the permission bits, which are all a socket uses. */
+static int
+parse_mode(const struct config_item *it, const char *value, void *base, char *what)
+{
+	unsigned long v = 0;
+
+	if (*value == '\0' || strlen(value) > 5)
+		return bad(what, "'%s' is not an octal mode such as 0660", value);
+	for (const char *c = value; *c; c++) {
+		if (*c < '0' || *c > '7')
+			return bad(what, "'%s' is not an octal mode such as 0660", value);
+		v = v * 8 + (unsigned)(*c - '0');
+	}
+	if (v > 07777)
+		return bad(what, "'%s' is not an octal mode such as 0660", value);
+	if (v > 0777)
+		return bad(what, "'%s' has bits above 0777 (setuid, setgid, sticky), which a socket never needs",
+			   value);
+	*FIELD(mode_t, base, it) = (mode_t)v;
+	return 0;
+}
+
+static void
+print_mode(const struct config_item *it, const void *base, FILE *f)
+{
+	fprintf(f, "%04o", (unsigned)*CFIELD(mode_t, base, it));
+}
+
+static const struct config_type type_mode = { parse_mode, print_mode, NULL };
+
+/* Users and groups: a name or a number; printed by name when the system knows one. */
+
+static int
+id_parse(const char *s, bool is_group, unsigned *ret)
+{
+	struct passwd *pw;
+	struct group *gr;
+	uint64_t v;
+
+	if (parse_number(s, 0, INT_MAX - 1, &v) == 0) {
+		*ret = (unsigned)v;
+		return 0;
+	}
+	if (is_group && (gr = getgrnam(s)))
+		*ret = gr->gr_gid;
+	else if (!is_group && (pw = getpwnam(s)))
+		*ret = pw->pw_uid;
+	else
+		return -ESRCH;
+	return 0;
+}
+
+static void
+id_print(unsigned id, bool is_group, FILE *f)
+{
+	struct passwd *pw = is_group ? NULL : getpwuid(id);
+	struct group *gr = is_group ? getgrgid(id) : NULL;
+
+	if (pw || gr)
+		fputs(pw ? pw->pw_name : gr->gr_name, f);
+	else
+		fprintf(f, "%u", id);
+}
+
+static const char *
+id_noun(const struct config_item *it)
+{
+	return it->flags & ID_GROUP ? "group" : "user";
 }
 
 static int
-parse_daemon_key(struct parse *p, const char *key, const char *value)
+parse_id(const struct config_item *it, const char *value, void *base, char *what)
 {
-	struct config *c = p->config;
-	uint64_t usec;
-	unsigned u;
-
-	if (strcmp(key, "workers") == 0) {
-		if (strcmp(value, "auto") == 0) {
-			p->workers_auto = true;
-			return 1;
-		}
-		if (config_parse_uint(value, 1, CONFIG_MAX_WORKERS, &c->workers) < 0)
-			return parse_fail(p, p->line, "workers: '%s' is not auto or 1..%d", value,
-					  CONFIG_MAX_WORKERS);
-		p->workers_auto = false;
-		return 1;
-	}
-	if (strcmp(key, "workers_min") == 0 || strcmp(key, "workers_max") == 0) {
-		if (config_parse_uint(value, 1, CONFIG_MAX_WORKERS, &u) < 0)
-			return parse_fail(p, p->line, "%s: '%s' is not 1..%d", key, value,
-					  CONFIG_MAX_WORKERS);
-		*(strcmp(key, "workers_min") == 0 ? &c->workers_min : &c->workers_max) = u;
-		p->pool_set = true;
-		return 1;
-	}
-	if (strcmp(key, "threads") == 0) {
-		if (config_parse_uint(value, 1, CONFIG_MAX_THREADS, &c->threads) < 0)
-			return parse_fail(p, p->line, "threads: '%s' is not 1..%d", value,
-					  CONFIG_MAX_THREADS);
-		return 1;
-	}
-	if (strcmp(key, "worker_load_mark") == 0) {
-		if (config_parse_uint(value, 1, 1000000, &c->worker_load_mark) < 0)
-			return parse_fail(p, p->line, "worker_load_mark: '%s' is not 1..1000000", value);
-		return 1;
-	}
-	if (strcmp(key, "max_connections") == 0 || strcmp(key, "max_connections_total") == 0) {
-		unsigned *dst = key[15] ? &c->max_connections_total : &c->max_connections;
-		if (config_parse_uint(value, key[15] ? 0 : 1, 100000000, dst) < 0)
-			return parse_fail(p, p->line, "%s: '%s' is not %s..100000000", key, value,
-					  key[15] ? "0" : "1");
-		return 1;
-	}
-	if (strcmp(key, "busy_poll") == 0) {
-		if (strcmp(value, "off") == 0)
-			usec = 0;
-		else if (config_parse_duration(value, &usec) < 0 || usec > USEC_PER_MSEC)
-			return parse_fail(p, p->line, "busy_poll: '%s' is not off or a duration up to 1ms (e.g. 30us)", value);
-		c->busy_poll_usec = usec;
-		return 1;
-	}
-	if (strcmp(key, "shutdown_timeout") == 0 || strcmp(key, "exit_idle_time") == 0 ||
-	    strcmp(key, "worker_idle_time") == 0) {
-		if (strcmp(value, "off") == 0 && key[0] == 'e')
-			usec = 0;
-		else if (config_parse_duration(value, &usec) < 0)
-			return parse_fail(p, p->line,
-					  "%s: '%s' is not a duration (e.g. 250ms, 10s, 5min)", key,
-					  value);
-		*(key[0] == 's' ? &c->shutdown_timeout_usec :
-		  key[0] == 'e' ? &c->exit_idle_usec : &c->worker_idle_usec) = usec;
-		return 1;
-	}
-	if (strcmp(key, "user") == 0) {
-		if (*value && config_parse_uid(value, &c->user) < 0)
-			return parse_fail(p, p->line, "user: unknown user '%s'", value);
-		return 1;
-	}
-	if (strcmp(key, "group") == 0) {
-		if (*value && config_parse_gid(value, &c->group) < 0)
-			return parse_fail(p, p->line, "group: unknown group '%s'", value);
-		return 1;
-	}
-	return parse_fail(p, p->line, "unknown key '%s' in [daemon]", key);
+	if (unset(it, value))
+		*FIELD(unsigned, base, it) = (unsigned)-1;
+	else if (id_parse(value, it->flags & ID_GROUP, FIELD(unsigned, base, it)) < 0)
+		return bad(what, "unknown %s '%s'", id_noun(it), value);
+	return 0;
 }
 
-static int
-add_extra(struct config_listener *l, const char *key, const char *value, unsigned line)
+static void
+print_id(const struct config_item *it, const void *base, FILE *f)
 {
-	struct config_kv *t = realloc(l->extra, (l->n_extra + 1) * sizeof(*t));
+	unsigned id = *CFIELD(unsigned, base, it);
 
-	if (!t)
+	if (id != (unsigned)-1)
+		id_print(id, it->flags & ID_GROUP, f);
+}
+
+static const struct config_type type_id = { parse_id, print_id, NULL };
+
+/*
+ * [daemon] user: the uid, and the name and primary group that initgroups()
+ * needs, so that workers take the user's own groups rather than root's.
+ */
+static int
+parse_user(const struct config_item *it, const char *value, void *base, char *what)
+{
+	struct config *c = base;
+	struct passwd *pw;
+	uid_t uid;
+
+	if (unset(it, value)) {
+		free(c->user_name);
+		c->user_name = NULL;
+		c->user = (uid_t)-1;
+		c->user_gid = (gid_t)-1;
+		return 0;
+	}
+	if (id_parse(value, false, &uid) < 0)
+		return bad(what, "unknown user '%s'", value);
+	pw = getpwuid(uid);
+	char *name = strdup(pw ? pw->pw_name : value);
+	if (!name)
 		return -ENOMEM;
+	free(c->user_name);
+	c->user_name = name;
+	c->user = uid;
+	c->user_gid = pw ? pw->pw_gid : (gid_t)-1;
+	return 0;
+}
+
+static void
+print_user(const struct config_item *it, const void *base, FILE *f)
+{
+	const struct config *c = base;
+
+	if (c->user_name)
+		fputs(c->user_name, f);
+}
+
+static const struct config_type type_user = { parse_user, print_user, NULL };
+
+/* "alice, 1000 wheel" → ids. */
+static int
+parse_id_list(const struct config_item *it, const char *value, unsigned **ids, size_t *n_ids,
+	      char *what)
+{
+	_cleanup_free_ char *copy = strdup(value);
+	_cleanup_free_ unsigned *list = NULL;
+	size_t n = 0;
+	char *save = NULL;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		unsigned *t = realloc(list, (n + 1) * sizeof(*list));
+		if (!t)
+			return -ENOMEM;
+		list = t;
+		if (id_parse(tok, it->flags & ID_GROUP, &list[n++]) < 0)
+			return bad(what, "unknown %s '%s'", id_noun(it), tok);
+	}
+	/* An empty list admits anyone: it must be written as nothing, never by accident. */
+	if (n == 0 && *value != '\0')
+		return bad(what, "'%s' names no %s; leave it empty to admit anyone the mode lets in",
+			   value, id_noun(it));
+	free(*ids);
+	*ids = TAKE_PTR(list);
+	*n_ids = n;
+	return 0;
+}
+
+static void
+print_id_list(const struct config_item *it, const unsigned *ids, size_t n, FILE *f)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			fputs(", ", f);
+		id_print(ids[i], it->flags & ID_GROUP, f);
+	}
+}
+
+/* The lists and their lengths sit in two fields each; the table names the list. */
+static int
+parse_allow(const struct config_item *it, const char *value, void *base, char *what)
+{
+	struct config_listener *l = base;
+
+	if (it->flags & ID_GROUP)
+		return parse_id_list(it, value, &l->allow_gids, &l->n_allow_gids, what);
+	return parse_id_list(it, value, &l->allow_uids, &l->n_allow_uids, what);
+}
+
+static void
+print_allow(const struct config_item *it, const void *base, FILE *f)
+{
+	const struct config_listener *l = base;
+
+	if (it->flags & ID_GROUP)
+		print_id_list(it, l->allow_gids, l->n_allow_gids, f);
+	else
+		print_id_list(it, l->allow_uids, l->n_allow_uids, f);
+}
+
+static const struct config_type type_allow = { parse_allow, print_allow, NULL };
+
+#define DAEMON(key, type, field, min, max, flags, def, doc)                                      \
+	{ CONFIG_SECTION_DAEMON, key, &type, offsetof(struct config, field), min, max, flags, def, \
+	  doc }
+#define LISTENER(key, type, field, min, max, flags, def, doc)                                 \
+	{ CONFIG_SECTION_LISTENER, key, &type, offsetof(struct config_listener, field), min, max, \
+	  flags, def, doc }
+
+const struct config_item config_items[] = {
+	DAEMON("workers", type_workers, workers, 1, CONFIG_MAX_WORKERS, 0, "auto",
+	       "worker processes; auto = the number of CPUs"),
+	DAEMON("workers_min", type_pool, workers_min, 1, CONFIG_MAX_WORKERS, 0, "",
+	       "a dynamic pool's fewest workers; either bound makes the pool dynamic"),
+	DAEMON("workers_max", type_pool, workers_max, 1, CONFIG_MAX_WORKERS, 0, "",
+	       "a dynamic pool's most workers"),
+	DAEMON("worker_load_mark", type_uint, worker_load_mark, 1, 1000000, 0, "100",
+	       "clients on every worker above which a dynamic pool grows"),
+	DAEMON("worker_idle_time", type_duration, worker_idle_usec, 0, 0, 0, "10s",
+	       "a dynamic pool retires a worker without a client for this long"),
+	DAEMON("threads", type_uint, threads, 1, CONFIG_MAX_THREADS, 0, "4",
+	       "threads per worker process"),
+	DAEMON("max_connections", type_uint, max_connections, 1, 100000000, 0, "10000",
+	       "most clients one worker holds"),
+	DAEMON("max_connections_total", type_uint, max_connections_total, 0, 100000000, 0, "0",
+	       "most clients all workers hold together; 0 = only the per-worker limit"),
+	DAEMON("shutdown_timeout", type_duration, shutdown_timeout_usec, 0, 0, 0, "10s",
+	       "on stop or reload, how long workers may finish open connections"),
+	DAEMON("exit_idle_time", type_duration, exit_idle_usec, 0, 0, CONFIG_OFF, "off",
+	       "socket-activated only: exit once no client was connected for this long"),
+	DAEMON("busy_poll", type_duration, busy_poll_usec, 0, USEC_PER_MSEC, CONFIG_OFF, "off",
+	       "spin this long after a quiet event-loop round before sleeping"),
+	DAEMON("user", type_user, user, 0, 0, 0, "",
+	       "when started as root, workers run as this user, with its groups"),
+	DAEMON("group", type_id, group, 0, 0, ID_GROUP, "",
+	       "workers' only group instead of the user's own; needs user"),
+	LISTENER("path", type_address, address, 0, 0, 0, NULL,
+		 "a file path, @abstract-name or tcp:HOST:PORT (numeric host)"),
+	LISTENER("service", type_string, service, 0, 0, 0, "echo",
+		 "echo, http or /path/to/service.so"),
+	LISTENER("type", type_socktype, type, 0, 0, 0, "stream", "stream or seqpacket"),
+	LISTENER("owner", type_id, owner, 0, 0, FILE_ONLY, "", "the socket file's owner"),
+	LISTENER("group", type_id, group, 0, 0, ID_GROUP | FILE_ONLY, "",
+		 "the socket file's group"),
+	LISTENER("mode", type_mode, mode, 0, 0, FILE_ONLY, "0660", "the socket file's mode"),
+	LISTENER("backlog", type_uint, backlog, 1, 65535, 0, "4096",
+		 "clients the kernel queues until they are accepted"),
+	LISTENER("idle_timeout", type_duration, idle_timeout_usec, 0, 0, CONFIG_OFF, "60s",
+		 "close a client that sends nothing for this long"),
+	LISTENER("allow_uids", type_allow, allow_uids, 0, 0, 0, "",
+		 "admit only these users (SO_PEERCRED); empty = anyone the mode lets in"),
+	LISTENER("allow_gids", type_allow, allow_gids, 0, 0, ID_GROUP, "",
+		 "admit only members of these groups, primary or supplementary"),
+};
+
+const size_t config_n_items = ELEMENTSOF(config_items);
+
+#define N_ITEMS ELEMENTSOF(config_items)
+
+const struct config_item *
+config_item_find(enum config_section section, const char *key)
+{
+	for (size_t i = 0; i < N_ITEMS; i++)
+		if (config_items[i].section == section && strcmp(config_items[i].key, key) == 0)
+			return &config_items[i];
+	return NULL;
+}
+
+/* Start a section from the table's defaults, parsed like a user's values. */
+static int
+apply_defaults(enum config_section section, void *base)
+{
+	char what[WHAT_MAX];
+
+	for (size_t i = 0; i < N_ITEMS; i++) {
+		const struct config_item *it = &config_items[i];
+		if (it->section != section || !it->def)
+			continue;
+		int r = it->type->parse(it, it->def, base, what);
+		assert(r == 0 || r == -ENOMEM); /* the table's defaults are valid */
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Parser state: inih calls back per key; we count lines through our own reader. */
+struct parse {
+	struct config *config;
+	const char *name;
+	unsigned line;
+	char *err;
+	size_t errlen;
+	int error; /* the first one, -errno; 0 while all is well */
+	enum config_section section;
+	void *base;   /* what the current section's keys fill: the config or a listener */
+	size_t index; /* of the current section in lines: 0 [daemon], 1 + i listener i */
+	unsigned daemon_line;
+	/* Where each key of each section was set, for duplicates and later checks. */
+	unsigned lines[1 + CONFIG_MAX_LISTENERS][N_ITEMS];
+};
+
+_printf_(3, 4) static int
+parse_fail(struct parse *p, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (p->error)
+		return p->error; /* keep the first error: it is the one the user fixes first */
+	p->error = -EINVAL;
+	if (line > 0)
+		n = snprintf(p->err, p->errlen, "%s:%u: ", p->name, line);
+	else
+		n = snprintf(p->err, p->errlen, "%s: ", p->name);
+	if (n < 0 || (size_t)n >= p->errlen)
+		return p->error;
+	va_start(ap, fmt);
+	vsnprintf(p->err + n, p->errlen - n, fmt, ap);
+	va_end(ap);
+	return p->error;
+}
+
+static int
+parse_oom(struct parse *p)
+{
+	if (!p->error) {
+		parse_fail(p, p->line, "out of memory");
+		p->error = -ENOMEM;
+	}
+	return p->error;
+}
+
+static unsigned
+key_line(const struct parse *p, size_t index, enum config_section section, const char *key)
+{
+	return p->lines[index][config_item_find(section, key) - config_items];
+}
+
+/* A key the daemon does not know: kept for the listener's service to judge. */
+static int
+add_extra(struct parse *p, const char *key, const char *value)
+{
+	struct config_listener *l = p->base;
+
+	for (size_t i = 0; i < l->n_extra; i++)
+		if (strcmp(l->extra[i].key, key) == 0)
+			return parse_fail(p, p->line, "%s: set twice (first at line %u)", key,
+					  l->extra[i].line);
+	struct config_kv *t = realloc(l->extra, (l->n_extra + 1) * sizeof(*t));
+	if (!t)
+		return parse_oom(p);
 	l->extra = t;
-	t[l->n_extra] = (struct config_kv){ strdup(key), strdup(value), line };
+	t[l->n_extra] = (struct config_kv){ strdup(key), strdup(value), p->line };
 	if (!t[l->n_extra].key || !t[l->n_extra].value) {
 		free(t[l->n_extra].key);
 		free(t[l->n_extra].value);
-		return -ENOMEM;
+		return parse_oom(p);
 	}
 	l->n_extra++;
 	return 0;
 }
 
 static int
-parse_listener_key(struct parse *p, struct config_listener *l, const char *key, const char *value)
+set_key(struct parse *p, const char *key, const char *value)
 {
-	uint64_t usec;
-	unsigned u;
+	const struct config_item *it = config_item_find(p->section, key);
+	char what[WHAT_MAX];
+	int r;
 
-	if (strcmp(key, "path") == 0)
-		return parse_address(p, l, value);
-	if (strcmp(key, "service") == 0) {
-		if (*value == '\0')
-			return parse_fail(p, p->line, "service: empty");
-		l->service_line = p->line;
-		return set_string(&l->service, value) < 0 ? 0 : 1;
-	}
-	if (strcmp(key, "type") == 0) {
-		if (strcmp(value, "stream") == 0)
-			l->type = SOCK_STREAM;
-		else if (strcmp(value, "seqpacket") == 0)
-			l->type = SOCK_SEQPACKET;
-		else
-			return parse_fail(p, p->line, "type: '%s' is not stream or seqpacket", value);
-		return 1;
-	}
-	if (strcmp(key, "owner") == 0 || strcmp(key, "group") == 0 || strcmp(key, "mode") == 0) {
-		int r = key[0] == 'o' ? config_parse_uid(value, &l->owner) :
-			key[0] == 'g' ? config_parse_gid(value, &l->group) :
-					config_parse_mode(value, &l->mode);
-		if (r < 0)
-			return parse_fail(p, p->line, "%s: '%s' is not %s", key, value,
-					  key[0] == 'o' ? "a known user" :
-					  key[0] == 'g' ? "a known group" :
-							  "an octal mode such as 0660");
-		if (l->perm_line == 0)
-			l->perm_line = p->line;
-		return 1;
-	}
-	if (strcmp(key, "backlog") == 0) {
-		if (config_parse_uint(value, 1, 65535, &u) < 0)
-			return parse_fail(p, p->line, "backlog: '%s' is not 1..65535", value);
-		l->backlog = (int)u;
-		return 1;
-	}
-	if (strcmp(key, "idle_timeout") == 0) {
-		if (strcmp(value, "off") == 0)
-			usec = 0;
-		else if (config_parse_duration(value, &usec) < 0)
-			return parse_fail(p, p->line, "idle_timeout: '%s' is not a duration or off",
-					  value);
-		l->idle_timeout_usec = usec;
-		return 1;
-	}
-	if (strcmp(key, "allow_uids") == 0)
-		return parse_id_list(p, key, value, false, (unsigned **)&l->allow_uids,
-				     &l->n_allow_uids) < 0 ? 0 : 1;
-	if (strcmp(key, "allow_gids") == 0)
-		return parse_id_list(p, key, value, true, (unsigned **)&l->allow_gids,
-				     &l->n_allow_gids) < 0 ? 0 : 1;
-	/* Anything else belongs to the service, which validates it when it is resolved. */
-	return add_extra(l, key, value, p->line) < 0 ? 0 : 1;
+	if (*key == '\0')
+		return parse_fail(p, p->line, "no key before '='");
+	if (p->section == CONFIG_SECTION_NONE)
+		return parse_fail(p, p->line, "'%s' is outside any section", key);
+	if (!it && p->section == CONFIG_SECTION_DAEMON)
+		return parse_fail(p, p->line, "unknown key '%s' in [daemon]", key);
+	if (!it)
+		return add_extra(p, key, value);
+	unsigned *line = &p->lines[p->index][it - config_items];
+	if (*line)
+		return parse_fail(p, p->line, "%s: set twice (first at line %u)", key, *line);
+	*line = p->line;
+	r = it->type->parse(it, value, p->base, what);
+	if (r == -ENOMEM)
+		return parse_oom(p);
+	if (r < 0)
+		return parse_fail(p, p->line, "%s: %s", key, what);
+	return 0;
 }
 
-static struct config_listener *
+static int
 listener_new(struct parse *p, const char *name)
 {
 	struct config *c = p->config;
 
-	if (*name == '\0') {
-		parse_fail(p, p->line, "[listener] needs a name: [listener NAME]");
-		return NULL;
-	}
+	if (*name == '\0')
+		return parse_fail(p, p->line, "[listener] needs a name: [listener NAME]");
 	for (size_t i = 0; i < c->n_listeners; i++)
-		if (strcmp(c->listeners[i].name, name) == 0) {
-			parse_fail(p, p->line, "listener '%s' is defined twice (first at line %u)",
-				   name, c->listeners[i].line);
-			return NULL;
-		}
-	if (c->n_listeners >= CONFIG_MAX_LISTENERS) {
-		parse_fail(p, p->line, "more than %d listeners", CONFIG_MAX_LISTENERS);
-		return NULL;
-	}
+		if (strcmp(c->listeners[i].name, name) == 0)
+			return parse_fail(p, p->line,
+					  "listener '%s' is defined twice (first at line %u)", name,
+					  c->listeners[i].line);
+	if (c->n_listeners >= CONFIG_MAX_LISTENERS)
+		return parse_fail(p, p->line, "more than %d listeners", CONFIG_MAX_LISTENERS);
 	struct config_listener *t = realloc(c->listeners, (c->n_listeners + 1) * sizeof(*t));
 	if (!t)
-		return NULL;
+		return parse_oom(p);
 	c->listeners = t;
-	struct config_listener *l = &t[c->n_listeners];
-	*l = (struct config_listener){
-		.name = strdup(name),
-		.line = p->line,
-		.type = SOCK_STREAM,
-		.owner = (uid_t)-1,
-		.group = (gid_t)-1,
-		.mode = 0660,
-		.backlog = 4096,
-		.idle_timeout_usec = 60 * USEC_PER_SEC,
-	};
-	if (!l->name)
-		return NULL;
-	c->n_listeners++;
-	return l;
+	struct config_listener *l = &t[c->n_listeners++];
+	*l = (struct config_listener){ .name = strdup(name), .line = p->line };
+	if (!l->name || apply_defaults(CONFIG_SECTION_LISTENER, l) < 0)
+		return parse_oom(p);
+	p->section = CONFIG_SECTION_LISTENER;
+	p->base = l;
+	p->index = c->n_listeners;
+	return 0;
 }
 
 /* Section names are "daemon" and "listener NAME". */
 static void
 enter_section(struct parse *p, const char *section)
 {
-	p->current = NULL;
-	p->section = SECTION_NONE;
+	p->section = CONFIG_SECTION_NONE;
 	if (strcmp(section, "daemon") == 0) {
-		p->section = SECTION_DAEMON;
+		if (p->daemon_line) {
+			parse_fail(p, p->line, "[daemon] is defined twice (first at line %u)",
+				   p->daemon_line);
+			return;
+		}
+		p->daemon_line = p->line;
+		p->section = CONFIG_SECTION_DAEMON;
+		p->base = p->config;
+		p->index = 0;
 	} else if (strncmp(section, "listener", 8) == 0 &&
 		   (section[8] == '\0' || isspace((unsigned char)section[8]))) {
 		const char *name = section + 8;
 
 		while (isspace((unsigned char)*name))
 			name++;
-		p->section = SECTION_LISTENER;
-		p->current = listener_new(p, name);
-		if (!p->current)
-			parse_fail(p, p->line, "out of memory");
+		listener_new(p, name);
 	} else {
 		parse_fail(p, p->line, "unknown section [%s]", section);
 	}
 }
 
+/* A section header, handled here so that an empty section is still seen. */
+static void
+header(struct parse *p, const char *b)
+{
+	const char *end = strchr(b, ']');
+
+	if (!end) {
+		/* inih would carry on in the old section and blame the next key instead. */
+		parse_fail(p, p->line, "section header '%.*s' has no closing ']'",
+			   (int)strcspn(b, "\r\n"), b);
+		return;
+	}
+	_cleanup_free_ char *name = strndup(b + 1, (size_t)(end - b - 1));
+	if (!name)
+		parse_oom(p);
+	else
+		enter_section(p, name);
+}
+
 /*
  * inih reads through this, one line per call, which is how we know the line
- * number of each key (Debian builds inih without INI_HANDLER_LINENO).  Section
- * headers are handled here too, so that an empty section is still seen.
+ * number of each key (Debian builds inih without INI_HANDLER_LINENO).
  */
 static char *
 reader(char *buf, int size, void *userdata)
@@ -492,7 +846,8 @@ reader(char *buf, int size, void *userdata)
 	nl = strchr(s, '\n');
 	n = nl ? (size_t)(nl - s) + 1 : strlen(s);
 	if (n >= (size_t)size) {
-		p->line_too_long = true;
+		/* inih would read the rest as a line of its own. */
+		parse_fail(p, p->line + 1, "line too long (at most %d bytes)", size - 1);
 		n = (size_t)size - 1;
 	}
 	memcpy(buf, s, n);
@@ -503,14 +858,8 @@ reader(char *buf, int size, void *userdata)
 	char *b = buf;
 	while (isspace((unsigned char)*b))
 		b++;
-	if (*b == '[' && !p->failed) {
-		char *end = strchr(b, ']');
-		if (end) {
-			_cleanup_free_ char *name = strndup(b + 1, (size_t)(end - b - 1));
-			if (name)
-				enter_section(p, name);
-		}
-	}
+	if (*b == '[' && !p->error)
+		header(p, b);
 	return buf;
 }
 
@@ -519,76 +868,140 @@ handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse *p = user;
 
-	(void)section;
-	if (p->failed)
-		return 1;
-	switch (p->section) {
-	case SECTION_DAEMON:
-		parse_daemon_key(p, key, value);
-		return 1;
-	case SECTION_LISTENER:
-		if (parse_listener_key(p, p->current, key, value) <= 0)
-			parse_fail(p, p->line, "out of memory");
-		return 1;
-	default:
-		parse_fail(p, p->line, "'%s' is outside any section", key);
-		return 1;
-	}
+	if (!p->error)
+		set_key(p, key, value);
+	return 1; /* errors are ours to report: inih would only give a line number */
+}
+
+/* The earlier of two lines where either may be 0 (never set). */
+static unsigned
+first_line(unsigned a, unsigned b)
+{
+	return a && (!b || a < b) ? a : b;
+}
+
+/* The first line in the listener that set a key with these flags; 0 if none did. */
+static unsigned
+flagged_line(const struct parse *p, size_t i, unsigned flags)
+{
+	unsigned line = 0;
+
+	for (size_t k = 0; k < N_ITEMS; k++)
+		if (config_items[k].section == CONFIG_SECTION_LISTENER && config_items[k].flags & flags)
+			line = first_line(line, p->lines[1 + i][k]);
+	return line;
 }
 
 static int
-validate_listener(struct parse *p, struct config_listener *l)
+validate_listener(struct parse *p, size_t i)
 {
-	const struct config *c = p->config;
+	struct config_listener *l = &p->config->listeners[i];
+	const enum config_section s = CONFIG_SECTION_LISTENER;
+	unsigned uids = key_line(p, 1 + i, s, "allow_uids"), gids = key_line(p, 1 + i, s, "allow_gids");
 
+	l->service_line = key_line(p, 1 + i, s, "service");
+	if (l->service_line == 0)
+		l->service_line = l->line;
+	l->perm_line = flagged_line(p, i, FILE_ONLY);
 	if (!l->address)
 		return parse_fail(p, l->line, "[listener %s] has no path", l->name);
-	if (!l->service && set_string(&l->service, "echo") < 0)
-		return parse_fail(p, l->line, "out of memory");
 	if (l->kind != LISTENER_PATH && l->perm_line)
 		return parse_fail(p, l->perm_line,
 				  "owner, group and mode apply to socket files; '%s' has no file",
 				  l->address);
 	if (l->kind == LISTENER_TCP && l->type != SOCK_STREAM)
 		return parse_fail(p, l->line, "tcp listeners are stream only");
-	for (const struct config_listener *o = c->listeners; o < l; o++)
+	/* Checked in the master with SO_PEERCRED, which TCP has not: it would refuse everyone. */
+	if (l->kind == LISTENER_TCP && (l->n_allow_uids || l->n_allow_gids)) {
+		unsigned line = l->n_allow_uids ? uids : gids;
+		if (l->n_allow_uids && l->n_allow_gids)
+			line = first_line(uids, gids);
+		return parse_fail(p, line, "%s: a tcp: listener has no peer credentials to check",
+				  line == uids ? "allow_uids" : "allow_gids");
+	}
+	for (const struct config_listener *o = p->config->listeners; o < l; o++)
 		if (strcmp(o->address, l->address) == 0)
 			return parse_fail(p, l->line, "listener '%s' uses the address of '%s'",
 					  l->name, o->name);
-	return 1;
+	return 0;
 }
 
-static void
-validate(struct parse *p)
+static int
+validate_user(struct parse *p)
+{
+	const struct config *c = p->config;
+	const enum config_section s = CONFIG_SECTION_DAEMON;
+
+	if (c->group != (gid_t)-1 && c->user == (uid_t)-1)
+		return parse_fail(p, key_line(p, 0, s, "group"),
+				  "group: needs user; user implies the user's own groups");
+	if (c->user != (uid_t)-1 && c->user_gid == (gid_t)-1 && c->group == (gid_t)-1)
+		return parse_fail(p, key_line(p, 0, s, "user"),
+				  "user: uid %u has no passwd entry, so no groups of its own: set group too",
+				  (unsigned)c->user);
+	return 0;
+}
+
+static int
+validate_workers(struct parse *p)
 {
 	struct config *c = p->config;
+	bool pool = c->workers_min || c->workers_max;
 
-	if (p->failed)
-		return;
-	if (c->n_listeners == 0) {
-		parse_fail(p, 0, "no [listener NAME] section");
-		return;
-	}
-	for (size_t i = 0; i < c->n_listeners && !p->failed; i++)
-		validate_listener(p, &c->listeners[i]);
-	if (p->workers_auto) {
+	if (c->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		c->workers = (unsigned)MIN(MAX(n, 1), CONFIG_MAX_WORKERS);
 	}
-	if (p->pool_set) {
-		/* One bound alone: the other is the same, or 1 for the minimum. */
-		if (c->workers_max == 0)
-			c->workers_max = MAX(c->workers_min, 1);
-		if (c->workers_min == 0)
-			c->workers_min = 1;
-	}
-	if (!p->pool_set)
+	if (!pool) {
 		c->workers_min = c->workers_max = c->workers;
-	else if (c->workers_min > c->workers_max)
-		parse_fail(p, 0, "workers_min (%u) is above workers_max (%u)", c->workers_min,
-			   c->workers_max);
-	else
-		c->workers = c->workers_min;
+		return 0;
+	}
+	/* One bound alone: the other is the same, or 1 for the minimum. */
+	if (c->workers_max == 0)
+		c->workers_max = c->workers_min;
+	if (c->workers_min == 0)
+		c->workers_min = 1;
+	if (c->workers_min > c->workers_max)
+		return parse_fail(p, 0, "workers_min (%u) is above workers_max (%u)", c->workers_min,
+				  c->workers_max);
+	c->workers = c->workers_min;
+	return 0;
+}
+
+static int
+validate(struct parse *p)
+{
+	struct config *c = p->config;
+	int r;
+
+	if (p->error)
+		return p->error;
+	if (c->n_listeners == 0)
+		return parse_fail(p, 0, "no [listener NAME] section");
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		r = validate_listener(p, i);
+		if (r < 0)
+			return r;
+	}
+	r = validate_user(p);
+	if (r < 0)
+		return r;
+	return validate_workers(p);
+}
+
+static int
+parse_text(struct parse *p, const char *text)
+{
+	const char *cursor = text;
+	void *ud[2] = { p, &cursor };
+	int r;
+
+	r = ini_parse_stream(reader, ud, handler, p);
+	if (r > 0)
+		parse_fail(p, (unsigned)r, "syntax error (expected [section] or key = value)");
+	else if (r < 0)
+		parse_fail(p, 0, "could not parse (out of memory)");
+	return validate(p);
 }
 
 int
@@ -596,37 +1009,19 @@ config_load_string(const char *name, const char *text, struct config **ret, char
 		   size_t errlen)
 {
 	struct config *c = calloc(1, sizeof(*c));
-	struct parse p = { .config = c, .name = name, .err = err, .errlen = errlen };
-	const char *cursor = text;
-	void *ud[2] = { &p, &cursor };
-	int r;
+	struct parse *p = calloc(1, sizeof(*p));
+	int r = -ENOMEM;
 
-	if (!c || !(c->file = strdup(name))) {
-		free(c);
+	if (c && p && (c->file = strdup(name)) && apply_defaults(CONFIG_SECTION_DAEMON, c) >= 0) {
+		*p = (struct parse){ .config = c, .name = name, .err = err, .errlen = errlen };
+		r = parse_text(p, text);
+	} else {
 		snprintf(err, errlen, "%s: out of memory", name);
-		return -ENOMEM;
 	}
-	c->workers = 1;
-	p.workers_auto = true;
-	c->threads = 4;
-	c->max_connections = 10000;
-	c->shutdown_timeout_usec = 10 * USEC_PER_SEC;
-	c->worker_idle_usec = 10 * USEC_PER_SEC;
-	c->worker_load_mark = 100;
-	c->user = (uid_t)-1;
-	c->group = (gid_t)-1;
-
-	r = ini_parse_stream(reader, ud, handler, &p);
-	if (r > 0 && !p.failed)
-		parse_fail(&p, (unsigned)r, "syntax error (expected [section] or key = value)");
-	else if (r < 0 && !p.failed)
-		parse_fail(&p, 0, "could not parse (out of memory)");
-	if (p.line_too_long && !p.failed)
-		parse_fail(&p, 0, "a line is too long");
-	validate(&p);
-	if (p.failed) {
+	free(p);
+	if (r < 0) {
 		config_free(c);
-		return -EINVAL;
+		return r;
 	}
 	*ret = c;
 	return 0;
@@ -667,6 +1062,59 @@ config_load(const char *file, struct config **ret, char *err, size_t errlen)
 	return config_load_string(file, text, ret, err, errlen);
 }
 
+/* inih takes " ;" for a comment: a value that starts with ";" must follow "=" at once. */
+static void
+dump_key(const char *key, const char *value, FILE *f)
+{
+	fprintf(f, "%s =%s%s\n", key, *value && *value != ';' ? " " : "", value);
+}
+
+static int
+dump_section(const void *base, enum config_section section, bool no_file, FILE *f)
+{
+	for (size_t i = 0; i < N_ITEMS; i++) {
+		const struct config_item *it = &config_items[i];
+		_cleanup_free_ char *value = NULL;
+		size_t len = 0;
+
+		if (it->section != section)
+			continue;
+		FILE *v = open_memstream(&value, &len);
+		if (!v)
+			return -ENOMEM;
+		it->type->print(it, base, v);
+		if (fclose(v) != 0)
+			return -ENOMEM;
+		/* A key that cannot apply is shown, not set: setting it is an error. */
+		fprintf(f, "; %s\n%s", it->doc, no_file && it->flags & FILE_ONLY ? "; " : "");
+		dump_key(it->key, value, f);
+	}
+	return 0;
+}
+
+int
+config_dump(const struct config *c, FILE *f)
+{
+	int r;
+
+	fprintf(f, "; The effective configuration of %s, printed by udsd -T.\n\n[daemon]\n",
+		c->file);
+	r = dump_section(c, CONFIG_SECTION_DAEMON, false, f);
+	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
+		const struct config_listener *l = &c->listeners[i];
+
+		fprintf(f, "\n[listener %s]\n", l->name);
+		r = dump_section(l, CONFIG_SECTION_LISTENER, l->kind != LISTENER_PATH, f);
+		if (l->n_extra)
+			fprintf(f, "; for the %s service, as written\n", l->service);
+		for (size_t k = 0; k < l->n_extra; k++)
+			dump_key(l->extra[k].key, l->extra[k].value, f);
+	}
+	if (r < 0)
+		return r;
+	return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
+}
+
 void
 config_free(struct config *c)
 {
@@ -687,6 +1135,7 @@ config_free(struct config *c)
 		free(l->extra);
 	}
 	free(c->listeners);
+	free(c->user_name);
 	free(c->file);
 	free(c);
 }
@@ -698,4 +1147,85 @@ config_find_listener(const struct config *c, const char *name)
 		if (strcmp(c->listeners[i].name, name) == 0)
 			return &c->listeners[i];
 	return NULL;
+}
+
+/* A service's own keys: its table's rows become schema rows of the same types. */
+
+static int
+key_item(const struct udsd_key *k, struct config_item *ret)
+{
+	static const struct config_type *const types[] = {
+		[UDSD_KEY_UINT] = &type_uint,
+		[UDSD_KEY_SIZE] = &type_size,
+		[UDSD_KEY_DURATION] = &type_duration,
+	};
+
+	if ((unsigned)k->type >= ELEMENTSOF(types) || !k->key)
+		return -EINVAL;
+	*ret = (struct config_item){ .key = k->key, .type = types[k->type], .offset = k->offset,
+				     .min = k->min, .max = k->max, .def = k->def, .doc = k->doc,
+				     .flags = WIDE | (k->flags & UDSD_KEY_OFF ? CONFIG_OFF : 0) };
+	return 0;
+}
+
+static int
+key_unknown(const struct udsd_key *keys, size_t n, const char *key, char *err, size_t errlen)
+{
+	FILE *f = fmemopen(err, errlen, "w");
+
+	if (!f) {
+		snprintf(err, errlen, "%s: unknown key", key);
+		return -EINVAL;
+	}
+	fprintf(f, "%s: unknown key (this service has %s", key, n ? "" : "none");
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s%s", i ? ", " : "", keys[i].key);
+	fputc(')', f);
+	fclose(f);
+	return -EINVAL;
+}
+
+static int
+key_set(const struct udsd_key *k, const char *value, void *settings, char *err, size_t errlen)
+{
+	struct config_item it;
+	char what[WHAT_MAX];
+	int r;
+
+	r = key_item(k, &it);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: not a known key type in the service's table", k->key);
+		return r;
+	}
+	r = it.type->parse(&it, value, settings, what);
+	if (r < 0)
+		snprintf(err, errlen, "%s: %s", k->key, r == -ENOMEM ? "out of memory" : what);
+	return r;
+}
+
+int
+udsd_keys_parse(const struct udsd_key *keys, size_t n_keys,
+		const struct udsd_service_config *config, void *settings, char *err,
+		size_t errlen)
+{
+	int r;
+
+	for (size_t i = 0; i < n_keys; i++) {
+		r = keys[i].def ? key_set(&keys[i], keys[i].def, settings, err, errlen) : 0;
+		if (r < 0)
+			return r;
+	}
+	for (size_t j = 0; j < config->n_keys; j++) {
+		const struct udsd_kv *kv = &config->keys[j];
+		size_t i = 0;
+
+		while (i < n_keys && strcmp(keys[i].key, kv->key) != 0)
+			i++;
+		if (i == n_keys)
+			return key_unknown(keys, n_keys, kv->key, err, errlen);
+		r = key_set(&keys[i], kv->value, settings, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }

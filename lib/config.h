@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #define CONFIG_MAX_WORKERS 64
@@ -41,7 +42,7 @@ struct config_listener {
 	gid_t group; /* (gid_t)-1: leave as created */
 	mode_t mode;
 	unsigned perm_line; /* first line that set owner, group or mode; 0 if none */
-	int backlog;
+	unsigned backlog;
 	uint64_t idle_timeout_usec; /* 0: never */
 	uid_t *allow_uids;
 	size_t n_allow_uids;
@@ -63,11 +64,43 @@ struct config {
 	uint64_t shutdown_timeout_usec;
 	uint64_t busy_poll_usec; /* 0: off */
 	uint64_t exit_idle_usec; /* 0: off */
-	uid_t user;  /* (uid_t)-1: keep */
-	gid_t group; /* (gid_t)-1: keep */
+	uid_t user;	 /* (uid_t)-1: keep */
+	char *user_name; /* NULL when user is unset; else its passwd name, or the number as written */
+	gid_t user_gid;	 /* the user's primary group from passwd; (gid_t)-1 without an entry */
+	gid_t group;	 /* (gid_t)-1: not given, so the user's own groups (initgroups) */
 	struct config_listener *listeners;
 	size_t n_listeners;
 };
+
+/*
+ * The schema: one row per key, in config.c.  Its parser and printer are
+ * config.c's own; tests read the rest (etc/udsd.conf is checked against it).
+ */
+enum config_section {
+	CONFIG_SECTION_NONE,
+	CONFIG_SECTION_DAEMON,	 /* [daemon], once */
+	CONFIG_SECTION_LISTENER, /* [listener NAME], one per socket */
+};
+
+struct config_type;
+
+struct config_item {
+	enum config_section section;
+	const char *key;
+	const struct config_type *type;
+	size_t offset;	   /* of the value in struct config or struct config_listener */
+	uint64_t min, max; /* for numbers, durations and sizes; max 0: none */
+	unsigned flags;	   /* CONFIG_OFF */
+	const char *def;   /* the default, as a user writes it; "" = unset; NULL: required */
+	const char *doc;   /* one line */
+};
+
+#define CONFIG_OFF 1u /* "off" is accepted and means 0 */
+
+extern const struct config_item config_items[];
+extern const size_t config_n_items;
+
+const struct config_item *config_item_find(enum config_section section, const char *key);
 
 /*
  * Parse and validate an INI file.  On error returns -errno and writes
@@ -78,12 +111,7 @@ int config_load_string(const char *name, const char *text, struct config **ret, 
 		       size_t errlen);
 void config_free(struct config *c);
 
-const struct config_listener *config_find_listener(const struct config *c, const char *name);
+/* Print the configuration from the schema, as a file that parses back to the same. */
+int config_dump(const struct config *c, FILE *f);
 
-/* Value parsers, shared with services that read their own keys. */
-int config_parse_duration(const char *s, uint64_t *ret_usec);
-int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret);
-int config_parse_size(const char *s, uint64_t *ret_bytes);
-int config_parse_mode(const char *s, mode_t *ret);
-int config_parse_uid(const char *s, uid_t *ret);
-int config_parse_gid(const char *s, gid_t *ret);
+const struct config_listener *config_find_listener(const struct config *c, const char *name);

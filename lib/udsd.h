@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define UDSD_SERVICE_API_VERSION 1
@@ -142,3 +143,44 @@ void udsd_conn_count_request(struct udsd_conn *conn);
  * counters).  Returns the length it needed, like snprintf.
  */
 size_t udsd_status_json(char *buf, size_t size);
+
+/*
+ * A service's own keys, in the syntax of udsd's: durations "30us", "250ms",
+ * "10s", "5min", "1h" (a bare number is seconds); sizes in bytes, "8192",
+ * "64k", "1M", "1G" (k/K/KiB, M/MiB, G/GiB: powers of 1024).  Both return 0,
+ * or -EINVAL / -ERANGE, and write the result only on success.
+ */
+int udsd_parse_duration(const char *s, uint64_t *ret_usec);
+int udsd_parse_size(const char *s, uint64_t *ret_bytes);
+
+/*
+ * A service's keys as a table, the shape of udsd's own schema: check() and
+ * init() hand it to udsd_keys_parse(), which starts from every default and
+ * then applies the listener's keys, so that defaults live in the table alone.
+ */
+enum udsd_key_type {
+	UDSD_KEY_UINT,	   /* a decimal number */
+	UDSD_KEY_SIZE,	   /* bytes, with an optional k, M or G */
+	UDSD_KEY_DURATION, /* microseconds, written with a unit */
+};
+
+#define UDSD_KEY_OFF 1u /* "off" is accepted and stored as 0 */
+
+struct udsd_key {
+	const char *key;
+	enum udsd_key_type type;
+	size_t offset;	   /* of a uint64_t in the service's settings struct */
+	uint64_t min, max; /* inclusive; max 0: no upper bound */
+	unsigned flags;	   /* UDSD_KEY_OFF */
+	const char *def;   /* the default as written in a config file; NULL: none */
+	const char *doc;   /* one line, for the service's documentation */
+};
+
+/*
+ * Fill settings from the table's defaults, then from config's keys.  Returns
+ * 0, or -errno with "key: what is wrong" in err (an unknown key is an error);
+ * settings may then be partly written.
+ */
+int udsd_keys_parse(const struct udsd_key *keys, size_t n_keys,
+		    const struct udsd_service_config *config, void *settings, char *err,
+		    size_t errlen);

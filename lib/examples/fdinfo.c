@@ -11,7 +11,7 @@
  *   [listener fdinfo]
  *   path = /run/udsd/fdinfo.sock
  *   service = /usr/lib/x86_64-linux-gnu/udsd/fdinfo.so
- *   max_hash_size = 1048576   ; hash files up to this size (default 64 MiB)
+ *   max_hash_size = 1M   ; hash files up to this size (default 64M)
  *
  * Reading happens on the worker thread, so it must be short: only a regular
  * file on a local file system (a hung FUSE or NFS server would stall the
@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <nettle/sha2.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,7 @@
 #include <udsd.h>
 
 struct fdinfo_config {
-	unsigned long long max_hash;
+	uint64_t max_hash;
 };
 
 static const char *
@@ -95,7 +96,7 @@ skip_reason(int fd, const struct statx *stx, const struct fdinfo_config *cfg, ch
 	char type[64];
 
 	if (stx->stx_size > cfg->max_hash) {
-		snprintf(buf, len, "larger than max_hash_size (%llu bytes)", cfg->max_hash);
+		snprintf(buf, len, "larger than max_hash_size (%llu bytes)", (unsigned long long)cfg->max_hash);
 		return buf;
 	}
 	/* A memfd or other shmem file: it has seals to ask about, and lives in memory. */
@@ -192,26 +193,16 @@ fdinfo_data(struct udsd_conn *conn, const void *data, size_t len)
 	return (ssize_t)len;
 }
 
+/* The service's keys, as a table: udsd_keys_parse() applies the defaults and checks values. */
+static const struct udsd_key keys[] = {
+	{ "max_hash_size", UDSD_KEY_SIZE, offsetof(struct fdinfo_config, max_hash), 0, 0, 0, "64M",
+	  "hash at most this many bytes of a file" },
+};
+
 static int
 parse(const struct udsd_service_config *config, struct fdinfo_config *ret, char *err, size_t errlen)
 {
-	ret->max_hash = 64ULL << 20;
-	for (size_t i = 0; i < config->n_keys; i++) {
-		const char *k = config->keys[i].key, *v = config->keys[i].value;
-		char *end;
-
-		if (strcmp(k, "max_hash_size") != 0) {
-			snprintf(err, errlen, "%s: unknown key for fdinfo", k);
-			return -EINVAL;
-		}
-		errno = 0;
-		ret->max_hash = strtoull(v, &end, 10);
-		if (errno || *end || end == v) {
-			snprintf(err, errlen, "%s: '%s' is not a byte count", k, v);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	return udsd_keys_parse(keys, sizeof(keys) / sizeof(keys[0]), config, ret, err, errlen);
 }
 
 static int

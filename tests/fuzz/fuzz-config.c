@@ -1,13 +1,56 @@
 /* SPDX-License-Identifier: MIT */
-/* libFuzzer target: any config text either parses to a valid config or gives FILE:LINE: error. */
+/*
+ * libFuzzer target: any config text either parses to a valid config or gives
+ * FILE:LINE: error; and what parses prints (udsd -T) as a file that parses
+ * back and prints the same.
+ */
 #include <assert.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static char *
+dump(const struct config *c)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	assert(f);
+	assert(config_dump(c, f) == 0);
+	fclose(f);
+	return text;
+}
+
+static void
+round_trip(const struct config *c)
+{
+	struct config *again = NULL;
+	char err[512] = "";
+	char *first = dump(c);
+
+	int r = config_load_string("fuzz.conf", first, &again, err, sizeof(err));
+
+	/* inih reads lines of up to 199 bytes; a name printed for a number can make one longer. */
+	if (r != 0 && strstr(err, ": line too long (at most")) {
+		free(first);
+		return;
+	}
+	if (r != 0) {
+		fprintf(stderr, "the dump does not parse: %s\n%s", err, first);
+		abort();
+	}
+	char *second = dump(again);
+	assert(strcmp(first, second) == 0);
+	free(first);
+	free(second);
+	config_free(again);
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -23,6 +66,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		assert(c->n_listeners > 0 && c->threads > 0 && c->workers > 0);
 		for (size_t i = 0; i < c->n_listeners; i++)
 			assert(c->listeners[i].address && c->listeners[i].service);
+		round_trip(c);
 		config_free(c);
 	} else {
 		assert(strncmp(err, "fuzz.conf", 9) == 0);

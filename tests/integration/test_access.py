@@ -70,7 +70,8 @@ service = http
 
 
 def start(udsd_factory, shared_dir, daemon="", listener=""):
-    d = udsd_factory(CONF.format(dir=shared_dir, daemon=daemon, listener=listener))
+    conf = CONF if "workers =" not in daemon else CONF.replace("workers = 1\n", "")
+    d = udsd_factory(conf.format(dir=shared_dir, daemon=daemon, listener=listener))
     d.sock = os.path.join(shared_dir, "udsd.sock")
     d.http_sock = os.path.join(d.tmp, "http.sock")
     d.start()

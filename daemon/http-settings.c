@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+#include <stddef.h>
+
+#include "http-parser.h"
+#include "macro.h"
+#include "udsd.h"
+
+/*
+ * The http service's keys, a table like udsd's own schema: the defaults live
+ * here alone (etc/udsd.conf is checked against them by tests/unit/test-config.c).
+ */
+
+/* What the table fills; copied into the parser's limits once all is read. */
+struct http_raw {
+	uint64_t max_header_size;
+	uint64_t max_uri;
+	uint64_t max_body;
+	uint64_t header_timeout_usec;
+};
+
+#define KEY(key, type, field, min, max, def, doc) \
+	{ key, type, offsetof(struct http_raw, field), min, max, 0, def, doc }
+
+static const struct udsd_key keys[] = {
+	KEY("max_header_size", UDSD_KEY_SIZE, max_header_size, 64, 1 << 20, "8k",
+	    "request line and headers, at most (431 beyond)"),
+	KEY("max_uri", UDSD_KEY_SIZE, max_uri, 64, 1 << 20, "4k",
+	    "request target, at most (414 beyond)"),
+	KEY("max_body", UDSD_KEY_SIZE, max_body, 64, UINT64_C(1) << 40, "1M",
+	    "Content-Length of a request body, at most (413 beyond)"),
+	KEY("header_timeout", UDSD_KEY_DURATION, header_timeout_usec, 0, 0, "10s",
+	    "a request head must arrive within this (408 otherwise)"),
+};
+
+const struct udsd_key *
+http_settings_keys(size_t *ret_n)
+{
+	*ret_n = ELEMENTSOF(keys);
+	return keys;
+}
+
+int
+http_settings_parse(const struct udsd_service_config *cfg, struct http_settings *ret, char *err,
+		    size_t errlen)
+{
+	struct http_raw raw;
+	int r;
+
+	r = udsd_keys_parse(keys, ELEMENTSOF(keys), cfg, &raw, err, errlen);
+	if (r < 0)
+		return r;
+	*ret = (struct http_settings){
+		.limits = { .max_header_size = (size_t)raw.max_header_size,
+			    .max_uri = (size_t)MIN(raw.max_uri, raw.max_header_size),
+			    .max_body = raw.max_body },
+		.header_timeout_usec = raw.header_timeout_usec,
+	};
+	return 0;
+}
