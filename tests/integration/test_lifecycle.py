@@ -332,3 +332,228 @@ def test_workers_exit_when_the_master_dies(udsd_factory):
                    for p in workers):
             break
     assert s.recv(1) == b""
+
+
+PLUGIN_CONF = """
+[daemon]
+workers = {workers}
+threads = 2
+shutdown_timeout = 30s
+[listener main]
+path = {{sock}}
+service = {{build}}/tests/plugins/testsvc.so
+{keys}
+[listener web]
+path = {{tmp}}/http.sock
+service = http
+{more}
+"""
+
+
+def plugin_conf(workers=2, keys="", more=""):
+    return PLUGIN_CONF.format(workers=workers, keys=keys, more=more)
+
+
+class Load:
+    """Clients that keep connecting, exchanging and closing until stopped; every failure is kept."""
+
+    def __init__(self, path, n=4):
+        self.path, self.errors, self.served = path, [], 0
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, i):
+        while not self.stopping.is_set():
+            payload = b"client %d" % i
+            try:
+                got = echo(self.path, payload)
+                assert got == payload, got
+                self.served += 1
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                self.errors.append(repr(e))
+
+    def wait_served(self, more, timeout=30):
+        """Wait until `more` further clients were served."""
+        goal = self.served + more
+        for _ in deadline_loop(timeout, "%d more clients served (errors: %r)" % (more, self.errors[:3])):
+            if self.served >= goal:
+                return
+            time.sleep(0.01)  # polling a counter, not synchronising on time
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(30)
+        return self.errors
+
+
+def statuses_after(d, index, count):
+    """The first `count` STATUS= lines udsd sent after message `index`."""
+    for _ in deadline_loop(30, "%d STATUS lines" % count):
+        lines = [line for m in d.notify.messages[index + 1:] for line in m.split("\n")
+                 if line.startswith("STATUS=")]
+        if len(lines) >= count:
+            return lines[:count]
+        d.notify._read(1)
+
+
+def start_plugin(udsd_factory, **kw):
+    d = udsd_factory(plugin_conf(**kw))
+    d.http_sock = os.path.join(d.tmp, "http.sock")
+    d.start()
+    return d
+
+
+def test_reload_to_a_failing_init_keeps_the_old_generation_serving(udsd_factory):
+    d = start_plugin(udsd_factory)
+    old = set(d.workers())
+    extra = os.path.join(d.tmp, "extra.sock")
+    extra_conf = "[listener extra]\npath = %s\nservice = echo\n" % extra
+    load = Load(d.sock)
+    try:
+        load.wait_served(20)
+        d.write_config(plugin_conf(keys="fail_init = yes", more=extra_conf))
+        j = reload_and_wait(d)
+        assert re.search(r"^STATUS=reload failed: worker \d+ exited with status 1 before generation 2 "
+                         r"was ready; 2 workers \(generation 1\)", d.notify.messages[j], re.M), \
+            d.notify.messages[j]
+        assert "reload failed; still serving generation 1: worker" in d.log
+        assert old <= set(d.workers())
+        # The failed reload closes what it opened, and only that.
+        assert not os.path.exists(extra)
+        load.wait_served(50)
+        # The periodic status line keeps saying so until the next good reload.
+        assert all(s.startswith("STATUS=reload failed: ") for s in statuses_after(d, j, 2))
+        d.write_config(plugin_conf(more=extra_conf))
+        k = reload_and_wait(d)
+        assert re.search(r"^STATUS=\d+ workers \(generation 3\)", d.notify.messages[k], re.M)
+        load.wait_served(20)
+        assert echo(extra, b"extra") == b"extra"
+        assert d.status(d.http_sock)["generation"] == 3
+    finally:
+        errors = load.stop()
+    assert errors == []
+
+
+def test_reload_to_a_hanging_init_fails_after_the_ready_timeout(udsd_factory):
+    d = start_plugin(udsd_factory, workers=1)
+    old = set(d.workers())
+    d.write_config(plugin_conf(workers=1, keys="init_sleep = 60"))
+    j = reload_and_wait(d)
+    assert re.search(r"^STATUS=reload failed: generation 2 not ready after 10s", d.notify.messages[j], re.M)
+    for _ in deadline_loop(10, "the new generation's workers to be stopped"):
+        if set(d.workers()) == old:
+            break
+    assert echo(d.sock, b"old") == b"old"
+
+
+def test_sighup_while_a_reload_is_pending_starts_from_the_newest_file(udsd_factory):
+    d = start_plugin(udsd_factory, workers=1)
+    d.write_config(plugin_conf(workers=1, keys="init_sleep = 60"))
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("RELOADING=1", after=n)
+    # The old generation serves while the new one starts.
+    assert echo(d.sock, b"during") == b"during"
+    assert "generation 2 starting" in d.log
+    d.write_config(plugin_conf(workers=1))
+    reload_and_wait(d)
+    assert "reload of generation 2 abandoned: a newer reload" in d.log
+    assert d.status(d.http_sock)["generation"] == 3
+    for _ in deadline_loop(10, "only generation 3 to be left"):
+        if {w["generation"] for w in d.status(d.http_sock)["workers"]} == {3}:
+            break
+    assert echo(d.sock, b"after") == b"after"
+
+
+def test_a_crash_while_draining_is_logged_as_an_error(udsd_factory):
+    d = start_plugin(udsd_factory, workers=1)
+    (old,) = d.workers()
+    s = connect(d.sock)
+    ping(s, b"held")
+    reload_and_wait(d)  # the old worker drains, kept alive by the held client
+    s.sendall(b"crash")
+    assert s.recv(10) == b""
+    for _ in deadline_loop(10, "the crash to be reaped"):
+        if "worker %d killed by signal ABRT" % old in d.log:
+            break
+    assert "error: worker %d killed by signal ABRT" % old in d.log
+
+
+def listen_backlog(path):
+    """Clients waiting in a listening Unix socket's accept queue (ss's Recv-Q)."""
+    out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[4] == path:
+            return int(f[2])
+    raise AssertionError("%s is not listening" % path)
+
+
+def test_clients_of_the_only_worker_wait_for_its_replacement(udsd_factory):
+    d = udsd_factory(conf(threads=1).replace("workers = 2", "workers = 1"))
+    d.start()
+    (victim,) = d.workers()
+    master_fds = len(os.listdir("/proc/%d/fd" % d.proc.pid))
+    os.kill(victim, signal.SIGSTOP)
+    clients = []
+    for i in range(20):
+        s = connect(d.sock, timeout=20)
+        s.sendall(b"%02d" % i)
+        clients.append(s)
+    # Every client accepted and handed over: none in the backlog, none held by the master.
+    for _ in deadline_loop(10, "the master to hand every client to the stopped worker"):
+        if listen_backlog(d.sock) == 0 and len(os.listdir("/proc/%d/fd" % d.proc.pid)) == master_fds:
+            break
+    os.kill(victim, signal.SIGKILL)
+    for i, s in enumerate(clients):
+        assert s.recv(2) == b"%02d" % i
+        s.close()
+    assert "20 unserved client(s) of worker %d wait for a worker" % victim in d.log
+
+
+SEQ_CONF = """
+[daemon]
+workers = 1
+threads = 1
+[listener seq]
+path = {sock}
+type = seqpacket
+service = echo
+"""
+
+
+def test_a_worker_at_its_cap_can_still_receive_a_full_batch_of_client_fds(udsd_factory):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    d = udsd_factory(SEQ_CONF)
+    d.start(cmd_prefix=["prlimit", "--nofile=600:600", "--"])
+    cap = int(re.search(r"using (\d+) per worker", d.log).group(1))
+    clients = []
+    try:
+        for _ in range(cap):
+            s = connect(d.sock, kind=socket.SOCK_SEQPACKET)
+            ping(s, b"p")
+            clients.append(s)
+        r, w = os.pipe()
+        # As many descriptors as one message can carry (SCM_MAX_FD), on the last client.
+        socket.send_fds(clients[-1], [b"fds"], [r] * 253)
+        os.close(r)
+        os.close(w)
+        assert clients[-1].recv(16) == b"fds"
+    finally:
+        for s in clients:
+            s.close()
+
+
+def test_a_worker_can_write_only_its_own_status_slot(udsd_factory):
+    d = start_plugin(udsd_factory)
+    s = connect(d.sock)
+    s.sendall(b"probe")
+    pages = s.makefile("rb").readline().strip().decode()
+    s.close()
+    # The master's page and every other worker's slot stay read-only, whatever the worker tries.
+    assert re.fullmatch(r"-+ww-*", pages), pages
