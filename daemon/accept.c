@@ -147,7 +147,9 @@ channel_readable_master(struct master *m, struct mchannel *ch)
 		case CHANNEL_CLOSED:
 			break; /* a wakeup: the loads are in shared memory */
 		case CHANNEL_READY:
-			w->ready++;
+			/* Once per thread, whatever the worker sends. */
+			w->ready += !ch->ready;
+			ch->ready = true;
 			break;
 		default:
 			if (msg.type == CHANNEL_FDS)
@@ -207,6 +209,20 @@ refuse(struct master *m, const struct config_listener *cl, int fd)
 	m->refused_unlogged = 0;
 }
 
+/*
+ * A thread's count of the clients it closed, as far as the master believes
+ * it: the worker writes it, so it never goes back and never passes what the
+ * thread was sent.  A lying worker can then only make itself look busier.
+ */
+static void
+channel_closed_refresh(struct mchannel *ch, const struct status_thread *st)
+{
+	uint64_t closed = atomic_load((_Atomic uint64_t *)&st->closed);
+
+	ch->closed = MIN(MAX(closed, ch->closed), ch->sent);
+	ch->load = (unsigned)(ch->sent - ch->closed);
+}
+
 /* Re-read every current worker's load from the close counters its threads keep. */
 static void
 loads_refresh(struct master *m)
@@ -219,11 +235,8 @@ loads_refresh(struct master *m)
 			continue;
 		w->load = 0;
 		for (unsigned t = 0; t < w->n_threads; t++) {
-			uint64_t closed = atomic_load(&sw->threads[t].closed);
-			struct mchannel *ch = &w->chan[t];
-
-			ch->load = closed < ch->sent ? (unsigned)(ch->sent - closed) : 0;
-			w->load += ch->load + (unsigned)ch->n_pending;
+			channel_closed_refresh(&w->chan[t], &sw->threads[t]);
+			w->load += w->chan[t].load + (unsigned)w->chan[t].n_pending;
 		}
 	}
 }

@@ -45,8 +45,13 @@ _printf_(1, 2) _noreturn_ void fatalx(const char *fmt, ...);
 
 uint64_t now_usec(void);
 
-/* status.c: one shared anonymous mapping, made by the master before any fork. */
+/*
+ * status.c: one shared mapping, made by the master before any fork.  Each
+ * worker slot sits on pages of its own, so that a worker can be left write
+ * access to its slot alone (status_restrict()).
+ */
 #define STATUS_MAX_SLOTS 256
+#define STATUS_PAGE 4096
 
 struct status_thread {
 	_Atomic uint64_t open;
@@ -64,7 +69,7 @@ struct status_worker {
 	unsigned n_threads;
 	uint64_t started_usec;
 	struct status_thread threads[CONFIG_MAX_THREADS];
-};
+} __attribute__((aligned(STATUS_PAGE)));
 
 struct status {
 	pid_t master_pid;
@@ -78,6 +83,7 @@ struct status {
 extern struct status *status;
 extern const struct config *status_config; /* the listeners /status shows */
 int status_map(void);
+int status_restrict(unsigned slot);
 void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
 
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
@@ -219,7 +225,9 @@ struct mchannel {
 	int fd;   /* the master's end */
 	int peer; /* the worker's end, kept so fds it never read can be taken back */
 	uint64_t sent;	/* clients handed over, ever */
-	unsigned load;	/* sent minus the thread's closed count, as of the last refresh */
+	uint64_t closed; /* the thread's closed count as last read, kept within 0..sent */
+	unsigned load;	/* sent minus closed */
+	bool ready;	/* the thread said READY */
 	bool drain_wanted;
 	bool want_out;
 	size_t n_pending;

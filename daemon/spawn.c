@@ -75,6 +75,12 @@ worker_child(struct mworker *w)
 		.channels = channels,
 	};
 
+	int r = status_restrict(w->slot);
+	if (r < 0) {
+		log_error("worker %u.%u: protecting the status mapping: %s", w->gen->id, w->index,
+			  strerror(-r));
+		_exit(EXIT_FAILURE);
+	}
 	close_inherited(w);
 	for (unsigned t = 0; t < w->n_threads; t++)
 		channels[t] = w->chan[t].peer;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -6,26 +7,72 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "fd-util.h"
 
 struct status *status;
 const struct config *status_config;
+static int status_fd = -EBADF; /* the master's: a worker closes it with the rest */
 
 /*
- * Shared, anonymous, mapped before the first fork: every worker writes its own
- * slot with relaxed atomics and anyone may read all of them, with no lock on
- * the request path.
+ * Shared, mapped before the first fork: every worker writes its own slot with
+ * relaxed atomics and anyone may read all of them, with no lock on the
+ * request path.  A memfd rather than anonymous memory, so that a worker can
+ * map the rest again from a read-only descriptor.
  */
 int
 status_map(void)
 {
-	void *p = mmap(NULL, sizeof(struct status), PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	void *p;
 
+	if (sysconf(_SC_PAGESIZE) > STATUS_PAGE)
+		log_warning("page size above %d: workers can write each other's status slots",
+			    STATUS_PAGE);
+	status_fd = memfd_create("udsd-status", MFD_CLOEXEC);
+	if (status_fd < 0)
+		return negative_errno();
+	if (ftruncate(status_fd, sizeof(struct status)) < 0)
+		return negative_errno();
+	p = mmap(NULL, sizeof(struct status), PROT_READ | PROT_WRITE, MAP_SHARED, status_fd, 0);
 	if (p == MAP_FAILED)
 		return negative_errno();
 	status = p;
 	status->master_pid = getpid();
 	status->start_usec = now_usec();
+	return 0;
+}
+
+/*
+ * In a new worker, before it runs anything else: everything but its own slot
+ * becomes read-only, so that neither a bug nor a compromised service in one
+ * worker can forge another worker's counters or heartbeat (and get it killed
+ * as hung) or the master's fields.  mprotect() alone would not do: the
+ * worker could mprotect() back.  A mapping of a read-only descriptor can
+ * never become writable, and the worker keeps no writable descriptor.
+ */
+int
+status_restrict(unsigned slot)
+{
+	const size_t offset = (size_t)((char *)&status->slots[slot] - (char *)status);
+	_cleanup_close_ int ro = -EBADF;
+	char path[64];
+
+	if (sysconf(_SC_PAGESIZE) > STATUS_PAGE)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", status_fd);
+	ro = open(path, O_RDONLY | O_CLOEXEC);
+	if (ro < 0) {
+		/* No /proc: mprotect() still stops stray writes, if not a determined worker. */
+		if (mprotect(status, sizeof(struct status), PROT_READ) < 0 ||
+		    mprotect(&status->slots[slot], sizeof(struct status_worker),
+			     PROT_READ | PROT_WRITE) < 0)
+			return negative_errno();
+		return 0;
+	}
+	if (mmap(status, sizeof(struct status), PROT_READ, MAP_SHARED | MAP_FIXED, ro, 0) ==
+		    MAP_FAILED ||
+	    mmap(&status->slots[slot], sizeof(struct status_worker), PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED, status_fd, (off_t)offset) == MAP_FAILED)
+		return negative_errno();
 	return 0;
 }
 
