@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
@@ -178,11 +179,24 @@ watchdog_feed(struct master *m)
 		log_warning("a worker is not responding; not feeding the watchdog");
 }
 
-/* Workers inherit the limit; each spends a few fds on itself (stdio, epoll, channels). */
+/*
+ * Workers inherit the limit; each spends a few fds on itself (stdio, epoll,
+ * channels), and each thread may hold, for the time of one read, as many
+ * descriptors as a client can send in one message, on a listener that takes
+ * them (seqpacket, or a service that asks for them).  Without room for
+ * those, a worker at its cap gets MSG_CTRUNC on its own channel and the
+ * clients in that message are lost.
+ */
 static unsigned
-fd_reserve(const struct config *c)
+fd_reserve(const struct generation *g)
 {
-	return 16 + 2 * c->threads;
+	const struct config *c = g->config;
+	bool fds = false;
+
+	for (size_t i = 0; i < c->n_listeners; i++)
+		fds |= c->listeners[i].type == SOCK_SEQPACKET ||
+		       g->services[i].ops->flags & UDSD_SERVICE_RECV_FDS;
+	return 16 + 2 * c->threads + (fds ? c->threads * FDPASS_MAX_FDS : 0);
 }
 
 static void
@@ -210,7 +224,7 @@ static void
 update_max_per_worker(struct master *m)
 {
 	const struct config *c = m->gen->config;
-	unsigned room = m->fd_limit > fd_reserve(c) ? m->fd_limit - fd_reserve(c) : 1;
+	unsigned reserve = fd_reserve(m->gen), room = m->fd_limit > reserve ? m->fd_limit - reserve : 1;
 
 	m->max_per_worker = MIN(c->max_connections, room);
 	if (m->max_per_worker < c->max_connections)
