@@ -50,23 +50,29 @@ pick_target(struct master *m)
 	return best;
 }
 
-void
-dispatch_fd(struct master *m, int fd, unsigned listener)
+/* Queue a client to the least loaded thread with room; false if there is none. */
+bool
+dispatch_try(struct master *m, int fd, unsigned listener)
 {
 	struct mchannel *ch = pick_target(m);
 
-	if (!ch) {
-		/* Only recovered fds can get here: accept_listener checks for room first. */
-		log_warning("no worker can take a client, closing it");
-		safe_close(fd);
-		return;
-	}
+	if (!ch)
+		return false;
 	ch->pending[ch->n_pending] = fd;
 	ch->pending_listener[ch->n_pending] = (uint8_t)listener;
 	ch->n_pending++;
 	ch->worker->load++; /* counted now, so the next pick sees it */
 	if (ch->n_pending == CHANNEL_MAX_FDS)
 		channel_flush(m, ch);
+	return true;
+}
+
+void
+dispatch_fd(struct master *m, int fd, unsigned listener)
+{
+	/* Only clients taken back from a dead worker can wait: accept_listener checks for room. */
+	if (!dispatch_try(m, fd, listener))
+		orphan_hold(m, fd, listener);
 }
 
 static void
@@ -346,7 +352,9 @@ update_polling(struct master *m)
 	bool want;
 
 	loads_refresh(m);
-	want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m));
+	/* Clients that wait for a worker go first: accept nothing before them. */
+	want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m)) &&
+	       m->n_orphans == 0;
 
 	m->waiting_for_room = !want && !m->stopping && m->n_targets > 0;
 	if (!m->waiting_for_room && atomic_load_explicit(&status->room_wanted, memory_order_relaxed))
