@@ -277,7 +277,7 @@ struct master {
 	struct mlistener *pending_listeners; /* installed only at the switch */
 	uint64_t pending_deadline;
 	char pending_error[128]; /* why pending failed, set where a worker of it is reaped */
-	char reload_error[192];	 /* the last reload failed: STATUS= says so until the next good one */
+	char reload_error[192];	 /* why the last reload failed; cleared by the next good one */
 	struct orphan *orphans;	 /* FIFO */
 	size_t n_orphans, max_orphans, orphans_dropped;
 	struct mworker workers[STATUS_MAX_SLOTS];

@@ -127,10 +127,12 @@ notify_ready(struct master *m)
 {
 	char also[64];
 
-	if (m->ready_sent || m->stopping || m->pending || !generation_ready(m, m->gen, m->pool_size))
+	if (m->ready_sent || m->stopping || m->pending ||
+	    !generation_ready(m, m->gen, m->pool_size))
 		return;
 	m->ready_sent = true;
-	log_info("ready: %u workers x %u threads", m->gen->config->workers, m->gen->config->threads);
+	log_info("ready: %u workers x %u threads", m->gen->config->workers,
+		 m->gen->config->threads);
 	snprintf(also, sizeof(also), "READY=1\nMAINPID=%d\n", (int)getpid());
 	notify_status(m, true, also);
 }
@@ -226,7 +228,8 @@ static void
 update_max_per_worker(struct master *m)
 {
 	const struct config *c = m->gen->config;
-	unsigned reserve = fd_reserve(m->gen), room = m->fd_limit > reserve ? m->fd_limit - reserve : 1;
+	unsigned reserve = fd_reserve(m->gen);
+	unsigned room = m->fd_limit > reserve ? m->fd_limit - reserve : 1;
 
 	m->max_per_worker = MIN(c->max_connections, room);
 	if (m->max_per_worker < c->max_connections)
@@ -351,7 +354,8 @@ reload(struct master *m)
 	m->pending = g;
 	m->pending_listeners = ls;
 	m->pending_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
-	log_info("generation %u starting; generation %u serves until it is ready", g->id, m->gen->id);
+	log_info("generation %u starting; generation %u serves until it is ready", g->id,
+		 m->gen->id);
 	for (unsigned i = 0; i < c->workers; i++) {
 		r = worker_spawn(m, g, i);
 		if (r < 0) {

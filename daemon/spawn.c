@@ -289,8 +289,8 @@ pending_worker_exited(struct master *m, const struct mworker *w, int wstatus)
 		return;
 	if (WIFSIGNALED(wstatus))
 		snprintf(m->pending_error, sizeof(m->pending_error),
-			 "worker %d killed by signal %s before generation %u was ready", (int)w->pid,
-			 sigabbrev_np(WTERMSIG(wstatus)), w->gen->id);
+			 "worker %d killed by signal %s before generation %u was ready",
+			 (int)w->pid, sigabbrev_np(WTERMSIG(wstatus)), w->gen->id);
 	else
 		snprintf(m->pending_error, sizeof(m->pending_error),
 			 "worker %d exited with status %d before generation %u was ready",
@@ -309,8 +309,8 @@ worker_exited(struct master *m, struct mworker *w, int wstatus)
 	uint64_t now = now_usec();
 
 	if (WIFSIGNALED(wstatus))
-		log_msg(w->killed ? LOG_NOTICE : LOG_ERR, "worker %d killed by signal %s", (int)w->pid,
-			sigabbrev_np(WTERMSIG(wstatus)));
+		log_msg(w->killed ? LOG_NOTICE : LOG_ERR, "worker %d killed by signal %s",
+			(int)w->pid, sigabbrev_np(WTERMSIG(wstatus)));
 	else
 		log_msg(clean && leaving ? LOG_INFO : LOG_ERR, "worker %d exited with status %d",
 			(int)w->pid, WEXITSTATUS(wstatus));
@@ -510,7 +510,7 @@ orphans_flush(struct master *m)
 	m->orphans_dropped = 0;
 }
 
-/* At a reload's switch: waiting clients follow their listener into the new config, if it is there. */
+/* At a reload's switch: waiting clients follow their listener into the new config, if there. */
 void
 orphans_remap(struct master *m, const struct generation *from)
 {

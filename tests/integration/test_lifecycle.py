@@ -9,6 +9,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import UDSD, Notify, connect, deadline_loop, echo, http_get, ping
 
 CONF = """
@@ -417,7 +419,7 @@ def test_reload_to_a_failing_init_keeps_the_old_generation_serving(udsd_factory)
         d.write_config(plugin_conf(keys="fail_init = yes", more=extra_conf))
         j = reload_and_wait(d)
         assert re.search(r"^STATUS=reload failed: worker \d+ exited with status 1 before generation 2 "
-                         r"was ready; 2 workers \(generation 1\)", d.notify.messages[j], re.M), \
+                         r"was ready; \d+ workers \(generation 1\)", d.notify.messages[j], re.M), \
             d.notify.messages[j]
         assert "reload failed; still serving generation 1: worker" in d.log
         assert old <= set(d.workers())
@@ -492,26 +494,35 @@ def listen_backlog(path):
     raise AssertionError("%s is not listening" % path)
 
 
-def test_clients_of_the_only_worker_wait_for_its_replacement(udsd_factory):
-    d = udsd_factory(conf(threads=1).replace("workers = 2", "workers = 1"))
+def master_sockets(d):
+    fds = "/proc/%d/fd" % d.proc.pid
+    return sum(os.readlink(os.path.join(fds, f)).startswith("socket:") for f in os.listdir(fds))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_clients_of_dead_workers_wait_for_a_replacement(udsd_factory, workers):
+    """workers = 1, or every worker stopped and killed at once: nobody else can take the clients."""
+    d = udsd_factory(conf(threads=1).replace("workers = 2", "workers = %d" % workers))
     d.start()
-    (victim,) = d.workers()
-    master_fds = len(os.listdir("/proc/%d/fd" % d.proc.pid))
-    os.kill(victim, signal.SIGSTOP)
+    victims = d.workers()
+    for pid in victims:
+        os.kill(pid, signal.SIGSTOP)
     clients = []
     for i in range(20):
         s = connect(d.sock, timeout=20)
         s.sendall(b"%02d" % i)
         clients.append(s)
-    # Every client accepted and handed over: none in the backlog, none held by the master.
-    for _ in deadline_loop(10, "the master to hand every client to the stopped worker"):
-        if listen_backlog(d.sock) == 0 and len(os.listdir("/proc/%d/fd" % d.proc.pid)) == master_fds:
+    # Every client accepted and handed over: none in the backlog, none held by the master,
+    # whose sockets are then its two listeners and both ends of each worker's one channel.
+    for _ in deadline_loop(10, "the master to hand every client to the stopped workers"):
+        if listen_backlog(d.sock) == 0 and master_sockets(d) == 2 + 2 * workers:
             break
-    os.kill(victim, signal.SIGKILL)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
     for i, s in enumerate(clients):
         assert s.recv(2) == b"%02d" % i
         s.close()
-    assert "20 unserved client(s) of worker %d wait for a worker" % victim in d.log
+    assert re.search(r"\d+ unserved client\(s\) of worker \d+ wait for a worker", d.log)
 
 
 SEQ_CONF = """
@@ -557,3 +568,48 @@ def test_a_worker_can_write_only_its_own_status_slot(udsd_factory):
     s.close()
     # The master's page and every other worker's slot stay read-only, whatever the worker tries.
     assert re.fullmatch(r"-+ww-*", pages), pages
+
+
+def test_a_failed_reload_gives_back_the_systemd_socket_it_took(tmp_path):
+    main, extra = str(tmp_path / "main.sock"), str(tmp_path / "extra.sock")
+    blocker = tmp_path / "not-a-socket"
+    blocker.write_text("")
+    base = "[daemon]\nworkers = 1\nthreads = 1\n[listener main]\npath = %s\nservice = echo\n" % main
+    with_extra = base + "[listener extra]\npath = %s\nservice = echo\n" % extra
+    cfg = tmp_path / "act.conf"
+    cfg.write_text(base)
+    notify = Notify(str(tmp_path / "notify.sock"))
+    log_path = tmp_path / "act.log"
+    log = open(log_path, "wb")
+    p = subprocess.Popen(["systemd-socket-activate", "-l", main, "-l", extra, "--fdname=main:extra",
+                          "-E", "NOTIFY_SOCKET=" + notify.path, UDSD, "-c", str(cfg)],
+                         stdout=log, stderr=log)
+    try:
+        for _ in deadline_loop(10, "systemd-socket-activate to listen"):
+            if log_path.read_text().count("Listening on") == 2:
+                break
+            time.sleep(0.01)
+        assert echo(main, b"first") == b"first"
+        notify.wait("READY=1")
+        # Takes systemd's "extra", then fails on a path that is not a socket.
+        cfg.write_text(with_extra + "[listener bad]\npath = %s\nservice = echo\n" % blocker)
+        n = len(notify.messages)
+        p.send_signal(signal.SIGHUP)
+        notify.wait("READY=1", after=notify.wait("RELOADING=1", after=n) + 1)
+        assert "exists and is not a socket" in log_path.read_text()
+        cfg.write_text(with_extra)
+        n = len(notify.messages)
+        p.send_signal(signal.SIGHUP)
+        i = notify.wait("READY=1", after=notify.wait("RELOADING=1", after=n) + 1)
+        assert "reload failed" not in notify.messages[i]
+        assert echo(extra, b"extra") == b"extra"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        notify.close()
+        log.close()
+    out = log_path.read_text()
+    assert "listener extra: %s (echo)" % extra not in out  # extra came from systemd both times
+    assert "Sanitizer" not in out and "runtime error:" not in out, out[-3000:]
