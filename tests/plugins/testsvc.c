@@ -7,6 +7,7 @@
  * -DNO_SYMBOL it exports nothing.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,16 +19,18 @@
  * The status mapping starts with the master's pid.  For each page of the
  * shared mappings from there on, say whether this worker may make it
  * writable: "w" if it is or can become writable, "-" if mprotect() refuses.
- * A compromised worker could do no more than this.
+ * Then, after "|", whether a second, longer mapping of the writable pages
+ * (mremap() with old_size 0, as a compromised worker could make) reaches a
+ * page past them: "w" if it does, "-" if that page is not there.
  */
 static void
 test_probe(struct udsd_conn *conn)
 {
-	const long page = sysconf(_SC_PAGESIZE);
-	char line[256], out[4096] = "";
-	unsigned long lo, hi, base = 0, end = 0;
-	char perms[8];
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	unsigned long lo, hi, base = 0, end = 0, own = 0, own_end = 0;
+	char line[256], out[4096] = "", perms[8];
 	size_t len = 0;
+	int pfd[2];
 	FILE *f = fopen("/proc/self/maps", "r");
 
 	while (f && fgets(line, sizeof(line), f)) {
@@ -40,8 +43,25 @@ test_probe(struct udsd_conn *conn)
 	}
 	if (f)
 		fclose(f);
-	for (unsigned long p = base; p < end && len + 2 < sizeof(out); p += (unsigned long)page)
-		out[len++] = mprotect((void *)p, (size_t)page, PROT_READ | PROT_WRITE) == 0 ? 'w' : '-';
+	for (unsigned long p = base; p < end && len + 4 < sizeof(out); p += page) {
+		bool w = mprotect((void *)p, page, PROT_READ | PROT_WRITE) == 0;
+		if (w && !own)
+			own = p;
+		if (w)
+			own_end = p + page;
+		out[len++] = w ? 'w' : '-';
+	}
+	out[len++] = '|';
+	void *dup = own ? mremap((void *)own, 0, own_end - own + page, MREMAP_MAYMOVE) : MAP_FAILED;
+	/* A read() into a page that is not there fails with EFAULT instead of a SIGBUS. */
+	if (dup != MAP_FAILED && pipe(pfd) == 0) {
+		out[len++] = write(pfd[1], "X", 1) == 1 &&
+			     read(pfd[0], (char *)dup + (own_end - own), 1) == 1 ? 'w' : '-';
+		close(pfd[0]);
+		close(pfd[1]);
+	}
+	if (dup != MAP_FAILED)
+		munmap(dup, own_end - own + page);
 	out[len++] = '\n';
 	udsd_conn_write(conn, out, len);
 }
