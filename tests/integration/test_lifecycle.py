@@ -437,6 +437,7 @@ def test_reload_to_a_failing_init_keeps_the_old_generation_serving(udsd_factory)
     finally:
         errors = load.stop()
     assert errors == []
+    assert d.stop() == 0  # and, on a sanitizer build, no leak of the failed generation
 
 
 def test_reload_to_a_hanging_init_fails_after_the_ready_timeout(udsd_factory):
@@ -449,6 +450,7 @@ def test_reload_to_a_hanging_init_fails_after_the_ready_timeout(udsd_factory):
         if set(d.workers()) == old:
             break
     assert echo(d.sock, b"old") == b"old"
+    assert d.stop() == 0
 
 
 def test_sighup_while_a_reload_is_pending_starts_from_the_newest_file(udsd_factory):
@@ -468,6 +470,25 @@ def test_sighup_while_a_reload_is_pending_starts_from_the_newest_file(udsd_facto
         if {w["generation"] for w in d.status(d.http_sock)["workers"]} == {3}:
             break
     assert echo(d.sock, b"after") == b"after"
+    assert d.stop() == 0
+
+
+def test_sigterm_while_a_reload_is_pending_abandons_it(udsd_factory):
+    d = start_plugin(udsd_factory, workers=1)
+    extra = os.path.join(d.tmp, "extra.sock")
+    d.write_config(plugin_conf(workers=1, keys="init_sleep = 60",
+                               more="[listener extra]\npath = %s\nservice = echo\n" % extra))
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("RELOADING=1", after=n)
+    for _ in deadline_loop(10, "the new listener to be bound"):
+        if os.path.exists(extra):
+            break
+    assert d.stop() == 0
+    assert "reload of generation 2 abandoned: stopping" in d.log
+    # Its worker, still in init, was killed at once, not waited for until the shutdown timeout.
+    assert "after the shutdown timeout" not in d.log
+    assert not os.path.exists(extra)
 
 
 def test_a_crash_while_draining_is_logged_as_an_error(udsd_factory):
@@ -523,6 +544,7 @@ def test_clients_of_dead_workers_wait_for_a_replacement(udsd_factory, workers):
         assert s.recv(2) == b"%02d" % i
         s.close()
     assert re.search(r"\d+ unserved client\(s\) of worker \d+ wait for a worker", d.log)
+    assert d.stop() == 0
 
 
 SEQ_CONF = """
