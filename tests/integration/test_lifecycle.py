@@ -505,12 +505,13 @@ def test_a_crash_while_draining_is_logged_as_an_error(udsd_factory):
     assert "error: worker %d killed by signal ABRT" % old in d.log
 
 
-def listen_backlog(path):
-    """Clients waiting in a listening Unix socket's accept queue (ss's Recv-Q)."""
-    out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True, check=True).stdout
+def listen_backlog(d, path):
+    """Clients waiting in the accept queue of udsd's listener at path (ss's Recv-Q)."""
+    out = subprocess.run(["ss", "-xlnpH"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         f = line.split()
-        if len(f) >= 5 and f[4] == path:
+        # The address as bound: the full path, or the name alone if bound from its directory.
+        if len(f) >= 5 and f[4] in (path, os.path.basename(path)) and "pid=%d," % d.proc.pid in line:
             return int(f[2])
     raise AssertionError("%s is not listening" % path)
 
@@ -536,7 +537,7 @@ def test_clients_of_dead_workers_wait_for_a_replacement(udsd_factory, workers):
     # Every client accepted and handed over: none in the backlog, none held by the master,
     # whose sockets are then its two listeners and both ends of each worker's one channel.
     for _ in deadline_loop(10, "the master to hand every client to the stopped workers"):
-        if listen_backlog(d.sock) == 0 and master_sockets(d) == 2 + 2 * workers:
+        if listen_backlog(d, d.sock) == 0 and master_sockets(d) == 2 + 2 * workers:
             break
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
