@@ -50,23 +50,29 @@ pick_target(struct master *m)
 	return best;
 }
 
-void
-dispatch_fd(struct master *m, int fd, unsigned listener)
+/* Queue a client to the least loaded thread with room; false if there is none. */
+bool
+dispatch_try(struct master *m, int fd, unsigned listener)
 {
 	struct mchannel *ch = pick_target(m);
 
-	if (!ch) {
-		/* Only recovered fds can get here: accept_listener checks for room first. */
-		log_warning("no worker can take a client, closing it");
-		safe_close(fd);
-		return;
-	}
+	if (!ch)
+		return false;
 	ch->pending[ch->n_pending] = fd;
 	ch->pending_listener[ch->n_pending] = (uint8_t)listener;
 	ch->n_pending++;
 	ch->worker->load++; /* counted now, so the next pick sees it */
 	if (ch->n_pending == CHANNEL_MAX_FDS)
 		channel_flush(m, ch);
+	return true;
+}
+
+void
+dispatch_fd(struct master *m, int fd, unsigned listener)
+{
+	/* Only clients taken back from a dead worker can wait: accept_listener checks for room. */
+	if (!dispatch_try(m, fd, listener))
+		orphan_hold(m, fd, listener);
 }
 
 static void
@@ -147,7 +153,9 @@ channel_readable_master(struct master *m, struct mchannel *ch)
 		case CHANNEL_CLOSED:
 			break; /* a wakeup: the loads are in shared memory */
 		case CHANNEL_READY:
-			w->ready++;
+			/* Once per thread, whatever the worker sends. */
+			w->ready += !ch->ready;
+			ch->ready = true;
 			break;
 		default:
 			if (msg.type == CHANNEL_FDS)
@@ -230,6 +238,20 @@ refuse(struct master *m, const struct config_listener *cl, int fd)
 	m->refused_unlogged = 0;
 }
 
+/*
+ * A thread's count of the clients it closed, as far as the master believes
+ * it: the worker writes it, so it never goes back and never passes what the
+ * thread was sent.  A lying worker can then only make itself look busier.
+ */
+static void
+channel_closed_refresh(struct mchannel *ch, const struct status_thread *st)
+{
+	uint64_t closed = atomic_load((_Atomic uint64_t *)&st->closed);
+
+	ch->closed = MIN(MAX(closed, ch->closed), ch->sent);
+	ch->load = (unsigned)(ch->sent - ch->closed);
+}
+
 /* Re-read every current worker's load from the close counters its threads keep. */
 static void
 loads_refresh(struct master *m)
@@ -242,11 +264,8 @@ loads_refresh(struct master *m)
 			continue;
 		w->load = 0;
 		for (unsigned t = 0; t < w->n_threads; t++) {
-			uint64_t closed = atomic_load(&sw->threads[t].closed);
-			struct mchannel *ch = &w->chan[t];
-
-			ch->load = closed < ch->sent ? (unsigned)(ch->sent - closed) : 0;
-			w->load += ch->load + (unsigned)ch->n_pending;
+			channel_closed_refresh(&w->chan[t], &sw->threads[t]);
+			w->load += w->chan[t].load + (unsigned)w->chan[t].n_pending;
 		}
 	}
 }
@@ -356,7 +375,9 @@ update_polling(struct master *m)
 	bool want;
 
 	loads_refresh(m);
-	want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m));
+	/* Clients that wait for a worker go first: accept nothing before them. */
+	want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m)) &&
+	       m->n_orphans == 0;
 
 	m->waiting_for_room = !want && !m->stopping && m->n_targets > 0;
 	if (!m->waiting_for_room && atomic_load_explicit(&status->room_wanted, memory_order_relaxed))

@@ -277,8 +277,9 @@ deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 	c->in_callback = true;
 	r = c->service->ops->on_data(c, data, len);
 	c->in_callback = false;
-	uncork(c);
+	/* Before the reply leaves: a client that counts its fds after the answer sees them closed. */
 	close_untaken_fds(c);
+	uncork(c);
 	if (r < 0 || (size_t)r > len) {
 		c->closing = true;
 		c->in_len = 0;

@@ -46,8 +46,13 @@ _printf_(1, 2) _noreturn_ void fatalx(const char *fmt, ...);
 
 uint64_t now_usec(void);
 
-/* status.c: one shared anonymous mapping, made by the master before any fork. */
+/*
+ * status.c: one shared mapping, made by the master before any fork.  Each
+ * worker slot sits on pages of its own, so that a worker can be left write
+ * access to its slot alone (status_restrict()).
+ */
 #define STATUS_MAX_SLOTS 256
+#define STATUS_PAGE 4096
 
 struct status_thread {
 	_Atomic uint64_t open;
@@ -65,7 +70,7 @@ struct status_worker {
 	unsigned n_threads;
 	uint64_t started_usec;
 	struct status_thread threads[CONFIG_MAX_THREADS];
-};
+} __attribute__((aligned(STATUS_PAGE)));
 
 struct status {
 	pid_t master_pid;
@@ -79,6 +84,7 @@ struct status {
 extern struct status *status;
 extern const struct config *status_config; /* the listeners /status shows */
 int status_map(void);
+int status_restrict(unsigned slot);
 void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
 
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
@@ -221,7 +227,9 @@ struct mchannel {
 	int fd;   /* the master's end */
 	int peer; /* the worker's end, kept so fds it never read can be taken back */
 	uint64_t sent;	/* clients handed over, ever */
-	unsigned load;	/* sent minus the thread's closed count, as of the last refresh */
+	uint64_t closed; /* the thread's closed count as last read, kept within 0..sent */
+	unsigned load;	/* sent minus closed */
+	bool ready;	/* the thread said READY */
 	bool drain_wanted;
 	bool want_out;
 	size_t n_pending;
@@ -242,18 +250,38 @@ struct mworker {
 	unsigned load; /* its threads' loads plus pending, as of the last refresh */
 	uint64_t started_usec;
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
+	bool killed;	  /* the master stopped it on purpose: its SIGKILL is no crash */
 	uint64_t idle_since; /* no clients since then (0: busy) */
 	struct mchannel *chan;
 };
+
+/* A client taken back from a dead worker, waiting for a worker that can take it. */
+struct orphan {
+	int fd;
+	uint8_t listener;
+	uint64_t since;
+};
+
+/* A worker not READY this long after its start is hung (or a new generation failed). */
+#define WORKER_READY_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
 struct master {
 	int epfd;
 	struct watch signal_watch;
 	int sigfd;
 	const char *config_file;
+	unsigned last_gen_id;
 	struct generation *gen;
 	struct mlistener *listeners; /* parallel to gen->config->listeners */
 	size_t n_listeners;
+	/* A reload in progress: gen serves until every thread of pending is READY. */
+	struct generation *pending;
+	struct mlistener *pending_listeners; /* installed only at the switch */
+	uint64_t pending_deadline;
+	char pending_error[128]; /* why pending failed, set where a worker of it is reaped */
+	char reload_error[192];	 /* why the last reload failed; cleared by the next good one */
+	struct orphan *orphans;	 /* FIFO */
+	size_t n_orphans, max_orphans, orphans_dropped;
 	struct mworker workers[STATUS_MAX_SLOTS];
 	struct mchannel **targets; /* channels of running current workers */
 	size_t n_targets;
@@ -263,7 +291,6 @@ struct master {
 	unsigned crashes;
 	bool activated;
 	bool stopping;
-	bool reloading;
 	bool ready_sent;
 	unsigned stop_signals;
 	uint64_t stop_deadline;
@@ -279,7 +306,7 @@ struct master {
 	uint64_t next_watchdog;
 	uint64_t refused_logged_at;
 	unsigned refused_unlogged;
-	char status_text[256];
+	char status_text[512];
 };
 
 /* listeners.c */
@@ -289,6 +316,8 @@ void listeners_free_activation(void);
 int listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		    struct mlistener **ret);
 void listeners_install(struct master *m, struct mlistener *ls, size_t n);
+void listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use,
+		       size_t n_in_use);
 void listeners_apply_perms(const struct config *c, struct mlistener *ls);
 void listener_close(struct master *m, struct mlistener *l, bool unlink_file);
 bool listeners_pending(const struct master *m);
@@ -296,6 +325,7 @@ bool listeners_all_activated(const struct master *m);
 
 /* accept.c */
 void accept_listener(struct master *m, struct mlistener *l);
+bool dispatch_try(struct master *m, int fd, unsigned listener);
 void dispatch_fd(struct master *m, int fd, unsigned listener);
 void channel_flush(struct master *m, struct mchannel *ch);
 void channel_readable_master(struct master *m, struct mchannel *ch);
@@ -304,10 +334,15 @@ void update_polling(struct master *m);
 void targets_rebuild(struct master *m);
 
 /* spawn.c */
-int worker_spawn(struct master *m, unsigned index);
+int worker_spawn(struct master *m, struct generation *g, unsigned index);
 void worker_drain(struct master *m, struct mworker *w);
+void worker_stop(struct mworker *w);
 void workers_reap(struct master *m);
 void workers_check(struct master *m);
 void pool_adjust(struct master *m);
 unsigned workers_count(const struct master *m, enum worker_state state);
 void generation_unref(struct generation *g);
+void orphan_hold(struct master *m, int fd, unsigned listener);
+void orphans_flush(struct master *m);
+void orphans_remap(struct master *m, const struct generation *from);
+void orphans_drop(struct master *m, const char *why);

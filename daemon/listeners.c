@@ -115,13 +115,24 @@ listener_open(const struct config *c, const struct config_listener *cl, struct m
 	return 0;
 }
 
+/* A systemd socket that a listener gave up is free for the next listener that names it. */
+static void
+activation_release(int fd)
+{
+	for (size_t i = 0; i < n_activated; i++)
+		if (activated[i].fd == fd)
+			activated[i].used = false;
+}
+
 void
 listener_close(struct master *m, struct mlistener *l, bool unlink_file)
 {
 	/* Explicitly: a worker being forked may hold a copy (see channels_close()). */
 	if (m && l->fd >= 0)
 		epoll_ctl(m->epfd, EPOLL_CTL_DEL, l->fd, NULL);
-	if (!l->activated)
+	if (l->activated)
+		activation_release(l->fd);
+	else
 		safe_close(l->fd);
 	if (l->ours && unlink_file && listener_unlink(&l->file) == -ESTALE)
 		log_warning("%s is no longer the socket udsd bound; not removing it", l->address);
@@ -199,16 +210,32 @@ listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		r = listener_open(c, cl, &ls[i]);
 	}
 	if (r < 0) {
-		for (size_t i = 0; i < c->n_listeners; i++)
-			if (!listener_find(old, n_old, &c->listeners[i]))
-				listener_close(NULL, &ls[i], true);
-			else
-				free(ls[i].address);
-		free(ls);
+		listeners_discard(ls, c->n_listeners, old, n_old);
 		return r;
 	}
 	*ret = ls;
 	return 0;
+}
+
+/*
+ * Give up a set that listeners_build() made and nobody installed: close what
+ * it opened (giving back the systemd sockets it took), and only that, not
+ * what it shares with the set in use.
+ */
+void
+listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use, size_t n_in_use)
+{
+	for (size_t i = 0; ls && i < n; i++) {
+		bool shared = false;
+
+		for (size_t k = 0; k < n_in_use && ls[i].fd >= 0; k++)
+			shared |= in_use[k].fd == ls[i].fd;
+		if (shared)
+			free(ls[i].address);
+		else
+			listener_close(NULL, &ls[i], true);
+	}
+	free(ls);
 }
 
 /* Permissions of kept socket files follow the new config (ours only: systemd's are systemd's). */

@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,24 +73,25 @@ generation_new(struct master *m, struct config *c, struct service *s)
 
 	if (!g)
 		return NULL;
-	g->id = m->gen ? m->gen->id + 1 : 1;
+	g->id = ++m->last_gen_id; /* never reused, even by a reload that failed */
 	g->refs = 1; /* the master's own reference while it is current */
 	g->config = c;
 	g->services = s;
 	return g;
 }
 
+/* Parse and resolve; on failure the reason is logged and left in err. */
 static int
-config_read(const char *file, struct config **ret_c, struct service **ret_s)
+config_read(const char *file, struct config **ret_c, struct service **ret_s, char *err,
+	    size_t errlen)
 {
-	char err[512];
 	struct config *c;
 	struct service *s;
 	int r;
 
-	r = config_load(file, &c, err, sizeof(err));
+	r = config_load(file, &c, err, errlen);
 	if (r >= 0) {
-		r = service_resolve(c, &s, err, sizeof(err));
+		r = service_resolve(c, &s, err, errlen);
 		if (r < 0)
 			config_free(c);
 	}
@@ -102,65 +104,68 @@ config_read(const char *file, struct config **ret_c, struct service **ret_s)
 	return 0;
 }
 
+/*
+ * STATUS=, at most once a second and only when it changed, unless forced or
+ * sent with `also` (more assignments for the same datagram, like READY=1).
+ * A failed reload stays in it until the next good one.
+ */
 static void
-notify_status(struct master *m, bool force)
+notify_status(struct master *m, bool force, const char *also)
 {
 	uint64_t open, accepted, now = now_usec();
 	unsigned workers;
-	char text[256];
+	char text[sizeof(m->status_text)], failed[sizeof(m->reload_error) + 32] = "", pool[32] = "";
 
-	if (!force && now < m->next_status)
+	if (!force && !also[0] && now < m->next_status)
 		return;
 	m->next_status = now + STATUS_INTERVAL_USEC;
 	status_totals(&open, &accepted, &workers);
-	char pool[32] = "";
 	if (m->gen->config->workers_min != m->gen->config->workers_max)
 		snprintf(pool, sizeof(pool), " of %u..%u", m->gen->config->workers_min,
 			 m->gen->config->workers_max);
-	snprintf(text, sizeof(text), "%s%u workers%s (generation %u), %llu open, %llu served%s",
-		 m->stopping ? "stopping: " : "", workers, pool, m->gen->id, (unsigned long long)open,
-		 (unsigned long long)accepted, m->crashes ? ", workers crashed" : "");
-	if (strcmp(text, m->status_text) == 0)
+	if (m->reload_error[0])
+		snprintf(failed, sizeof(failed), "reload failed: %s; ", m->reload_error);
+	snprintf(text, sizeof(text), "%s%s%u workers%s (generation %u), %llu open, %llu served%s",
+		 m->stopping ? "stopping: " : "", failed, workers, pool, m->gen->id,
+		 (unsigned long long)open, (unsigned long long)accepted,
+		 m->crashes ? ", workers crashed" : "");
+	if (!also[0] && strcmp(text, m->status_text) == 0)
 		return;
 	snprintf(m->status_text, sizeof(m->status_text), "%s", text);
-	sd_notifyf(0, "STATUS=%s", text);
+	sd_notifyf(0, "%sSTATUS=%s", also, text);
 }
 
-static unsigned
-ready_threads(const struct master *m, unsigned *ret_total)
+/* Every thread of g's workers serves, and g has as many workers as pool. */
+static bool
+generation_ready(const struct master *m, const struct generation *g, unsigned pool)
 {
 	unsigned ready = 0, total = 0;
 
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		const struct mworker *w = &m->workers[i];
 
-		if (w->state != WORKER_RUNNING || w->gen != m->gen)
+		if (w->state != WORKER_RUNNING || w->gen != g)
 			continue;
 		ready += w->ready;
 		total += w->n_threads;
 	}
-	*ret_total = total;
-	return ready;
+	return ready == total && total >= pool * g->config->threads;
 }
 
-/* READY=1 once every thread of the current generation serves, at start and after a reload. */
+/* READY=1 once every thread of the first generation serves (a reload sends its own). */
 static void
 notify_ready(struct master *m)
 {
-	unsigned total, ready = ready_threads(m, &total);
+	char also[64];
 
-	if (m->ready_sent || m->stopping || ready < total ||
-	    total < m->pool_size * m->gen->config->threads)
+	if (m->ready_sent || m->stopping || m->pending ||
+	    !generation_ready(m, m->gen, m->pool_size))
 		return;
 	m->ready_sent = true;
-	if (m->reloading)
-		log_info("reloaded: generation %u serves", m->gen->id);
-	else
-		log_info("ready: %u workers x %u threads", m->gen->config->workers,
-			 m->gen->config->threads);
-	m->reloading = false;
-	sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());
-	notify_status(m, true);
+	log_info("ready: %u workers x %u threads", m->gen->config->workers,
+		 m->gen->config->threads);
+	snprintf(also, sizeof(also), "READY=1\nMAINPID=%d\n", (int)getpid());
+	notify_status(m, true, also);
 }
 
 static void
@@ -209,11 +214,24 @@ watchdog_feed(struct master *m)
 		log_warning("a worker is not responding; not feeding the watchdog");
 }
 
-/* Workers inherit the limit; each spends a few fds on itself (stdio, epoll, channels). */
+/*
+ * Workers inherit the limit; each spends a few fds on itself (stdio, epoll,
+ * channels), and each thread may hold, for the time of one read, as many
+ * descriptors as a client can send in one message, on a listener that takes
+ * them (seqpacket, or a service that asks for them).  Without room for
+ * those, a worker at its cap gets MSG_CTRUNC on its own channel and the
+ * clients in that message are lost.
+ */
 static unsigned
-fd_reserve(const struct config *c)
+fd_reserve(const struct generation *g)
 {
-	return 16 + 2 * c->threads;
+	const struct config *c = g->config;
+	bool fds = false;
+
+	for (size_t i = 0; i < c->n_listeners; i++)
+		fds |= c->listeners[i].type == SOCK_SEQPACKET ||
+		       g->services[i].ops->flags & UDSD_SERVICE_RECV_FDS;
+	return 16 + 2 * c->threads + (fds ? c->threads * FDPASS_MAX_FDS : 0);
 }
 
 static void
@@ -241,7 +259,8 @@ static void
 update_max_per_worker(struct master *m)
 {
 	const struct config *c = m->gen->config;
-	unsigned room = m->fd_limit > fd_reserve(c) ? m->fd_limit - fd_reserve(c) : 1;
+	unsigned reserve = fd_reserve(m->gen);
+	unsigned room = m->fd_limit > reserve ? m->fd_limit - reserve : 1;
 
 	m->max_per_worker = MIN(c->max_connections, room);
 	if (m->max_per_worker < c->max_connections)
@@ -249,55 +268,135 @@ update_max_per_worker(struct master *m)
 			   c->max_connections, m->max_per_worker);
 }
 
+/*
+ * The pending generation will not serve: stop its workers (they hold no
+ * client) and close what its listener set opened, and only that.
+ */
 static void
-reload(struct master *m)
+pending_abandon(struct master *m, const char *why)
 {
-	struct config *c;
-	struct service *s;
-	struct mlistener *ls;
-	struct generation *g;
+	struct generation *g = m->pending;
 
-	log_info("reloading %s", m->config_file);
-	notify_reloading();
-	if (config_read(m->config_file, &c, &s) < 0)
-		goto fail;
-	if (listeners_build(c, m->listeners, m->n_listeners, &ls) < 0) {
-		service_free(s, c->n_listeners);
-		config_free(c);
-		goto fail;
-	}
-	g = generation_new(m, c, s);
-	if (!g) {
-		log_error("reload: out of memory");
-		goto fail;
-	}
-	listeners_install(m, ls, c->n_listeners);
-	listeners_apply_perms(c, ls);
+	if (!g)
+		return;
+	if (why)
+		log_notice("reload of generation %u abandoned: %s", g->id, why);
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		if (m->workers[i].gen == g)
+			worker_stop(&m->workers[i]);
+	listeners_discard(m->pending_listeners, g->config->n_listeners, m->listeners,
+			  m->n_listeners);
+	m->pending_listeners = NULL;
+	m->pending = NULL;
+	m->pending_error[0] = '\0';
+	generation_unref(g);
+}
 
-	struct generation *old = m->gen;
+static void
+reload_failed(struct master *m, const char *why)
+{
+	snprintf(m->reload_error, sizeof(m->reload_error), "%s", why);
+	pending_abandon(m, NULL);
+	log_error("reload failed; still serving generation %u: %s", m->gen->id, m->reload_error);
+	notify_status(m, true, "READY=1\n");
+}
+
+/* Every thread of the new generation serves: it takes over, the old one drains. */
+static void
+reload_switch(struct master *m)
+{
+	struct generation *old = m->gen, *g = m->pending;
+
+	listeners_install(m, m->pending_listeners, g->config->n_listeners);
+	listeners_apply_perms(g->config, m->listeners);
+	m->pending_listeners = NULL;
+	m->pending = NULL;
 	m->gen = g;
-	m->pool_size = c->workers;
+	m->pool_size = g->config->workers;
 	update_max_per_worker(m);
 	atomic_store(&status->generation, g->id);
-	status_config = c;
+	status_config = g->config;
 	memset(m->respawn_at, 0, sizeof(m->respawn_at));
 	memset(m->backoff_usec, 0, sizeof(m->backoff_usec));
 	m->crashes = 0;
-	m->ready_sent = false;
-	m->reloading = true;
-	/* New workers take clients at once: their channels queue fds until they run. */
+	m->reload_error[0] = '\0';
+	orphans_remap(m, old);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		if (m->workers[i].gen == old)
 			worker_drain(m, &m->workers[i]);
+	targets_rebuild(m);
 	generation_unref(old);
-	workers_check(m);
-	notify_ready(m);
+	m->ready_sent = true;
+	log_info("reloaded: generation %u serves", g->id);
+	notify_status(m, true, "READY=1\n");
+}
+
+/* Once per loop while a reload is pending: switch once it is ready, fail if it cannot be. */
+static void
+reload_check(struct master *m)
+{
+	char why[128];
+
+	if (!m->pending)
+		return;
+	if (m->pending_error[0]) {
+		reload_failed(m, m->pending_error);
+	} else if (generation_ready(m, m->pending, m->pending->config->workers)) {
+		reload_switch(m);
+	} else if (now_usec() >= m->pending_deadline) {
+		snprintf(why, sizeof(why), "generation %u not ready after %llus", m->pending->id,
+			 (unsigned long long)(WORKER_READY_TIMEOUT_USEC / USEC_PER_SEC));
+		reload_failed(m, why);
+	}
+}
+
+/*
+ * Start a generation from the config file, with its listeners bound (but not
+ * yet accepted from) and its workers forked; the current generation serves
+ * until the new one is ready (reload_check()).
+ */
+static void
+reload(struct master *m)
+{
+	char err[512];
+	struct config *c;
+	struct service *s;
+	struct mlistener *ls;
+	struct generation *g = NULL;
+	int r;
+
+	log_info("reloading %s", m->config_file);
+	notify_reloading();
+	/* A reload in progress is for an older file: start again from the newest. */
+	pending_abandon(m, "a newer reload");
+	if (config_read(m->config_file, &c, &s, err, sizeof(err)) < 0)
+		goto fail;
+	r = listeners_build(c, m->listeners, m->n_listeners, &ls);
+	if (r >= 0 && !(g = generation_new(m, c, s))) {
+		listeners_discard(ls, c->n_listeners, m->listeners, m->n_listeners);
+		r = -ENOMEM;
+	}
+	if (r < 0) {
+		service_free(s, c->n_listeners);
+		config_free(c);
+		snprintf(err, sizeof(err), "listeners: %s", strerror(-r));
+		goto fail;
+	}
+	m->pending = g;
+	m->pending_listeners = ls;
+	m->pending_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
+	log_info("generation %u starting; generation %u serves until it is ready", g->id,
+		 m->gen->id);
+	for (unsigned i = 0; i < c->workers; i++) {
+		r = worker_spawn(m, g, i);
+		if (r < 0) {
+			snprintf(err, sizeof(err), "cannot start a worker: %s", strerror(-r));
+			goto fail;
+		}
+	}
 	return;
 fail:
-	log_error("reload failed; still serving generation %u", m->gen->id);
-	snprintf(m->status_text, sizeof(m->status_text), "reload failed, see the log");
-	sd_notifyf(0, "READY=1\nSTATUS=reload failed (generation %u serves), see the log",
-		   m->gen->id);
+	reload_failed(m, err);
 }
 
 static void
@@ -313,11 +412,13 @@ stop(struct master *m, const char *why)
 		 (unsigned long long)(m->gen->config->shutdown_timeout_usec / USEC_PER_MSEC));
 	sd_notify(0, "STOPPING=1");
 	m->stopping = true;
+	pending_abandon(m, "stopping");
+	orphans_drop(m, "stopping");
 	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
 	update_polling(m);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		worker_drain(m, &m->workers[i]);
-	notify_status(m, true);
+	notify_status(m, true, "");
 }
 
 /*
@@ -332,7 +433,7 @@ static void
 idle_exit_check(struct master *m)
 {
 	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec();
-	bool busy = false;
+	bool busy = m->pending != NULL;
 
 	if (!limit || !m->activated || m->stopping || !listeners_all_activated(m))
 		return;
@@ -436,18 +537,19 @@ loop(struct master *m)
 			if (((struct watch *)events[i].data.ptr)->kind == WATCH_SIGNAL)
 				break;
 		}
-		flush_all(m);
 		workers_check(m);
+		reload_check(m);
+		orphans_flush(m);
+		flush_all(m);
 		update_polling(m);
 		pool_adjust(m);
 		idle_exit_check(m);
 		notify_ready(m);
-		notify_status(m, false);
+		notify_status(m, false, "");
 		watchdog_feed(m);
 		if (m->stopping && now_usec() >= m->stop_deadline)
 			for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
-				if (m->workers[i].state != WORKER_FREE)
-					kill(m->workers[i].pid, SIGKILL);
+				worker_stop(&m->workers[i]);
 	}
 }
 
@@ -483,6 +585,7 @@ cleanup(struct master *m)
 		listener_close(m, &m->listeners[i], true);
 	free(m->listeners);
 	free(m->targets);
+	free(m->orphans);
 	generation_unref(m->gen);
 	listeners_free_activation();
 	safe_close(m->sigfd);
@@ -566,12 +669,13 @@ main(int argc, char **argv)
 	struct config *c;
 	struct service *s;
 	struct mlistener *ls;
+	char err[512];
 	int r;
 
 	options_parse(argc, argv, &o);
 	m->config_file = o.config_file;
 	log_open();
-	if (config_read(m->config_file, &c, &s) < 0)
+	if (config_read(m->config_file, &c, &s, err, sizeof(err)) < 0)
 		return EXIT_FAILURE;
 	if (o.test) {
 		r = config_test(&o, c);
@@ -586,7 +690,10 @@ main(int argc, char **argv)
 	raise_fd_limit(m);
 	r = status_map();
 	m->targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->targets));
-	if (r < 0 || !m->targets)
+	/* Clients of dead workers held at once: a share of the master's own descriptors. */
+	m->max_orphans = MAX(64, MIN(4096, m->fd_limit / 4));
+	m->orphans = calloc(m->max_orphans, sizeof(*m->orphans));
+	if (r < 0 || !m->targets || !m->orphans)
 		fatalx("out of memory");
 	r = listeners_take_activation();
 	if (r < 0)

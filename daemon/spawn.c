@@ -16,6 +16,12 @@
 #define STABLE_USEC (60 * USEC_PER_SEC)
 /* A thread that has not ticked for this long is hung: its worker is killed and replaced. */
 #define HUNG_USEC (10 * USEC_PER_SEC)
+/*
+ * Clients of a dead worker wait in the master for a worker that can take them
+ * (the respawn, with backoff), at most this long and at most max_orphans at a
+ * time: past either bound they are closed, and the log says how many.
+ */
+#define ORPHAN_WAIT_USEC (10 * USEC_PER_SEC)
 
 void
 generation_unref(struct generation *g)
@@ -75,6 +81,12 @@ worker_child(struct mworker *w)
 		.channels = channels,
 	};
 
+	int r = status_restrict(w->slot);
+	if (r < 0) {
+		log_error("worker %u.%u: protecting the status mapping: %s", w->gen->id, w->index,
+			  strerror(-r));
+		_exit(EXIT_FAILURE);
+	}
 	close_inherited(w);
 	for (unsigned t = 0; t < w->n_threads; t++)
 		channels[t] = w->chan[t].peer;
@@ -121,8 +133,9 @@ channels_open(struct master *m, struct mworker *w)
 	return 0;
 }
 
+/* A worker of generation g; only workers of the current generation take clients. */
 int
-worker_spawn(struct master *m, unsigned index)
+worker_spawn(struct master *m, struct generation *g, unsigned index)
 {
 	struct mworker *w = NULL;
 	int r;
@@ -132,8 +145,8 @@ worker_spawn(struct master *m, unsigned index)
 			w = &m->workers[i];
 	if (!w)
 		return -EAGAIN;
-	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = m->gen,
-			       .n_threads = m->gen->config->threads, .started_usec = now_usec() };
+	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = g,
+			       .n_threads = g->config->threads, .started_usec = now_usec() };
 	r = channels_open(m, w);
 	if (r < 0) {
 		channels_close(m, w);
@@ -142,7 +155,7 @@ worker_spawn(struct master *m, unsigned index)
 
 	struct status_worker *sw = &status->slots[w->slot];
 	memset(sw, 0, sizeof(*sw));
-	sw->generation = m->gen->id;
+	sw->generation = g->id;
 	sw->index = index;
 	sw->n_threads = w->n_threads;
 	sw->started_usec = w->started_usec;
@@ -158,11 +171,24 @@ worker_spawn(struct master *m, unsigned index)
 
 	w->pid = pid;
 	w->state = WORKER_RUNNING;
-	m->gen->refs++;
+	g->refs++;
 	atomic_store(&sw->pid, pid);
 	targets_rebuild(m);
-	log_debug("worker %u.%u started as pid %d", m->gen->id, index, (int)pid);
+	log_debug("worker %u.%u started as pid %d", g->id, index, (int)pid);
 	return 0;
+}
+
+/*
+ * Kill a worker on purpose (a deadline passed, its generation was abandoned,
+ * it hangs): once, and its death is then no news.  Whoever calls this logs why.
+ */
+void
+worker_stop(struct mworker *w)
+{
+	if (w->state == WORKER_FREE || w->killed)
+		return;
+	w->killed = true;
+	kill(w->pid, SIGKILL);
 }
 
 /* Take no more clients; the worker finishes what it has and exits. */
@@ -192,29 +218,30 @@ listener_remap(const struct master *m, const struct generation *from, unsigned i
 	return l ? (int)(l - m->gen->config->listeners) : -1;
 }
 
-/* Hand one unserved client of a dead worker to a living one; 1 if handed, 0 if closed. */
-static unsigned
+/* Hand an unserved client of a dead worker to a living one, or keep it waiting; false if closed. */
+static bool
 redispatch(struct master *m, const struct mworker *dead, int fd, unsigned listener)
 {
 	int l = listener_remap(m, dead->gen, listener);
 
 	if (l < 0 || m->stopping) {
 		safe_close(fd);
-		return 0;
+		return false;
 	}
 	dispatch_fd(m, fd, (unsigned)l);
-	return 1;
+	return true;
 }
 
 /*
  * A worker died.  Clients still in its channels were never served: the
  * pending ones never left, and the ones in the socket it never read we can
- * read back through the end we kept.  Hand them all to the living.
+ * read back through the end we kept.  Hand them all to the living, or let
+ * them wait for the respawn when nobody else can take them.
  */
 static void
 worker_recover(struct master *m, struct mworker *w)
 {
-	unsigned recovered = 0;
+	size_t waiting = m->n_orphans, dropped = m->orphans_dropped, handed = 0;
 
 	for (unsigned t = 0; t < w->n_threads; t++) {
 		struct mchannel *ch = &w->chan[t];
@@ -222,14 +249,20 @@ worker_recover(struct master *m, struct mworker *w)
 		int fds[CHANNEL_MAX_FDS];
 
 		for (size_t i = 0; i < ch->n_pending; i++)
-			recovered += redispatch(m, w, ch->pending[i], ch->pending_listener[i]);
+			handed += redispatch(m, w, ch->pending[i], ch->pending_listener[i]);
 		ch->n_pending = 0;
 		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0)
 			for (size_t i = 0; msg.type == CHANNEL_FDS && i < msg.count; i++)
-				recovered += redispatch(m, w, fds[i], msg.listener[i]);
+				handed += redispatch(m, w, fds[i], msg.listener[i]);
 	}
-	if (recovered)
-		log_notice("handed %u unserved client(s) of worker %d to other workers", recovered,
+	/* What dispatch_fd() could not place waits, or was closed past the bound. */
+	waiting = m->n_orphans - waiting;
+	handed -= m->orphans_dropped - dropped + waiting;
+	if (handed)
+		log_notice("handed %zu unserved client(s) of worker %d to other workers", handed,
+			   (int)w->pid);
+	if (waiting)
+		log_notice("%zu unserved client(s) of worker %d wait for a worker", waiting,
 			   (int)w->pid);
 }
 
@@ -248,24 +281,45 @@ schedule_respawn(struct master *m, struct mworker *w, uint64_t now)
 			  (unsigned long long)(*b / USEC_PER_SEC));
 }
 
+/* A worker of a reload's new generation died before the switch: the reload fails. */
+static void
+pending_worker_exited(struct master *m, const struct mworker *w, int wstatus)
+{
+	if (w->gen != m->pending || w->killed || m->pending_error[0])
+		return;
+	if (WIFSIGNALED(wstatus))
+		snprintf(m->pending_error, sizeof(m->pending_error),
+			 "worker %d killed by signal %s before generation %u was ready",
+			 (int)w->pid, sigabbrev_np(WTERMSIG(wstatus)), w->gen->id);
+	else
+		snprintf(m->pending_error, sizeof(m->pending_error),
+			 "worker %d exited with status %d before generation %u was ready",
+			 (int)w->pid, WEXITSTATUS(wstatus), w->gen->id);
+}
+
+/*
+ * Only a clean exit of a worker asked to leave, and the master's own SIGKILL,
+ * are expected; any other death is an error, draining or not.
+ */
 static void
 worker_exited(struct master *m, struct mworker *w, int wstatus)
 {
-	bool expected = w->state == WORKER_DRAINING || m->stopping;
+	bool leaving = w->state == WORKER_DRAINING || m->stopping;
 	bool clean = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
 	uint64_t now = now_usec();
 
 	if (WIFSIGNALED(wstatus))
-		log_msg(expected ? LOG_NOTICE : LOG_ERR, "worker %d killed by signal %s", (int)w->pid,
-			sigabbrev_np(WTERMSIG(wstatus)));
+		log_msg(w->killed ? LOG_NOTICE : LOG_ERR, "worker %d killed by signal %s",
+			(int)w->pid, sigabbrev_np(WTERMSIG(wstatus)));
 	else
-		log_msg(clean && expected ? LOG_INFO : LOG_ERR, "worker %d exited with status %d",
+		log_msg(clean && leaving ? LOG_INFO : LOG_ERR, "worker %d exited with status %d",
 			(int)w->pid, WEXITSTATUS(wstatus));
+	pending_worker_exited(m, w, wstatus);
 	atomic_store(&status->slots[w->slot].pid, 0);
 	w->state = WORKER_FREE;
 	targets_rebuild(m);
 	worker_recover(m, w);
-	if (!expected && w->gen == m->gen && w->index < m->pool_size)
+	if (!leaving && w->gen == m->gen && w->index < m->pool_size)
 		schedule_respawn(m, w, now);
 	channels_close(m, w);
 	generation_unref(w->gen);
@@ -300,26 +354,39 @@ index_running(const struct master *m, unsigned index)
 	return false;
 }
 
-/* A worker that is hung, or draining past its deadline, is killed. */
+/*
+ * A worker that is hung, never got ready, or is draining past its deadline,
+ * is killed.  A reload's new generation has a deadline of its own.
+ */
 static void
-worker_check_alive(struct mworker *w, uint64_t now)
+worker_check_alive(const struct master *m, struct mworker *w, uint64_t now)
 {
 	struct status_worker *sw = &status->slots[w->slot];
 
+	if (w->killed)
+		return; /* on its way out */
 	if (w->state == WORKER_DRAINING && now >= w->kill_at) {
 		log_warning("worker %d still has %u client(s) after the shutdown timeout, killing it",
 			    (int)w->pid, w->load);
-		kill(w->pid, SIGKILL);
+		worker_stop(w);
 		return;
 	}
-	if (w->ready < w->n_threads)
+	if (w->gen == m->pending)
 		return;
+	if (w->ready < w->n_threads) {
+		if (now >= w->started_usec + WORKER_READY_TIMEOUT_USEC) {
+			log_error("worker %d not ready after %llus, killing it", (int)w->pid,
+				  (unsigned long long)(WORKER_READY_TIMEOUT_USEC / USEC_PER_SEC));
+			worker_stop(w);
+		}
+		return;
+	}
 	for (unsigned t = 0; t < w->n_threads; t++) {
 		uint64_t hb = atomic_load_explicit(&sw->threads[t].heartbeat_usec, memory_order_relaxed);
 		if (hb && now > hb + HUNG_USEC) {
 			log_error("worker %d thread %u hung for %llus, killing it", (int)w->pid, t,
 				  (unsigned long long)((now - hb) / USEC_PER_SEC));
-			kill(w->pid, SIGKILL);
+			worker_stop(w);
 			return;
 		}
 	}
@@ -333,13 +400,13 @@ workers_check(struct master *m)
 
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		if (m->workers[i].state != WORKER_FREE)
-			worker_check_alive(&m->workers[i], now);
+			worker_check_alive(m, &m->workers[i], now);
 	if (m->stopping)
 		return;
 	for (unsigned i = 0; i < m->pool_size; i++) {
 		if (index_running(m, i) || now < m->respawn_at[i])
 			continue;
-		int r = worker_spawn(m, i);
+		int r = worker_spawn(m, m->gen, i);
 		if (r < 0) {
 			log_error("cannot start worker %u: %s", i, strerror(-r));
 			m->respawn_at[i] = now + BACKOFF_MAX_USEC;
@@ -366,7 +433,8 @@ pool_adjust(struct master *m)
 	bool all_busy = true, starting = false;
 	unsigned running = 0;
 
-	if (c->workers_min == c->workers_max || m->stopping)
+	/* Not while a reload is pending: the new generation brings its own pool. */
+	if (c->workers_min == c->workers_max || m->stopping || m->pending)
 		return;
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		struct mworker *w = &m->workers[i];
@@ -399,4 +467,75 @@ pool_adjust(struct master *m)
 			 c->workers_max);
 		worker_drain(m, top);
 	}
+}
+
+/* No worker can take a client now: it waits here, first in, first out. */
+void
+orphan_hold(struct master *m, int fd, unsigned listener)
+{
+	if (m->n_orphans == m->max_orphans) {
+		safe_close(fd);
+		m->orphans_dropped++; /* logged once per round, by orphans_flush() */
+		return;
+	}
+	m->orphans[m->n_orphans++] = (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
+						      .since = now_usec() };
+}
+
+/* Once per loop: hand waiting clients to workers with room; close those that waited too long. */
+void
+orphans_flush(struct master *m)
+{
+	uint64_t now = now_usec();
+	size_t done = 0, expired = 0;
+
+	for (; done < m->n_orphans; done++) {
+		struct orphan *o = &m->orphans[done];
+
+		if (now - o->since >= ORPHAN_WAIT_USEC) {
+			safe_close(o->fd);
+			expired++;
+		} else if (!dispatch_try(m, o->fd, o->listener)) {
+			break;
+		}
+	}
+	m->n_orphans -= done;
+	memmove(m->orphans, m->orphans + done, m->n_orphans * sizeof(*m->orphans));
+	if (expired)
+		log_warning("closed %zu client(s) that waited %llus for a worker", expired,
+			    (unsigned long long)(ORPHAN_WAIT_USEC / USEC_PER_SEC));
+	if (m->orphans_dropped)
+		log_warning("closed %zu client(s) of dead workers: %zu already wait for a worker",
+			    m->orphans_dropped, m->max_orphans);
+	m->orphans_dropped = 0;
+}
+
+/* At a reload's switch: waiting clients follow their listener into the new config, if there. */
+void
+orphans_remap(struct master *m, const struct generation *from)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n_orphans; i++) {
+		struct orphan o = m->orphans[i];
+		int l = listener_remap(m, from, o.listener);
+
+		if (l < 0) {
+			safe_close(o.fd);
+			continue;
+		}
+		o.listener = (uint8_t)l;
+		m->orphans[n++] = o;
+	}
+	m->n_orphans = n;
+}
+
+void
+orphans_drop(struct master *m, const char *why)
+{
+	if (m->n_orphans)
+		log_warning("%s: closing %zu client(s) that wait for a worker", why, m->n_orphans);
+	for (size_t i = 0; i < m->n_orphans; i++)
+		safe_close(m->orphans[i].fd);
+	m->n_orphans = 0;
 }

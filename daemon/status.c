@@ -1,31 +1,112 @@
 /* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "daemon.h"
+#include "fd-util.h"
 
 struct status *status;
 const struct config *status_config;
+/* The same memory, mapped read-only for good: what a worker keeps of every slot but its own. */
+static char *status_ro;
+
+/* Part k of the mapping: the master's page for k = 0, then slot k - 1. */
+static size_t
+status_part(size_t k, size_t *ret_size)
+{
+	*ret_size = k == 0 ? offsetof(struct status, slots) : sizeof(struct status_worker);
+	return k == 0 ? 0 : offsetof(struct status, slots) + (k - 1) * sizeof(struct status_worker);
+}
 
 /*
- * Shared, anonymous, mapped before the first fork: every worker writes its own
- * slot with relaxed atomics and anyone may read all of them, with no lock on
- * the request path.
+ * One part is a memfd of its own, mapped writable at rw, then sealed so that
+ * no new mapping of it can ever be writable, and mapped read-only at ro.
+ */
+static int
+status_part_map(char *rw, char *ro, size_t size)
+{
+	_cleanup_close_ int fd = memfd_create("udsd-status", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	const int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL;
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0 ||
+	    mmap(rw, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+	    fcntl(fd, F_ADD_SEALS, seals) < 0 ||
+	    mmap(ro, size, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+		return negative_errno();
+	return 0;
+}
+
+/* Two views of the same files: the master writes through the first, workers keep the second. */
+static int
+status_map_parts(char *rw, char *ro)
+{
+	for (size_t k = 0; k <= STATUS_MAX_SLOTS; k++) {
+		size_t size, off = status_part(k, &size);
+		int r = status_part_map(rw + off, ro + off, size);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * Shared, mapped before the first fork: every worker writes its own slot with
+ * relaxed atomics and anyone may read all of them, with no lock on the
+ * request path.  Each part is a file of its own so that a worker can be left
+ * its own slot alone to write (status_restrict()).
  */
 int
 status_map(void)
 {
-	void *p = mmap(NULL, sizeof(struct status), PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	const size_t size = sizeof(struct status);
+	char *p = mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int r;
 
 	if (p == MAP_FAILED)
 		return negative_errno();
-	status = p;
+	r = sysconf(_SC_PAGESIZE) == STATUS_PAGE ? status_map_parts(p, p + size) : -EOPNOTSUPP;
+	if (r >= 0) {
+		status_ro = p + size;
+	} else {
+		log_warning("workers can write each other's status slots: %s", strerror(-r));
+		munmap(p, 2 * size);
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return negative_errno();
+	}
+	status = (struct status *)p;
 	status->master_pid = getpid();
 	status->start_usec = now_usec();
+	return 0;
+}
+
+/*
+ * In a new worker, before it runs anything else: every part but its own slot
+ * is replaced by its read-only view, so that neither a bug nor a compromised
+ * service in one worker can forge another worker's counters or heartbeat (and
+ * get it killed as hung) or the master's fields.  mprotect() alone would not
+ * do: the worker could mprotect() back.  A read-only mapping of a sealed file
+ * can never become writable, and a longer mapping of its own slot (mremap())
+ * reaches nothing but the end of that slot's file.
+ */
+int
+status_restrict(unsigned slot)
+{
+	for (size_t k = 0; status_ro && k <= STATUS_MAX_SLOTS; k++) {
+		size_t size, off = status_part(k, &size);
+		void *to = (char *)status + off;
+
+		if (k == slot + 1 ? munmap(status_ro + off, size) < 0 :
+				    mremap(status_ro + off, size, size, MREMAP_MAYMOVE | MREMAP_FIXED,
+					   to) == MAP_FAILED)
+			return negative_errno();
+	}
+	status_ro = NULL;
 	return 0;
 }
 

@@ -87,7 +87,8 @@ channel_readable(struct wthread *t)
 			return;
 		}
 		if (r < 0) {
-			log_error("thread %u: bad message from master: %s", t->index, strerror(-r));
+			log_error("thread %u: bad message from master: %s%s", t->index, strerror(-r),
+				  r == -EXFULL ? " (out of descriptors: its clients are lost)" : "");
 			return;
 		}
 		switch (m.type) {

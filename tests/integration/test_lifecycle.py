@@ -9,6 +9,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import UDSD, Notify, connect, deadline_loop, echo, http_get, ping
 
 CONF = """
@@ -332,3 +334,306 @@ def test_workers_exit_when_the_master_dies(udsd_factory):
                    for p in workers):
             break
     assert s.recv(1) == b""
+
+
+PLUGIN_CONF = """
+[daemon]
+workers = {workers}
+threads = 2
+shutdown_timeout = 30s
+[listener main]
+path = {{sock}}
+service = {{build}}/tests/plugins/testsvc.so
+{keys}
+[listener web]
+path = {{tmp}}/http.sock
+service = http
+{more}
+"""
+
+
+def plugin_conf(workers=2, keys="", more=""):
+    return PLUGIN_CONF.format(workers=workers, keys=keys, more=more)
+
+
+class Load:
+    """Clients that keep connecting, exchanging and closing until stopped; every failure is kept."""
+
+    def __init__(self, path, n=4):
+        self.path, self.errors, self.served = path, [], 0
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, i):
+        while not self.stopping.is_set():
+            payload = b"client %d" % i
+            try:
+                got = echo(self.path, payload)
+                assert got == payload, got
+                self.served += 1
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                self.errors.append(repr(e))
+
+    def wait_served(self, more, timeout=30):
+        """Wait until `more` further clients were served."""
+        goal = self.served + more
+        for _ in deadline_loop(timeout, "%d more clients served (errors: %r)" % (more, self.errors[:3])):
+            if self.served >= goal:
+                return
+            time.sleep(0.01)  # polling a counter, not synchronising on time
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(30)
+        return self.errors
+
+
+def statuses_after(d, index, count):
+    """The first `count` STATUS= lines udsd sent after message `index`."""
+    for _ in deadline_loop(30, "%d STATUS lines" % count):
+        lines = [line for m in d.notify.messages[index + 1:] for line in m.split("\n")
+                 if line.startswith("STATUS=")]
+        if len(lines) >= count:
+            return lines[:count]
+        d.notify._read(1)
+
+
+def start_plugin(udsd_factory, **kw):
+    d = udsd_factory(plugin_conf(**kw))
+    d.http_sock = os.path.join(d.tmp, "http.sock")
+    d.start()
+    return d
+
+
+def test_reload_to_a_failing_init_keeps_the_old_generation_serving(udsd_factory):
+    d = start_plugin(udsd_factory)
+    old = set(d.workers())
+    extra = os.path.join(d.tmp, "extra.sock")
+    extra_conf = "[listener extra]\npath = %s\nservice = echo\n" % extra
+    load = Load(d.sock)
+    try:
+        load.wait_served(20)
+        d.write_config(plugin_conf(keys="fail_init = yes", more=extra_conf))
+        j = reload_and_wait(d)
+        assert re.search(r"^STATUS=reload failed: worker \d+ exited with status 1 before generation 2 "
+                         r"was ready; \d+ workers \(generation 1\)", d.notify.messages[j], re.M), \
+            d.notify.messages[j]
+        assert "reload failed; still serving generation 1: worker" in d.log
+        assert old <= set(d.workers())
+        # The failed reload closes what it opened, and only that.
+        assert not os.path.exists(extra)
+        load.wait_served(50)
+        # The periodic status line keeps saying so until the next good reload.
+        assert all(s.startswith("STATUS=reload failed: ") for s in statuses_after(d, j, 2))
+        d.write_config(plugin_conf(more=extra_conf))
+        k = reload_and_wait(d)
+        assert re.search(r"^STATUS=\d+ workers \(generation 3\)", d.notify.messages[k], re.M)
+        load.wait_served(20)
+        assert echo(extra, b"extra") == b"extra"
+        assert d.status(d.http_sock)["generation"] == 3
+    finally:
+        errors = load.stop()
+    assert errors == []
+    assert d.stop() == 0  # and, on a sanitizer build, no leak of the failed generation
+
+
+def test_reload_to_a_hanging_init_fails_after_the_ready_timeout(udsd_factory):
+    d = start_plugin(udsd_factory, workers=1)
+    old = set(d.workers())
+    d.write_config(plugin_conf(workers=1, keys="init_sleep = 60"))
+    j = reload_and_wait(d)
+    assert re.search(r"^STATUS=reload failed: generation 2 not ready after 10s", d.notify.messages[j], re.M)
+    for _ in deadline_loop(10, "the new generation's workers to be stopped"):
+        if set(d.workers()) == old:
+            break
+    assert echo(d.sock, b"old") == b"old"
+    assert d.stop() == 0
+
+
+def test_sighup_while_a_reload_is_pending_starts_from_the_newest_file(udsd_factory):
+    d = start_plugin(udsd_factory, workers=1)
+    d.write_config(plugin_conf(workers=1, keys="init_sleep = 60"))
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("RELOADING=1", after=n)
+    # The old generation serves while the new one starts.
+    assert echo(d.sock, b"during") == b"during"
+    assert "generation 2 starting" in d.log
+    d.write_config(plugin_conf(workers=1))
+    reload_and_wait(d)
+    assert "reload of generation 2 abandoned: a newer reload" in d.log
+    assert d.status(d.http_sock)["generation"] == 3
+    for _ in deadline_loop(10, "only generation 3 to be left"):
+        if {w["generation"] for w in d.status(d.http_sock)["workers"]} == {3}:
+            break
+    assert echo(d.sock, b"after") == b"after"
+    assert d.stop() == 0
+
+
+def test_sigterm_while_a_reload_is_pending_abandons_it(udsd_factory):
+    d = start_plugin(udsd_factory, workers=1)
+    extra = os.path.join(d.tmp, "extra.sock")
+    d.write_config(plugin_conf(workers=1, keys="init_sleep = 60",
+                               more="[listener extra]\npath = %s\nservice = echo\n" % extra))
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("RELOADING=1", after=n)
+    for _ in deadline_loop(10, "the new listener to be bound"):
+        if os.path.exists(extra):
+            break
+    assert d.stop() == 0
+    assert "reload of generation 2 abandoned: stopping" in d.log
+    # Its worker, still in init, was killed at once, not waited for until the shutdown timeout.
+    assert "after the shutdown timeout" not in d.log
+    assert not os.path.exists(extra)
+
+
+def test_a_crash_while_draining_is_logged_as_an_error(udsd_factory):
+    d = start_plugin(udsd_factory, workers=1)
+    (old,) = d.workers()
+    s = connect(d.sock)
+    ping(s, b"held")
+    reload_and_wait(d)  # the old worker drains, kept alive by the held client
+    s.sendall(b"crash")
+    assert s.recv(10) == b""
+    for _ in deadline_loop(10, "the crash to be reaped"):
+        if "worker %d killed by signal ABRT" % old in d.log:
+            break
+    assert "error: worker %d killed by signal ABRT" % old in d.log
+
+
+def listen_backlog(d, path):
+    """Clients waiting in the accept queue of udsd's listener at path (ss's Recv-Q)."""
+    out = subprocess.run(["ss", "-xlnpH"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        f = line.split()
+        # The address as bound: the full path, or the name alone if bound from its directory.
+        if len(f) >= 5 and f[4] in (path, os.path.basename(path)) and "pid=%d," % d.proc.pid in line:
+            return int(f[2])
+    raise AssertionError("%s is not listening" % path)
+
+
+def master_sockets(d):
+    fds = "/proc/%d/fd" % d.proc.pid
+    return sum(os.readlink(os.path.join(fds, f)).startswith("socket:") for f in os.listdir(fds))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_clients_of_dead_workers_wait_for_a_replacement(udsd_factory, workers):
+    """workers = 1, or every worker stopped and killed at once: nobody else can take the clients."""
+    d = udsd_factory(conf(threads=1).replace("workers = 2", "workers = %d" % workers))
+    d.start()
+    victims = d.workers()
+    for pid in victims:
+        os.kill(pid, signal.SIGSTOP)
+    clients = []
+    for i in range(20):
+        s = connect(d.sock, timeout=20)
+        s.sendall(b"%02d" % i)
+        clients.append(s)
+    # Every client accepted and handed over: none in the backlog, none held by the master,
+    # whose sockets are then its two listeners and both ends of each worker's one channel.
+    for _ in deadline_loop(10, "the master to hand every client to the stopped workers"):
+        if listen_backlog(d, d.sock) == 0 and master_sockets(d) == 2 + 2 * workers:
+            break
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    for i, s in enumerate(clients):
+        assert s.recv(2) == b"%02d" % i
+        s.close()
+    assert re.search(r"\d+ unserved client\(s\) of worker \d+ wait for a worker", d.log)
+    assert d.stop() == 0
+
+
+SEQ_CONF = """
+[daemon]
+workers = 1
+threads = 1
+[listener seq]
+path = {sock}
+type = seqpacket
+service = echo
+"""
+
+
+def test_a_worker_at_its_cap_can_still_receive_a_full_batch_of_client_fds(udsd_factory):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    d = udsd_factory(SEQ_CONF)
+    d.start(cmd_prefix=["prlimit", "--nofile=600:600", "--"])
+    cap = int(re.search(r"using (\d+) per worker", d.log).group(1))
+    clients = []
+    try:
+        for _ in range(cap):
+            s = connect(d.sock, kind=socket.SOCK_SEQPACKET)
+            ping(s, b"p")
+            clients.append(s)
+        r, w = os.pipe()
+        # As many descriptors as one message can carry (SCM_MAX_FD), on the last client.
+        socket.send_fds(clients[-1], [b"fds"], [r] * 253)
+        os.close(r)
+        os.close(w)
+        assert clients[-1].recv(16) == b"fds"
+    finally:
+        for s in clients:
+            s.close()
+
+
+def test_a_worker_can_write_only_its_own_status_slot(udsd_factory):
+    d = start_plugin(udsd_factory)
+    s = connect(d.sock)
+    s.sendall(b"probe")
+    pages = s.makefile("rb").readline().strip().decode()
+    s.close()
+    # The master's page and every other worker's slot stay read-only, whatever the worker tries:
+    # no mprotect() makes them writable, and no longer mapping of its own slot reaches them.
+    assert re.fullmatch(r"-+ww-*\|-", pages), pages
+
+
+def test_a_failed_reload_gives_back_the_systemd_socket_it_took(tmp_path):
+    main, extra = str(tmp_path / "main.sock"), str(tmp_path / "extra.sock")
+    blocker = tmp_path / "not-a-socket"
+    blocker.write_text("")
+    base = "[daemon]\nworkers = 1\nthreads = 1\n[listener main]\npath = %s\nservice = echo\n" % main
+    with_extra = base + "[listener extra]\npath = %s\nservice = echo\n" % extra
+    cfg = tmp_path / "act.conf"
+    cfg.write_text(base)
+    notify = Notify(str(tmp_path / "notify.sock"))
+    log_path = tmp_path / "act.log"
+    log = open(log_path, "wb")
+    p = subprocess.Popen(["systemd-socket-activate", "-l", main, "-l", extra, "--fdname=main:extra",
+                          "-E", "NOTIFY_SOCKET=" + notify.path, UDSD, "-c", str(cfg)],
+                         stdout=log, stderr=log)
+    try:
+        for _ in deadline_loop(10, "systemd-socket-activate to listen"):
+            if log_path.read_text().count("Listening on") == 2:
+                break
+            time.sleep(0.01)
+        assert echo(main, b"first") == b"first"
+        notify.wait("READY=1")
+        # Takes systemd's "extra", then fails on a path that is not a socket.
+        cfg.write_text(with_extra + "[listener bad]\npath = %s\nservice = echo\n" % blocker)
+        n = len(notify.messages)
+        p.send_signal(signal.SIGHUP)
+        notify.wait("READY=1", after=notify.wait("RELOADING=1", after=n) + 1)
+        assert "exists and is not a socket" in log_path.read_text()
+        cfg.write_text(with_extra)
+        n = len(notify.messages)
+        p.send_signal(signal.SIGHUP)
+        i = notify.wait("READY=1", after=notify.wait("RELOADING=1", after=n) + 1)
+        assert "reload failed" not in notify.messages[i]
+        assert echo(extra, b"extra") == b"extra"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        notify.close()
+        log.close()
+    out = log_path.read_text()
+    assert "listener extra: %s (echo)" % extra not in out  # extra came from systemd both times
+    assert "Sanitizer" not in out and "runtime error:" not in out, out[-3000:]

@@ -1,20 +1,80 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A service for tests: echoes, crashes on "crash", and fails init when the
- * listener sets fail_init = yes.  Built with -DBAD_VERSION it claims an API
- * version udsd does not have; with -DNO_SYMBOL it exports nothing.
+ * A service for tests: echoes, crashes on "crash", answers "probe" with what
+ * it may write of udsd's shared status mapping, fails init when the listener
+ * sets fail_init = yes and takes init_sleep = SECONDS to start.  Built with
+ * -DBAD_VERSION it claims an API version udsd does not have; with
+ * -DNO_SYMBOL it exports nothing.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <udsd.h>
+
+/*
+ * The status mapping starts with the master's pid.  For each page of the
+ * shared mappings from there on, say whether this worker may make it
+ * writable: "w" if it is or can become writable, "-" if mprotect() refuses.
+ * Then, after "|", whether a second, longer mapping of the writable pages
+ * (mremap() with old_size 0, as a compromised worker could make) reaches a
+ * page past them: "w" if it does, "-" if that page is not there.
+ */
+static void
+test_probe(struct udsd_conn *conn)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	unsigned long lo, hi, base = 0, end = 0, own = 0, own_end = 0;
+	char line[256], out[4096] = "", perms[8];
+	size_t len = 0;
+	int pfd[2];
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[3] != 's')
+			continue;
+		if (!base && perms[0] == 'r' && *(const pid_t *)lo == getppid())
+			base = lo;
+		if (base && (lo == base || lo == end))
+			end = hi;
+	}
+	if (f)
+		fclose(f);
+	for (unsigned long p = base; p < end && len + 4 < sizeof(out); p += page) {
+		bool w = mprotect((void *)p, page, PROT_READ | PROT_WRITE) == 0;
+		if (w && !own)
+			own = p;
+		if (w)
+			own_end = p + page;
+		out[len++] = w ? 'w' : '-';
+	}
+	out[len++] = '|';
+	void *dup = own ? mremap((void *)own, 0, own_end - own + page, MREMAP_MAYMOVE) : MAP_FAILED;
+	/* A read() into a page that is not there fails with EFAULT instead of a SIGBUS. */
+	if (dup != MAP_FAILED && pipe(pfd) == 0) {
+		out[len++] = write(pfd[1], "X", 1) == 1 &&
+			     read(pfd[0], (char *)dup + (own_end - own), 1) == 1 ? 'w' : '-';
+		close(pfd[0]);
+		close(pfd[1]);
+	}
+	if (dup != MAP_FAILED)
+		munmap(dup, own_end - own + page);
+	out[len++] = '\n';
+	udsd_conn_write(conn, out, len);
+}
 
 static ssize_t
 test_data(struct udsd_conn *conn, const void *data, size_t len)
 {
 	if (len >= 5 && memcmp(data, "crash", 5) == 0)
 		abort();
+	if (len >= 5 && memcmp(data, "probe", 5) == 0) {
+		test_probe(conn);
+		return (ssize_t)len;
+	}
 	udsd_conn_write(conn, data, len);
 	return (ssize_t)len;
 }
@@ -23,7 +83,8 @@ static int
 test_check(const struct udsd_service_config *config, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < config->n_keys; i++)
-		if (strcmp(config->keys[i].key, "fail_init") != 0) {
+		if (strcmp(config->keys[i].key, "fail_init") != 0 &&
+		    strcmp(config->keys[i].key, "init_sleep") != 0) {
 			snprintf(err, errlen, "%s: unknown key for testsvc", config->keys[i].key);
 			return -EINVAL;
 		}
@@ -37,6 +98,8 @@ test_init(const struct udsd_service_config *config, void **ret_state)
 		if (strcmp(config->keys[i].key, "fail_init") == 0 &&
 		    strcmp(config->keys[i].value, "yes") == 0)
 			return -EIO;
+		else if (strcmp(config->keys[i].key, "init_sleep") == 0)
+			sleep((unsigned)atoi(config->keys[i].value));
 	*ret_state = NULL;
 	return 0;
 }
