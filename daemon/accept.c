@@ -58,12 +58,8 @@ dispatch_try(struct master *m, int fd, unsigned listener)
 
 	if (!ch)
 		return false;
-	ch->pending[ch->n_pending] = fd;
-	ch->pending_listener[ch->n_pending] = (uint8_t)listener;
-	ch->n_pending++;
 	ch->worker->load++; /* counted now, so the next pick sees it */
-	if (ch->n_pending == CHANNEL_MAX_FDS)
-		channel_flush(m, ch);
+	channel_queue(m, ch, fd, listener);
 	return true;
 }
 
@@ -73,96 +69,6 @@ dispatch_fd(struct master *m, int fd, unsigned listener)
 	/* Only clients taken back from a dead worker can wait: accept_listener checks for room. */
 	if (!dispatch_try(m, fd, listener))
 		orphan_hold(m, fd, listener);
-}
-
-static void
-channel_want_out(struct master *m, struct mchannel *ch, bool want)
-{
-	if (ch->want_out == want)
-		return;
-	struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = &ch->watch };
-	if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, ch->fd, &ev) == 0)
-		ch->want_out = want;
-}
-
-/*
- * Hand the pending fds over in one message, then a wanted DRAIN.  Our copies
- * are closed only after sendmsg succeeded; on EAGAIN they wait for EPOLLOUT.
- */
-void
-channel_flush(struct master *m, struct mchannel *ch)
-{
-	int r;
-
-	if (ch->n_pending > 0) {
-		r = channel_send(ch->fd, CHANNEL_FDS, 0, ch->pending, ch->pending_listener,
-				 ch->n_pending);
-		if (r == -EAGAIN) {
-			channel_want_out(m, ch, true);
-			return;
-		}
-		if (r < 0) {
-			/* Kept pending: the reaper hands them to another worker. */
-			log_error("handing clients to worker %d: %s", (int)ch->worker->pid, strerror(-r));
-			return;
-		}
-		close_many(ch->pending, ch->n_pending);
-		ch->sent += ch->n_pending;
-		ch->load += (unsigned)ch->n_pending;
-		ch->n_pending = 0;
-	}
-	if (ch->drain_wanted) {
-		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, NULL, 0);
-		if (r == -EAGAIN) {
-			channel_want_out(m, ch, true);
-			return;
-		}
-		ch->drain_wanted = false;
-	}
-	channel_want_out(m, ch, false);
-}
-
-void
-flush_all(struct master *m)
-{
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		struct mworker *w = &m->workers[i];
-
-		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++)
-			if (w->chan[t].n_pending || w->chan[t].drain_wanted)
-				channel_flush(m, &w->chan[t]);
-	}
-}
-
-void
-channel_readable_master(struct master *m, struct mchannel *ch)
-{
-	struct mworker *w = ch->worker;
-	struct channel_msg msg;
-	int fds[CHANNEL_MAX_FDS];
-
-	for (;;) {
-		int r = channel_recv(ch->fd, w->gen->config->n_listeners, &msg, fds);
-		if (r == -EAGAIN || r == 0)
-			return;
-		if (r < 0) {
-			log_error("worker %d: bad message: %s", (int)w->pid, strerror(-r));
-			continue;
-		}
-		switch (msg.type) {
-		case CHANNEL_CLOSED:
-			break; /* a wakeup: the loads are in shared memory */
-		case CHANNEL_READY:
-			/* Once per thread, whatever the worker sends. */
-			w->ready += !ch->ready;
-			ch->ready = true;
-			break;
-		default:
-			if (msg.type == CHANNEL_FDS)
-				close_many(fds, msg.count);
-			log_error("worker %d: unexpected message %u", (int)w->pid, msg.type);
-		}
-	}
 }
 
 /*

@@ -110,6 +110,11 @@ int channel_send(int fd, unsigned type, uint32_t arg, const int *fds, const uint
 int channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 		   struct channel_msg *ret);
 int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *fds);
+/* Worker side; the master's side follows its structs below. */
+struct wthread;
+void channel_thread_read(struct wthread *t);
+int channel_thread_ready(struct wthread *t);
+void channel_thread_wake(struct wthread *t);
 
 /* service.c */
 struct service {
@@ -188,6 +193,7 @@ struct udsd_conn {
 
 void conn_open(struct wthread *t, int fd, unsigned listener);
 void worker_client_done(struct wthread *t);
+void worker_thread_drain(struct wthread *t);
 void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
 void conn_timeout(struct udsd_conn *c);
@@ -309,6 +315,17 @@ struct master {
 	char status_text[512];
 };
 
+/* channel.c, the master's end */
+typedef bool channel_hand_fn(struct master *m, const struct mworker *w, int fd, unsigned listener);
+int channel_open(struct master *m, struct mworker *w);
+void channel_close(struct master *m, struct mworker *w);
+void channel_queue(struct master *m, struct mchannel *ch, int fd, unsigned listener);
+void channel_flush(struct master *m, struct mchannel *ch);
+void channel_flush_all(struct master *m);
+void channel_drain(struct master *m, struct mworker *w);
+void channel_read(struct master *m, struct mchannel *ch);
+size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand);
+
 /* listeners.c */
 int listeners_take_activation(void);
 void listeners_warn_unused_activation(void);
@@ -327,9 +344,6 @@ bool listeners_all_activated(const struct master *m);
 void accept_listener(struct master *m, struct mlistener *l);
 bool dispatch_try(struct master *m, int fd, unsigned listener);
 void dispatch_fd(struct master *m, int fd, unsigned listener);
-void channel_flush(struct master *m, struct mchannel *ch);
-void channel_readable_master(struct master *m, struct mchannel *ch);
-void flush_all(struct master *m);
 void update_polling(struct master *m);
 void targets_rebuild(struct master *m);
 

@@ -514,7 +514,7 @@ dispatch_event(struct master *m, struct epoll_event *ev)
 	case WATCH_CHANNEL: {
 		struct mchannel *ch = (struct mchannel *)w;
 		if (ev->events & EPOLLIN)
-			channel_readable_master(m, ch);
+			channel_read(m, ch);
 		if (ev->events & EPOLLOUT && ch->worker->state != WORKER_FREE)
 			channel_flush(m, ch);
 		break;
@@ -540,7 +540,7 @@ loop(struct master *m)
 		workers_check(m);
 		reload_check(m);
 		orphans_flush(m);
-		flush_all(m);
+		channel_flush_all(m);
 		update_polling(m);
 		pool_adjust(m);
 		idle_exit_check(m);

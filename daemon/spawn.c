@@ -93,46 +93,6 @@ worker_child(struct mworker *w)
 	worker_main(&spec);
 }
 
-/*
- * A worker forked a moment ago may still hold copies of every master fd until
- * it closes them, and epoll forgets an fd only when the last copy goes: so
- * remove our ends from the epoll set explicitly, or events for this freed
- * channel could still arrive.
- */
-static void
-channels_close(struct master *m, struct mworker *w)
-{
-	for (unsigned t = 0; w->chan && t < w->n_threads; t++) {
-		if (w->chan[t].fd >= 0)
-			epoll_ctl(m->epfd, EPOLL_CTL_DEL, w->chan[t].fd, NULL);
-		safe_close(w->chan[t].fd);
-		safe_close(w->chan[t].peer);
-	}
-	free(w->chan);
-	w->chan = NULL;
-}
-
-static int
-channels_open(struct master *m, struct mworker *w)
-{
-	w->chan = calloc(w->n_threads, sizeof(*w->chan));
-	if (!w->chan)
-		return -ENOMEM;
-	for (unsigned t = 0; t < w->n_threads; t++)
-		w->chan[t] = (struct mchannel){ .watch.kind = WATCH_CHANNEL, .worker = w,
-						.fd = -EBADF, .peer = -EBADF };
-	for (unsigned t = 0; t < w->n_threads; t++) {
-		struct mchannel *ch = &w->chan[t];
-		int r = channel_pair(&ch->fd, &ch->peer);
-		if (r < 0)
-			return r;
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &ch->watch };
-		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, ch->fd, &ev) < 0)
-			return negative_errno();
-	}
-	return 0;
-}
-
 /* A worker of generation g; only workers of the current generation take clients. */
 int
 worker_spawn(struct master *m, struct generation *g, unsigned index)
@@ -147,11 +107,9 @@ worker_spawn(struct master *m, struct generation *g, unsigned index)
 		return -EAGAIN;
 	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = g,
 			       .n_threads = g->config->threads, .started_usec = now_usec() };
-	r = channels_open(m, w);
-	if (r < 0) {
-		channels_close(m, w);
+	r = channel_open(m, w);
+	if (r < 0)
 		return r;
-	}
 
 	struct status_worker *sw = &status->slots[w->slot];
 	memset(sw, 0, sizeof(*sw));
@@ -163,7 +121,7 @@ worker_spawn(struct master *m, struct generation *g, unsigned index)
 	pid_t pid = fork();
 	if (pid < 0) {
 		r = negative_errno();
-		channels_close(m, w);
+		channel_close(m, w);
 		return r;
 	}
 	if (pid == 0)
@@ -200,10 +158,7 @@ worker_drain(struct master *m, struct mworker *w)
 	w->state = WORKER_DRAINING;
 	w->kill_at = now_usec() + w->gen->config->shutdown_timeout_usec;
 	targets_rebuild(m);
-	for (unsigned t = 0; t < w->n_threads; t++) {
-		w->chan[t].drain_wanted = true;
-		channel_flush(m, &w->chan[t]);
-	}
+	channel_drain(m, w);
 }
 
 /* The config index of a listener, from a worker's generation to the current one. */
@@ -233,28 +188,15 @@ redispatch(struct master *m, const struct mworker *dead, int fd, unsigned listen
 }
 
 /*
- * A worker died.  Clients still in its channels were never served: the
- * pending ones never left, and the ones in the socket it never read we can
- * read back through the end we kept.  Hand them all to the living, or let
- * them wait for the respawn when nobody else can take them.
+ * A dead worker's unserved clients (channel_reclaim()) go to the living, or
+ * wait for the respawn when nobody else can take them.
  */
 static void
 worker_recover(struct master *m, struct mworker *w)
 {
-	size_t waiting = m->n_orphans, dropped = m->orphans_dropped, handed = 0;
+	size_t waiting = m->n_orphans, dropped = m->orphans_dropped, handed;
 
-	for (unsigned t = 0; t < w->n_threads; t++) {
-		struct mchannel *ch = &w->chan[t];
-		struct channel_msg msg;
-		int fds[CHANNEL_MAX_FDS];
-
-		for (size_t i = 0; i < ch->n_pending; i++)
-			handed += redispatch(m, w, ch->pending[i], ch->pending_listener[i]);
-		ch->n_pending = 0;
-		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0)
-			for (size_t i = 0; msg.type == CHANNEL_FDS && i < msg.count; i++)
-				handed += redispatch(m, w, fds[i], msg.listener[i]);
-	}
+	handed = channel_reclaim(m, w, redispatch);
 	/* What dispatch_fd() could not place waits, or was closed past the bound. */
 	waiting = m->n_orphans - waiting;
 	handed -= m->orphans_dropped - dropped + waiting;
@@ -321,7 +263,7 @@ worker_exited(struct master *m, struct mworker *w, int wstatus)
 	worker_recover(m, w);
 	if (!leaving && w->gen == m->gen && w->index < m->pool_size)
 		schedule_respawn(m, w, now);
-	channels_close(m, w);
+	channel_close(m, w);
 	generation_unref(w->gen);
 	w->gen = NULL;
 	w->pid = 0;

@@ -43,18 +43,9 @@ worker_client_done(struct wthread *t)
 		t->wake_master = true;
 }
 
-static void
-wake_master(struct wthread *t)
-{
-	if (!t->wake_master)
-		return;
-	/* EAGAIN: the channel is full of earlier wakeups, which will do. */
-	(void)channel_send(t->chan, CHANNEL_CLOSED, 0, NULL, NULL, 0);
-	t->wake_master = false;
-}
-
-static void
-thread_drain(struct wthread *t)
+/* CHANNEL_DRAIN: take no more clients, let the services finish what they have. */
+void
+worker_thread_drain(struct wthread *t)
 {
 	if (t->draining)
 		return;
@@ -62,46 +53,6 @@ thread_drain(struct wthread *t)
 	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
 		next = c->next;
 		conn_drain(c);
-	}
-}
-
-static void
-channel_readable(struct wthread *t)
-{
-	const size_t n_listeners = t->spec->config->n_listeners;
-	struct channel_msg m;
-	int fds[CHANNEL_MAX_FDS];
-
-	/*
-	 * One message per readiness event: the channel is level-triggered, so
-	 * epoll_wait() reports it again if more wait, and we save the recvmsg()
-	 * that would only say EAGAIN.
-	 */
-	for (int once = 1; once; once = 0) {
-		int r = channel_recv(t->chan, n_listeners, &m, fds);
-		if (r == -EAGAIN)
-			return;
-		if (r == 0) {
-			/* The master is gone: nobody will hand us clients or reap us. */
-			t->done = true;
-			return;
-		}
-		if (r < 0) {
-			log_error("thread %u: bad message from master: %s%s", t->index, strerror(-r),
-				  r == -EXFULL ? " (out of descriptors: its clients are lost)" : "");
-			return;
-		}
-		switch (m.type) {
-		case CHANNEL_FDS:
-			for (size_t i = 0; i < m.count; i++)
-				conn_open(t, fds[i], m.listener[i]);
-			break;
-		case CHANNEL_DRAIN:
-			thread_drain(t);
-			break;
-		default:
-			log_error("thread %u: unexpected message %u from master", t->index, m.type);
-		}
 	}
 }
 
@@ -146,7 +97,7 @@ thread_setup(struct wthread *t)
 	}
 	t->now = now_usec();
 	atomic_store_explicit(&t->stats->heartbeat_usec, t->now, memory_order_relaxed);
-	return channel_send(t->chan, CHANNEL_READY, 0, NULL, NULL, 0);
+	return channel_thread_ready(t);
 }
 
 static void
@@ -211,11 +162,11 @@ thread_run(void *userdata)
 		t->now = now_usec();
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.ptr == &channel_tag)
-				channel_readable(t);
+				channel_thread_read(t);
 			else
 				conn_event(events[i].data.ptr, events[i].events);
 		}
-		wake_master(t);
+		channel_thread_wake(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
 		if (t->draining && t->n_conns == 0)
