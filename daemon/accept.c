@@ -14,52 +14,18 @@
 void
 targets_rebuild(struct master *m)
 {
-	size_t n = 0;
-
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		struct mworker *w = &m->workers[i];
-
-		if (w->state == WORKER_RUNNING && w->gen == m->gen)
-			for (unsigned t = 0; t < w->n_threads; t++)
-				m->targets[n++] = &w->chan[t];
-	}
-	m->n_targets = n;
-}
-
-/*
- * The least loaded thread of a worker with room.  A thread's load counts
- * what it was handed and has not reported closed, so a stuck worker fills up
- * and stops being chosen.
- */
-static struct mchannel *
-pick_target(struct master *m)
-{
-	unsigned max = m->max_per_worker;
-	struct mchannel *best = NULL;
-
-	/* Start where the last pick left off, so ties rotate over all threads. */
-	m->next_target++;
-	for (size_t k = 0; k < m->n_targets; k++) {
-		struct mchannel *ch = m->targets[(m->next_target + k) % m->n_targets];
-
-		if (ch->worker->load >= max || ch->n_pending == CHANNEL_MAX_FDS)
-			continue;
-		if (!best || ch->load + ch->n_pending < best->load + best->n_pending)
-			best = ch;
-	}
-	return best;
+	load_set_build(&m->load, m->workers, STATUS_MAX_SLOTS, m->gen);
 }
 
 /* Queue a client to the least loaded thread with room; false if there is none. */
 bool
 dispatch_try(struct master *m, int fd, unsigned listener)
 {
-	struct mchannel *ch = pick_target(m);
+	struct mchannel *ch = load_pick(&m->load, &m->caps);
 
 	if (!ch)
 		return false;
-	ch->worker->load++; /* counted now, so the next pick sees it */
-	channel_queue(m, ch, fd, listener);
+	channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
 	return true;
 }
 
@@ -145,66 +111,6 @@ refuse(struct master *m, const struct config_listener *cl, int fd)
 }
 
 /*
- * A thread's count of the clients it closed, as far as the master believes
- * it: the worker writes it, so it never goes back and never passes what the
- * thread was sent.  A lying worker can then only make itself look busier.
- */
-static void
-channel_closed_refresh(struct mchannel *ch, const struct status_thread *st)
-{
-	uint64_t closed = atomic_load((_Atomic uint64_t *)&st->closed);
-
-	ch->closed = MIN(MAX(closed, ch->closed), ch->sent);
-	ch->load = (unsigned)(ch->sent - ch->closed);
-}
-
-/* Re-read every current worker's load from the close counters its threads keep. */
-static void
-loads_refresh(struct master *m)
-{
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		struct mworker *w = &m->workers[i];
-		struct status_worker *sw = &status->slots[i];
-
-		if (w->state != WORKER_RUNNING || w->gen != m->gen)
-			continue;
-		w->load = 0;
-		for (unsigned t = 0; t < w->n_threads; t++) {
-			channel_closed_refresh(&w->chan[t], &sw->threads[t]);
-			w->load += w->chan[t].load + (unsigned)w->chan[t].n_pending;
-		}
-	}
-}
-
-/*
- * How many more clients the current workers can take: per worker, not per
- * thread, from the loads as last refreshed (once per master loop round; a
- * stale load only overstates what a worker holds, never its room).
- */
-static unsigned
-room(const struct master *m)
-{
-	unsigned total = 0, used = 0, cap = m->gen->config->max_connections_total;
-
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		const struct mworker *w = &m->workers[i];
-		unsigned slots = 0;
-
-		if (w->state == WORKER_RUNNING && w->gen == m->gen)
-			used += w->load;
-
-		if (w->state != WORKER_RUNNING || w->gen != m->gen || w->load >= m->max_per_worker)
-			continue;
-		for (unsigned t = 0; t < w->n_threads; t++)
-			slots += CHANNEL_MAX_FDS - (unsigned)w->chan[t].n_pending;
-		total += MIN(m->max_per_worker - w->load, slots);
-	}
-	if (cap)
-		total = used >= cap ? 0 : MIN(total, cap - used);
-	return total;
-}
-
-/*
  * Out of descriptors or memory: the pending connection stays in the kernel
  * backlog.  Stop polling the listeners for a moment instead of spinning on a
  * level-triggered listener that accept() cannot serve (libuv reserves an fd
@@ -224,7 +130,7 @@ void
 accept_listener(struct master *m, struct mlistener *l)
 {
 	const struct config_listener *cl = &m->gen->config->listeners[l->index];
-	unsigned avail = room(m);
+	unsigned avail = load_room(&m->load, &m->caps);
 
 	for (unsigned i = 0; i < ACCEPT_BATCH && avail > 0; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -258,36 +164,20 @@ accept_listener(struct master *m, struct mlistener *l)
 	}
 }
 
-/*
- * No room: ask the workers to wake us when a client closes, then look once
- * more, so that a close between our count and the request is not missed.
- */
-static bool
-wait_for_room(struct master *m)
-{
-	atomic_store(&status->room_wanted, 1);
-	loads_refresh(m); /* after the store: see any close that raced with it */
-	if (room(m) > 0) {
-		atomic_store(&status->room_wanted, 0);
-		return false;
-	}
-	return true;
-}
-
 /* Poll the listeners only when a client accepted now can be handed to someone. */
 void
 update_polling(struct master *m)
 {
-	bool want;
+	bool serving = !m->stopping && m->load.n_targets > 0, want;
 
-	loads_refresh(m);
+	load_refresh(&m->load, status->slots);
 	/* Clients that wait for a worker go first: accept nothing before them. */
-	want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m)) &&
+	want = serving &&
+	       (load_room(&m->load, &m->caps) > 0 || !load_wait_for_room(&m->load, &m->caps, status)) &&
 	       m->n_orphans == 0;
-
-	m->waiting_for_room = !want && !m->stopping && m->n_targets > 0;
-	if (!m->waiting_for_room && atomic_load_explicit(&status->room_wanted, memory_order_relaxed))
-		atomic_store(&status->room_wanted, 0);
+	m->waiting_for_room = serving && !want;
+	if (!m->waiting_for_room)
+		load_wait_end(status);
 
 	if (m->accept_resume_at) {
 		if (now_usec() < m->accept_resume_at)

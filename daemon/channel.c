@@ -190,8 +190,7 @@ channel_flush(struct master *m, struct mchannel *ch)
 			return;
 		}
 		close_many(ch->pending, ch->n_pending);
-		ch->sent += ch->n_pending;
-		ch->load += (unsigned)ch->n_pending;
+		ch->sent += ch->n_pending; /* the thread's load stays: pending became sent */
 		ch->n_pending = 0;
 	}
 	if (ch->drain_wanted) {

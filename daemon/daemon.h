@@ -232,9 +232,9 @@ struct mchannel {
 	struct mworker *worker;
 	int fd;   /* the master's end */
 	int peer; /* the worker's end, kept so fds it never read can be taken back */
+	/* load.c: the thread's load is sent - closed + n_pending (load_thread()). */
 	uint64_t sent;	/* clients handed over, ever */
 	uint64_t closed; /* the thread's closed count as last read, kept within 0..sent */
-	unsigned load;	/* sent minus closed */
 	bool ready;	/* the thread said READY */
 	bool drain_wanted;
 	bool want_out;
@@ -253,12 +253,23 @@ struct mworker {
 	struct generation *gen;
 	unsigned n_threads;
 	unsigned ready;
-	unsigned load; /* its threads' loads plus pending, as of the last refresh */
 	uint64_t started_usec;
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
 	bool killed;	  /* the master stopped it on purpose: its SIGKILL is no crash */
 	uint64_t idle_since; /* no clients since then (0: busy) */
 	struct mchannel *chan;
+};
+
+/* load.c: one balancer's targets and caps (one per pool, once there are pools). */
+struct load_set {
+	struct mchannel **targets; /* threads that take clients, each worker's together */
+	size_t n_targets;
+	size_t next; /* where the next pick starts, so that ties rotate */
+};
+
+struct load_caps {
+	unsigned per_worker; /* max_connections, capped by what a worker can hold open */
+	unsigned total;	     /* max_connections_total; 0: no cap */
 };
 
 /* A client taken back from a dead worker, waiting for a worker that can take it. */
@@ -289,9 +300,8 @@ struct master {
 	struct orphan *orphans;	 /* FIFO */
 	size_t n_orphans, max_orphans, orphans_dropped;
 	struct mworker workers[STATUS_MAX_SLOTS];
-	struct mchannel **targets; /* channels of running current workers */
-	size_t n_targets;
-	size_t next_target;
+	struct load_set load;  /* the current generation's running workers */
+	struct load_caps caps;
 	uint64_t respawn_at[CONFIG_MAX_WORKERS];
 	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
 	unsigned crashes;
@@ -301,7 +311,6 @@ struct master {
 	unsigned stop_signals;
 	uint64_t stop_deadline;
 	uint64_t accept_resume_at; /* after EMFILE and friends */
-	unsigned max_per_worker; /* max_connections, capped by what a worker can open */
 	bool waiting_for_room;
 	unsigned pool_size; /* workers wanted now: workers, or workers_min..workers_max */
 	uint64_t next_spawn_at;
@@ -325,6 +334,19 @@ void channel_flush_all(struct master *m);
 void channel_drain(struct master *m, struct mworker *w);
 void channel_read(struct master *m, struct mchannel *ch);
 size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand);
+
+/* load.c */
+unsigned load_thread(const struct mchannel *ch);
+unsigned load_worker(const struct mworker *w);
+void load_set_build(struct load_set *set, struct mworker *workers, size_t n,
+		    const struct generation *g);
+void load_refresh(struct load_set *set, const struct status_worker *slots);
+unsigned load_room(const struct load_set *set, const struct load_caps *caps);
+struct mchannel *load_pick(struct load_set *set, const struct load_caps *caps);
+bool load_wait_for_room(struct load_set *set, const struct load_caps *caps, struct status *st);
+void load_wait_end(struct status *st);
+bool load_closed(struct status_thread *th, struct status *st);
+void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned fd_limit);
 
 /* listeners.c */
 int listeners_take_activation(void);

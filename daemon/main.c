@@ -214,26 +214,6 @@ watchdog_feed(struct master *m)
 		log_warning("a worker is not responding; not feeding the watchdog");
 }
 
-/*
- * Workers inherit the limit; each spends a few fds on itself (stdio, epoll,
- * channels), and each thread may hold, for the time of one read, as many
- * descriptors as a client can send in one message, on a listener that takes
- * them (seqpacket, or a service that asks for them).  Without room for
- * those, a worker at its cap gets MSG_CTRUNC on its own channel and the
- * clients in that message are lost.
- */
-static unsigned
-fd_reserve(const struct generation *g)
-{
-	const struct config *c = g->config;
-	bool fds = false;
-
-	for (size_t i = 0; i < c->n_listeners; i++)
-		fds |= c->listeners[i].type == SOCK_SEQPACKET ||
-		       g->services[i].ops->flags & UDSD_SERVICE_RECV_FDS;
-	return 16 + 2 * c->threads + (fds ? c->threads * FDPASS_MAX_FDS : 0);
-}
-
 static void
 raise_fd_limit(struct master *m)
 {
@@ -250,22 +230,16 @@ raise_fd_limit(struct master *m)
 	log_info("open file limit: %u", m->fd_limit);
 }
 
-/*
- * A worker past its fd limit cannot even receive a client: the kernel drops
- * descriptors that do not fit (MSG_CTRUNC).  So never hand a worker more
- * clients than it can hold open.
- */
+/* The current generation's caps (load_caps_set()), and a word when the fd limit lowers one. */
 static void
-update_max_per_worker(struct master *m)
+update_caps(struct master *m)
 {
 	const struct config *c = m->gen->config;
-	unsigned reserve = fd_reserve(m->gen);
-	unsigned room = m->fd_limit > reserve ? m->fd_limit - reserve : 1;
 
-	m->max_per_worker = MIN(c->max_connections, room);
-	if (m->max_per_worker < c->max_connections)
+	load_caps_set(&m->caps, m->gen, m->fd_limit);
+	if (m->caps.per_worker < c->max_connections)
 		log_notice("max_connections %u is above what the open file limit allows; using %u per worker",
-			   c->max_connections, m->max_per_worker);
+			   c->max_connections, m->caps.per_worker);
 }
 
 /*
@@ -313,7 +287,7 @@ reload_switch(struct master *m)
 	m->pending = NULL;
 	m->gen = g;
 	m->pool_size = g->config->workers;
-	update_max_per_worker(m);
+	update_caps(m);
 	atomic_store(&status->generation, g->id);
 	status_config = g->config;
 	memset(m->respawn_at, 0, sizeof(m->respawn_at));
@@ -439,7 +413,8 @@ idle_exit_check(struct master *m)
 		return;
 	for (size_t i = 0; i < STATUS_MAX_SLOTS && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
-		busy = w->state == WORKER_DRAINING || (w->state == WORKER_RUNNING && w->load > 0);
+		busy = w->state == WORKER_DRAINING ||
+		       (w->state == WORKER_RUNNING && load_worker(w) > 0);
 	}
 	if (busy || !m->idle_since) {
 		m->idle_since = now;
@@ -584,7 +559,7 @@ cleanup(struct master *m)
 	for (size_t i = 0; i < m->n_listeners; i++)
 		listener_close(m, &m->listeners[i], true);
 	free(m->listeners);
-	free(m->targets);
+	free(m->load.targets);
 	free(m->orphans);
 	generation_unref(m->gen);
 	listeners_free_activation();
@@ -689,11 +664,11 @@ main(int argc, char **argv)
 		fatalx("setting up the event loop: %s", strerror(errno));
 	raise_fd_limit(m);
 	r = status_map();
-	m->targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->targets));
+	m->load.targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->load.targets));
 	/* Clients of dead workers held at once: a share of the master's own descriptors. */
 	m->max_orphans = MAX(64, MIN(4096, m->fd_limit / 4));
 	m->orphans = calloc(m->max_orphans, sizeof(*m->orphans));
-	if (r < 0 || !m->targets || !m->orphans)
+	if (r < 0 || !m->load.targets || !m->orphans)
 		fatalx("out of memory");
 	r = listeners_take_activation();
 	if (r < 0)
@@ -704,7 +679,7 @@ main(int argc, char **argv)
 		fatalx("out of memory");
 	atomic_store(&status->generation, m->gen->id);
 	status_config = c;
-	update_max_per_worker(m);
+	update_caps(m);
 	if (listeners_build(c, NULL, 0, &ls) < 0) {
 		cleanup(m);
 		return EXIT_FAILURE;

@@ -309,7 +309,7 @@ worker_check_alive(const struct master *m, struct mworker *w, uint64_t now)
 		return; /* on its way out */
 	if (w->state == WORKER_DRAINING && now >= w->kill_at) {
 		log_warning("worker %d still has %u client(s) after the shutdown timeout, killing it",
-			    (int)w->pid, w->load);
+			    (int)w->pid, load_worker(w));
 		worker_stop(w);
 		return;
 	}
@@ -380,13 +380,15 @@ pool_adjust(struct master *m)
 		return;
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		struct mworker *w = &m->workers[i];
+		unsigned load;
 
 		if (w->state != WORKER_RUNNING || w->gen != m->gen)
 			continue;
+		load = load_worker(w);
 		running++;
 		starting |= w->ready < w->n_threads;
-		all_busy &= w->load >= c->worker_load_mark;
-		if (w->load > 0)
+		all_busy &= load >= c->worker_load_mark;
+		if (load > 0)
 			w->idle_since = 0;
 		else if (!w->idle_since)
 			w->idle_since = now;

@@ -28,18 +28,11 @@
 /* The channel's epoll tag: any pointer that is not a connection. */
 static char channel_tag;
 
-/*
- * The master counts each thread's load as what it handed over minus this
- * counter, read from shared memory: no message per close.  Only when it has
- * stopped accepting for want of room does a close also wake it (the store of
- * room_wanted and the load of closed on its side pair with the add and the
- * load here; both sequentially consistent, so one side always sees the other).
- */
+/* A client is gone: the master's load count, and its wakeup if it waits for room (load.c). */
 void
 worker_client_done(struct wthread *t)
 {
-	atomic_fetch_add(&t->stats->closed, 1);
-	if (atomic_load(&status->room_wanted))
+	if (load_closed(t->stats, status))
 		t->wake_master = true;
 }
 
