@@ -6,19 +6,28 @@
 #include "daemon.h"
 #include "fd-util.h"
 
+/*
+ * The master's front door: accept, admission (allow-lists, room, the
+ * fd-exhaustion pause) and the hand-off of each client to a worker thread
+ * chosen by load.c.  Clients taken back from a dead worker that no worker
+ * can take yet wait here too (the orphans): it is the same hand-off, retried
+ * each round, and admission holds new clients back while any wait.  With
+ * pools, each pool's dispatch will have such a queue of its own.
+ */
+
 /* Accepts per readiness event; what is left waits for the next epoll round. */
 #define ACCEPT_BATCH 64
 /* How long to stop accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM. */
 #define ACCEPT_BACKOFF_USEC (100 * USEC_PER_MSEC)
-
-void
-targets_rebuild(struct master *m)
-{
-	load_set_build(&m->load, m->workers, STATUS_MAX_SLOTS, m->gen);
-}
+/*
+ * Clients of a dead worker wait in the master for a worker that can take them
+ * (the respawn, with backoff), at most this long and at most max_orphans at a
+ * time: past either bound they are closed, and the log says how many.
+ */
+#define ORPHAN_WAIT_USEC (10 * USEC_PER_SEC)
 
 /* Queue a client to the least loaded thread with room; false if there is none. */
-bool
+static bool
 dispatch_try(struct master *m, int fd, unsigned listener)
 {
 	struct mchannel *ch = load_pick(&m->load, &m->caps);
@@ -29,10 +38,24 @@ dispatch_try(struct master *m, int fd, unsigned listener)
 	return true;
 }
 
-void
-dispatch_fd(struct master *m, int fd, unsigned listener)
+/* No worker can take a client now: it waits here, first in, first out. */
+static void
+orphan_hold(struct master *m, int fd, unsigned listener)
 {
-	/* Only clients taken back from a dead worker can wait: accept_listener checks for room. */
+	if (m->n_orphans == m->max_orphans) {
+		safe_close(fd);
+		m->orphans_dropped++; /* logged once per round, by accept_orphans_flush() */
+		return;
+	}
+	m->orphans[m->n_orphans++] = (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
+						      .since = now_usec() };
+}
+
+/* Hand a client to a worker thread, or let it wait for one (only clients of a dead worker can). */
+void
+accept_dispatch(struct master *m, int fd, unsigned listener)
+{
+	/* accept_listener() checks for room first: only clients of a dead worker find none. */
 	if (!dispatch_try(m, fd, listener))
 		orphan_hold(m, fd, listener);
 }
@@ -123,7 +146,7 @@ accept_backoff(struct master *m, int err)
 		log_warning("accept: %s; pausing accepts for %llums", strerror(err),
 			    (unsigned long long)(ACCEPT_BACKOFF_USEC / USEC_PER_MSEC));
 	m->accept_resume_at = now_usec() + ACCEPT_BACKOFF_USEC;
-	update_polling(m);
+	accept_update_polling(m);
 }
 
 void
@@ -159,14 +182,14 @@ accept_listener(struct master *m, struct mlistener *l)
 			refuse(m, cl, fd);
 			continue;
 		}
-		dispatch_fd(m, fd, l->index);
+		accept_dispatch(m, fd, l->index);
 		avail--;
 	}
 }
 
 /* Poll the listeners only when a client accepted now can be handed to someone. */
 void
-update_polling(struct master *m)
+accept_update_polling(struct master *m)
 {
 	bool serving = !m->stopping && m->load.n_targets > 0, want;
 
@@ -194,4 +217,62 @@ update_polling(struct master *m)
 		if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)
 			l->polling = want;
 	}
+}
+
+/* Once per loop: hand waiting clients to workers with room; close those that waited too long. */
+void
+accept_orphans_flush(struct master *m)
+{
+	uint64_t now = now_usec();
+	size_t done = 0, expired = 0;
+
+	for (; done < m->n_orphans; done++) {
+		struct orphan *o = &m->orphans[done];
+
+		if (now - o->since >= ORPHAN_WAIT_USEC) {
+			safe_close(o->fd);
+			expired++;
+		} else if (!dispatch_try(m, o->fd, o->listener)) {
+			break;
+		}
+	}
+	m->n_orphans -= done;
+	memmove(m->orphans, m->orphans + done, m->n_orphans * sizeof(*m->orphans));
+	if (expired)
+		log_warning("closed %zu client(s) that waited %llus for a worker", expired,
+			    (unsigned long long)(ORPHAN_WAIT_USEC / USEC_PER_SEC));
+	if (m->orphans_dropped)
+		log_warning("closed %zu client(s) of dead workers: %zu already wait for a worker",
+			    m->orphans_dropped, m->max_orphans);
+	m->orphans_dropped = 0;
+}
+
+/* At a reload's switch: waiting clients follow their listener into the new config, if there. */
+void
+accept_orphans_remap(struct master *m, const struct generation *from)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n_orphans; i++) {
+		struct orphan o = m->orphans[i];
+		int l = listeners_remap(m->gen->config, from->config, o.listener);
+
+		if (l < 0) {
+			safe_close(o.fd);
+			continue;
+		}
+		o.listener = (uint8_t)l;
+		m->orphans[n++] = o;
+	}
+	m->n_orphans = n;
+}
+
+void
+accept_orphans_drop(struct master *m, const char *why)
+{
+	if (m->n_orphans)
+		log_warning("%s: closing %zu client(s) that wait for a worker", why, m->n_orphans);
+	for (size_t i = 0; i < m->n_orphans; i++)
+		safe_close(m->orphans[i].fd);
+	m->n_orphans = 0;
 }

@@ -223,7 +223,7 @@ struct mlistener {
 	int fd;
 	struct listener_file file; /* ours: the socket file, only ever reached through this */
 	bool ours;      /* udsd created the file: it unlinks it at exit */
-	bool activated; /* systemd's: never unlinked, chmod'ed or re-bound */
+	bool passed;    /* systemd passed it: never unlinked, chmod'ed or re-bound */
 	bool polling;
 };
 
@@ -305,7 +305,7 @@ struct master {
 	uint64_t respawn_at[CONFIG_MAX_WORKERS];
 	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
 	unsigned crashes;
-	bool activated;
+	bool activated; /* started by socket activation: systemd passed sockets */
 	bool stopping;
 	bool ready_sent;
 	unsigned stop_signals;
@@ -349,36 +349,35 @@ bool load_closed(struct status_thread *th, struct status *st);
 void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned fd_limit);
 
 /* listeners.c */
-int listeners_take_activation(void);
-void listeners_warn_unused_activation(void);
-void listeners_free_activation(void);
+int listeners_take_passed(void);
+void listeners_warn_unused_passed(void);
+void listeners_free_passed(void);
 int listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		    struct mlistener **ret);
 void listeners_install(struct master *m, struct mlistener *ls, size_t n);
 void listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use,
 		       size_t n_in_use);
 void listeners_apply_perms(const struct config *c, struct mlistener *ls);
-void listener_close(struct master *m, struct mlistener *l, bool unlink_file);
+void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file);
 bool listeners_pending(const struct master *m);
-bool listeners_all_activated(const struct master *m);
+bool listeners_all_passed(const struct master *m);
+int listeners_remap(const struct config *to, const struct config *from, unsigned index);
 
 /* accept.c */
 void accept_listener(struct master *m, struct mlistener *l);
-bool dispatch_try(struct master *m, int fd, unsigned listener);
-void dispatch_fd(struct master *m, int fd, unsigned listener);
-void update_polling(struct master *m);
-void targets_rebuild(struct master *m);
+void accept_dispatch(struct master *m, int fd, unsigned listener);
+void accept_update_polling(struct master *m);
+void accept_orphans_flush(struct master *m);
+void accept_orphans_remap(struct master *m, const struct generation *from);
+void accept_orphans_drop(struct master *m, const char *why);
 
-/* spawn.c */
-int worker_spawn(struct master *m, struct generation *g, unsigned index);
-void worker_drain(struct master *m, struct mworker *w);
-void worker_stop(struct mworker *w);
-void workers_reap(struct master *m);
-void workers_check(struct master *m);
+/* pool.c */
+int pool_spawn(struct master *m, struct generation *g, unsigned index);
+void pool_drain(struct master *m, struct mworker *w);
+void pool_kill(struct mworker *w);
+void pool_reap(struct master *m);
+void pool_check(struct master *m);
 void pool_adjust(struct master *m);
-unsigned workers_count(const struct master *m, enum worker_state state);
+void pool_targets_update(struct master *m);
+unsigned pool_count(const struct master *m, enum worker_state state);
 void generation_unref(struct generation *g);
-void orphan_hold(struct master *m, int fd, unsigned listener);
-void orphans_flush(struct master *m);
-void orphans_remap(struct master *m, const struct generation *from);
-void orphans_drop(struct master *m, const char *why);

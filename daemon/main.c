@@ -257,7 +257,7 @@ pending_abandon(struct master *m, const char *why)
 		log_notice("reload of generation %u abandoned: %s", g->id, why);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		if (m->workers[i].gen == g)
-			worker_stop(&m->workers[i]);
+			pool_kill(&m->workers[i]);
 	listeners_discard(m->pending_listeners, g->config->n_listeners, m->listeners,
 			  m->n_listeners);
 	m->pending_listeners = NULL;
@@ -294,11 +294,11 @@ reload_switch(struct master *m)
 	memset(m->backoff_usec, 0, sizeof(m->backoff_usec));
 	m->crashes = 0;
 	m->reload_error[0] = '\0';
-	orphans_remap(m, old);
+	accept_orphans_remap(m, old);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		if (m->workers[i].gen == old)
-			worker_drain(m, &m->workers[i]);
-	targets_rebuild(m);
+			pool_drain(m, &m->workers[i]);
+	pool_targets_update(m);
 	generation_unref(old);
 	m->ready_sent = true;
 	log_info("reloaded: generation %u serves", g->id);
@@ -362,7 +362,7 @@ reload(struct master *m)
 	log_info("generation %u starting; generation %u serves until it is ready", g->id,
 		 m->gen->id);
 	for (unsigned i = 0; i < c->workers; i++) {
-		r = worker_spawn(m, g, i);
+		r = pool_spawn(m, g, i);
 		if (r < 0) {
 			snprintf(err, sizeof(err), "cannot start a worker: %s", strerror(-r));
 			goto fail;
@@ -387,11 +387,11 @@ stop(struct master *m, const char *why)
 	sd_notify(0, "STOPPING=1");
 	m->stopping = true;
 	pending_abandon(m, "stopping");
-	orphans_drop(m, "stopping");
+	accept_orphans_drop(m, "stopping");
 	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
-	update_polling(m);
+	accept_update_polling(m);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
-		worker_drain(m, &m->workers[i]);
+		pool_drain(m, &m->workers[i]);
 	notify_status(m, true, "");
 }
 
@@ -409,7 +409,7 @@ idle_exit_check(struct master *m)
 	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec();
 	bool busy = m->pending != NULL;
 
-	if (!limit || !m->activated || m->stopping || !listeners_all_activated(m))
+	if (!limit || !m->activated || m->stopping || !listeners_all_passed(m))
 		return;
 	for (size_t i = 0; i < STATUS_MAX_SLOTS && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
@@ -445,7 +445,7 @@ signal_readable(struct master *m)
 				reload(m);
 			break;
 		case SIGCHLD:
-			workers_reap(m);
+			pool_reap(m);
 			break;
 		default:
 			break;
@@ -502,7 +502,7 @@ loop(struct master *m)
 {
 	struct epoll_event events[64];
 
-	while (!(m->stopping && workers_count(m, WORKER_FREE) == STATUS_MAX_SLOTS)) {
+	while (!(m->stopping && pool_count(m, WORKER_FREE) == STATUS_MAX_SLOTS)) {
 		int n = epoll_wait(m->epfd, events, ELEMENTSOF(events), next_timeout_ms(m));
 		if (n < 0 && errno != EINTR)
 			fatalx("epoll_wait: %s", strerror(errno));
@@ -512,11 +512,11 @@ loop(struct master *m)
 			if (((struct watch *)events[i].data.ptr)->kind == WATCH_SIGNAL)
 				break;
 		}
-		workers_check(m);
+		pool_check(m);
 		reload_check(m);
-		orphans_flush(m);
+		accept_orphans_flush(m);
 		channel_flush_all(m);
-		update_polling(m);
+		accept_update_polling(m);
 		pool_adjust(m);
 		idle_exit_check(m);
 		notify_ready(m);
@@ -524,7 +524,7 @@ loop(struct master *m)
 		watchdog_feed(m);
 		if (m->stopping && now_usec() >= m->stop_deadline)
 			for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
-				worker_stop(&m->workers[i]);
+				pool_kill(&m->workers[i]);
 	}
 }
 
@@ -557,12 +557,12 @@ static void
 cleanup(struct master *m)
 {
 	for (size_t i = 0; i < m->n_listeners; i++)
-		listener_close(m, &m->listeners[i], true);
+		listeners_close_one(m, &m->listeners[i], true);
 	free(m->listeners);
 	free(m->load.targets);
 	free(m->orphans);
 	generation_unref(m->gen);
-	listeners_free_activation();
+	listeners_free_passed();
 	safe_close(m->sigfd);
 	safe_close(m->epfd);
 }
@@ -670,7 +670,7 @@ main(int argc, char **argv)
 	m->orphans = calloc(m->max_orphans, sizeof(*m->orphans));
 	if (r < 0 || !m->load.targets || !m->orphans)
 		fatalx("out of memory");
-	r = listeners_take_activation();
+	r = listeners_take_passed();
 	if (r < 0)
 		fatalx("reading sockets passed by systemd: %s", strerror(-r));
 	m->activated = r > 0;
@@ -685,17 +685,17 @@ main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	listeners_install(m, ls, c->n_listeners);
-	listeners_warn_unused_activation();
+	listeners_warn_unused_passed();
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
 	m->pool_size = c->workers;
-	if (c->exit_idle_usec && !listeners_all_activated(m))
+	if (c->exit_idle_usec && !listeners_all_passed(m))
 		log_notice("exit_idle_time ignored: udsd would take away sockets that are not systemd's");
 
 	for (size_t i = 0; i < c->n_listeners; i++)
 		log_info("listener %s: %s (%s)%s", c->listeners[i].name, c->listeners[i].address,
-			 s[i].ops->name, m->listeners[i].activated ? ", from systemd" : "");
-	workers_check(m);
+			 s[i].ops->name, m->listeners[i].passed ? ", from systemd" : "");
+	pool_check(m);
 	loop(m);
 	cleanup(m);
 	log_info("stopped");
