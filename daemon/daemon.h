@@ -380,4 +380,17 @@ void pool_check(struct master *m);
 void pool_adjust(struct master *m);
 void pool_targets_update(struct master *m);
 unsigned pool_count(const struct master *m, enum worker_state state);
+int generation_new(struct master *m, struct config *c, struct service *s, struct generation **ret);
 void generation_unref(struct generation *g);
+
+static inline void
+generation_unrefp(struct generation **g)
+{
+	generation_unref(*g);
+}
+
+static inline void
+config_freep(struct config **c)
+{
+	config_free(*c);
+}

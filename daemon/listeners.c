@@ -306,7 +306,7 @@ listeners_all_passed(const struct master *m)
 	return true;
 }
 
-/* The index in config to of listener index of config from (the same listener, by name); -1: gone. */
+/* The index in config to of listener index of config from (the same listener, by name), or -ENOENT. */
 int
 listeners_remap(const struct config *to, const struct config *from, unsigned index)
 {
@@ -315,5 +315,5 @@ listeners_remap(const struct config *to, const struct config *from, unsigned ind
 	if (from == to)
 		return (int)index;
 	l = config_find_listener(to, from->listeners[index].name);
-	return l ? (int)(l - to->listeners) : -1;
+	return l ? (int)(l - to->listeners) : -ENOENT;
 }

@@ -66,42 +66,25 @@ version(bool build)
 	exit(EXIT_SUCCESS);
 }
 
-static struct generation *
-generation_new(struct master *m, struct config *c, struct service *s)
-{
-	struct generation *g = calloc(1, sizeof(*g));
-
-	if (!g)
-		return NULL;
-	g->id = ++m->last_gen_id; /* never reused, even by a reload that failed */
-	g->refs = 1; /* the master's own reference while it is current */
-	g->config = c;
-	g->services = s;
-	return g;
-}
-
-/* Parse and resolve; on failure the reason is logged and left in err. */
+/*
+ * The config file, parsed and its services resolved, as a new generation; on
+ * failure the reason is logged and left in err.
+ */
 static int
-config_read(const char *file, struct config **ret_c, struct service **ret_s, char *err,
-	    size_t errlen)
+generation_read(struct master *m, struct generation **ret, char *err, size_t errlen)
 {
-	struct config *c;
+	_cleanup_(config_freep) struct config *c = NULL;
 	struct service *s;
 	int r;
 
-	r = config_load(file, &c, err, errlen);
-	if (r >= 0) {
+	r = config_load(m->config_file, &c, err, errlen);
+	if (r >= 0)
 		r = service_resolve(c, &s, err, errlen);
-		if (r < 0)
-			config_free(c);
-	}
-	if (r < 0) {
+	if (r >= 0 && (r = generation_new(m, TAKE_PTR(c), s, ret)) < 0)
+		snprintf(err, errlen, "%s", strerror(-r));
+	if (r < 0)
 		log_error("%s", err);
-		return r;
-	}
-	*ret_c = c;
-	*ret_s = s;
-	return 0;
+	return r;
 }
 
 /*
@@ -327,50 +310,50 @@ reload_check(struct master *m)
 /*
  * Start a generation from the config file, with its listeners bound (but not
  * yet accepted from) and its workers forked; the current generation serves
- * until the new one is ready (reload_check()).
+ * until the new one is ready (reload_check()).  On failure, what it made
+ * goes: before it is pending by cleanup here, after by pending_abandon().
  */
+static int
+reload_start(struct master *m, char *err, size_t errlen)
+{
+	_cleanup_(generation_unrefp) struct generation *g = NULL;
+	struct mlistener *ls;
+	int r;
+
+	r = generation_read(m, &g, err, errlen);
+	if (r < 0)
+		return r;
+	r = listeners_build(g->config, m->listeners, m->n_listeners, &ls);
+	if (r < 0) {
+		snprintf(err, errlen, "listeners: %s", strerror(-r));
+		return r;
+	}
+	m->pending_listeners = ls;
+	m->pending = TAKE_PTR(g);
+	m->pending_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
+	log_info("generation %u starting; generation %u serves until it is ready", m->pending->id,
+		 m->gen->id);
+	for (unsigned i = 0; i < m->pending->config->workers; i++) {
+		r = pool_spawn(m, m->pending, i);
+		if (r < 0) {
+			snprintf(err, errlen, "cannot start a worker: %s", strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
 static void
 reload(struct master *m)
 {
-	char err[512];
-	struct config *c;
-	struct service *s;
-	struct mlistener *ls;
-	struct generation *g = NULL;
-	int r;
+	char err[512] = "";
 
 	log_info("reloading %s", m->config_file);
 	notify_reloading();
 	/* A reload in progress is for an older file: start again from the newest. */
 	pending_abandon(m, "a newer reload");
-	if (config_read(m->config_file, &c, &s, err, sizeof(err)) < 0)
-		goto fail;
-	r = listeners_build(c, m->listeners, m->n_listeners, &ls);
-	if (r >= 0 && !(g = generation_new(m, c, s))) {
-		listeners_discard(ls, c->n_listeners, m->listeners, m->n_listeners);
-		r = -ENOMEM;
-	}
-	if (r < 0) {
-		service_free(s, c->n_listeners);
-		config_free(c);
-		snprintf(err, sizeof(err), "listeners: %s", strerror(-r));
-		goto fail;
-	}
-	m->pending = g;
-	m->pending_listeners = ls;
-	m->pending_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
-	log_info("generation %u starting; generation %u serves until it is ready", g->id,
-		 m->gen->id);
-	for (unsigned i = 0; i < c->workers; i++) {
-		r = pool_spawn(m, g, i);
-		if (r < 0) {
-			snprintf(err, sizeof(err), "cannot start a worker: %s", strerror(-r));
-			goto fail;
-		}
-	}
-	return;
-fail:
-	reload_failed(m, err);
+	if (reload_start(m, err, sizeof(err)) < 0)
+		reload_failed(m, err);
 }
 
 static void
@@ -641,21 +624,21 @@ main(int argc, char **argv)
 	static struct master master;
 	struct master *m = &master;
 	struct options o;
-	struct config *c;
-	struct service *s;
+	struct generation *g;
+	const struct config *c;
 	struct mlistener *ls;
-	char err[512];
+	char err[512] = "";
 	int r;
 
 	options_parse(argc, argv, &o);
 	m->config_file = o.config_file;
 	log_open();
-	if (config_read(m->config_file, &c, &s, err, sizeof(err)) < 0)
+	if (generation_read(m, &g, err, sizeof(err)) < 0)
 		return EXIT_FAILURE;
+	c = g->config;
 	if (o.test) {
 		r = config_test(&o, c);
-		service_free(s, c->n_listeners);
-		config_free(c);
+		generation_unref(g);
 		return r;
 	}
 
@@ -674,9 +657,7 @@ main(int argc, char **argv)
 	if (r < 0)
 		fatalx("reading sockets passed by systemd: %s", strerror(-r));
 	m->activated = r > 0;
-	m->gen = generation_new(m, c, s);
-	if (!m->gen)
-		fatalx("out of memory");
+	m->gen = g;
 	atomic_store(&status->generation, m->gen->id);
 	status_config = c;
 	update_caps(m);
@@ -694,7 +675,7 @@ main(int argc, char **argv)
 
 	for (size_t i = 0; i < c->n_listeners; i++)
 		log_info("listener %s: %s (%s)%s", c->listeners[i].name, c->listeners[i].address,
-			 s[i].ops->name, m->listeners[i].passed ? ", from systemd" : "");
+			 g->services[i].ops->name, m->listeners[i].passed ? ", from systemd" : "");
 	pool_check(m);
 	loop(m);
 	cleanup(m);

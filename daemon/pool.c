@@ -24,6 +24,25 @@
 /* A thread that has not ticked for this long is hung: its worker is killed and replaced. */
 #define HUNG_USEC (10 * USEC_PER_SEC)
 
+/* A generation of config c and its services s, which it owns from now on, even on failure. */
+int
+generation_new(struct master *m, struct config *c, struct service *s, struct generation **ret)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (!g) {
+		service_free(s, c->n_listeners);
+		config_free(c);
+		return -ENOMEM;
+	}
+	g->id = ++m->last_gen_id; /* never reused, even by a reload that failed */
+	g->refs = 1; /* the master's own reference while it is current */
+	g->config = c;
+	g->services = s;
+	*ret = g;
+	return 0;
+}
+
 void
 generation_unref(struct generation *g)
 {
