@@ -191,13 +191,15 @@ accept_listener(struct master *m, struct mlistener *l)
 void
 accept_update_polling(struct master *m)
 {
-	bool serving = !m->stopping && m->load.n_targets > 0, want;
+	struct load_set *set = &m->load;
+	const struct load_caps *caps = &m->caps;
+	bool serving = !m->stopping && set->n_targets > 0, room, want;
 
-	load_refresh(&m->load, status->slots);
+	load_refresh(set, status->slots);
+	/* With no room, the workers are asked to wake us (for the orphans too). */
+	room = serving && (load_room(set, caps) > 0 || !load_wait_for_room(set, caps, status));
 	/* Clients that wait for a worker go first: accept nothing before them. */
-	want = serving &&
-	       (load_room(&m->load, &m->caps) > 0 || !load_wait_for_room(&m->load, &m->caps, status)) &&
-	       m->n_orphans == 0;
+	want = room && m->n_orphans == 0;
 	m->waiting_for_room = serving && !want;
 	if (!m->waiting_for_room)
 		load_wait_end(status);

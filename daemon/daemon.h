@@ -2,17 +2,27 @@
 #pragma once
 
 /*
- * The one internal header of the udsd executable.  Process roles:
- *   main.c    master: setup, signals, reload, shutdown, sd_notify
- *   listeners.c master: sockets bound or from systemd, kept across reloads
- *   spawn.c   master: forking workers, reaping them, recovering their fds
- *   accept.c  master: accept, admission, hand-off to worker threads
- *   channel.c the master<->worker-thread message format
- *   worker.c  worker process and its threads' event loops
- *   conn.c    a client connection inside a worker thread (the udsd_conn API)
- *   status.c  live counters in shared memory, /status JSON
- *   service.c built-in and loadable services
- *   log.c     one line per event, journal-aware
+ * The one internal header of the udsd executable, in three parts, one file
+ * per concept:
+ *
+ * Shared memory and wire protocol (both processes)
+ *   status.c     counters in shared memory, one sealed memfd per slot; /status JSON
+ *   channel.c    the master<->worker channel, both ends: the wire format; the
+ *                master's open, close, queue, flush, read and reclaim of a dead
+ *                worker's fds; a worker thread's receive and dispatch
+ *   service.c    built-in and loadable services: resolved in the master, run in workers
+ *   log.c        one line per event, journal-aware
+ * Worker process
+ *   worker.c     the process (privileges, threads) and its threads' event loops
+ *   conn.c       a client connection in a worker thread (the udsd_conn API)
+ *   echo.c, http.c, http-parser.c, http-settings.c: the built-in services
+ * Master process
+ *   main.c       setup, signals, reload (the pending generation), shutdown, sd_notify
+ *   listeners.c  sockets bound here or passed by systemd, kept across reloads
+ *   pool.c       generations; forking, reaping, respawning, killing hung workers;
+ *                the dynamic pool
+ *   accept.c     accept, admission, hand-off to a worker thread, clients waiting for one
+ *   load.c       load, least-loaded choice, room, caps, the room_wanted handshake
  */
 
 #include <pthread.h>
@@ -31,6 +41,8 @@
 #ifndef UDSD_VERSION
 #define UDSD_VERSION "0"
 #endif
+
+/* ======== Shared memory and wire protocol ======== */
 
 /* log.c */
 void log_open(void);
@@ -110,11 +122,7 @@ int channel_send(int fd, unsigned type, uint32_t arg, const int *fds, const uint
 int channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 		   struct channel_msg *ret);
 int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *fds);
-/* Worker side; the master's side follows its structs below. */
-struct wthread;
-void channel_thread_read(struct wthread *t);
-int channel_thread_ready(struct wthread *t);
-void channel_thread_wake(struct wthread *t);
+/* The two sides' own functions are under their process below. */
 
 /* service.c */
 struct service {
@@ -129,6 +137,8 @@ extern const struct udsd_service service_http;
 
 int service_resolve(const struct config *c, struct service **ret, char *err, size_t errlen);
 void service_free(struct service *s, size_t n);
+
+/* ======== Worker process ======== */
 
 /* worker.c */
 struct worker_spec {
@@ -193,14 +203,24 @@ struct udsd_conn {
 
 void conn_open(struct wthread *t, int fd, unsigned listener);
 void worker_client_done(struct wthread *t);
-void worker_thread_drain(struct wthread *t);
 void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
 void conn_timeout(struct udsd_conn *c);
 void conn_trim(struct udsd_conn *c);
 void conn_free(struct udsd_conn *c);
 
-/* main.c, spawn.c, accept.c: the master. */
+void worker_thread_drain(struct wthread *t);
+
+/* channel.c, a worker thread's end */
+void channel_thread_read(struct wthread *t);
+int channel_thread_ready(struct wthread *t);
+void channel_thread_wake(struct wthread *t);
+
+/* load.c, a worker thread's side of the room_wanted handshake */
+bool load_closed(struct status_thread *th, struct status *st);
+
+/* ======== Master process ======== */
+
 enum watch_kind { WATCH_SIGNAL, WATCH_LISTENER, WATCH_CHANNEL };
 
 struct watch {
@@ -345,7 +365,6 @@ unsigned load_room(const struct load_set *set, const struct load_caps *caps);
 struct mchannel *load_pick(struct load_set *set, const struct load_caps *caps);
 bool load_wait_for_room(struct load_set *set, const struct load_caps *caps, struct status *st);
 void load_wait_end(struct status *st);
-bool load_closed(struct status_thread *th, struct status *st);
 void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned fd_limit);
 
 /* listeners.c */

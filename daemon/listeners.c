@@ -306,7 +306,7 @@ listeners_all_passed(const struct master *m)
 	return true;
 }
 
-/* The index in config to of listener index of config from (the same listener, by name), or -ENOENT. */
+/* Listener index of config from, as an index of config to (matched by name), or -ENOENT. */
 int
 listeners_remap(const struct config *to, const struct config *from, unsigned index)
 {

@@ -64,7 +64,8 @@ load_refresh(struct load_set *set, const struct status_worker *slots)
 {
 	for (size_t i = 0; i < set->n_targets; i++) {
 		struct mchannel *ch = set->targets[i];
-		const struct status_thread *st = &slots[ch->worker->slot].threads[ch - ch->worker->chan];
+		const struct mworker *w = ch->worker;
+		const struct status_thread *st = &slots[w->slot].threads[ch - w->chan];
 		uint64_t closed = atomic_load((_Atomic uint64_t *)&st->closed);
 
 		ch->closed = MIN(MAX(closed, ch->closed), ch->sent);

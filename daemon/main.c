@@ -550,6 +550,25 @@ cleanup(struct master *m)
 	safe_close(m->epfd);
 }
 
+/* Before anything is bound or forked: the event loop, signals, limits, shared memory. */
+static void
+master_setup(struct master *m)
+{
+	int r;
+
+	m->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (m->epfd < 0 || signals_setup(m) < 0)
+		fatalx("setting up the event loop: %s", strerror(errno));
+	raise_fd_limit(m);
+	r = status_map();
+	m->load.targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->load.targets));
+	/* Clients of dead workers held at once: a share of the master's own descriptors. */
+	m->max_orphans = MAX(64, MIN(4096, m->fd_limit / 4));
+	m->orphans = calloc(m->max_orphans, sizeof(*m->orphans));
+	if (r < 0 || !m->load.targets || !m->orphans)
+		fatalx("out of memory");
+}
+
 enum { OPT_VERBOSE = 0x100 };
 
 struct options {
@@ -642,17 +661,7 @@ main(int argc, char **argv)
 		return r;
 	}
 
-	m->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (m->epfd < 0 || signals_setup(m) < 0)
-		fatalx("setting up the event loop: %s", strerror(errno));
-	raise_fd_limit(m);
-	r = status_map();
-	m->load.targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->load.targets));
-	/* Clients of dead workers held at once: a share of the master's own descriptors. */
-	m->max_orphans = MAX(64, MIN(4096, m->fd_limit / 4));
-	m->orphans = calloc(m->max_orphans, sizeof(*m->orphans));
-	if (r < 0 || !m->load.targets || !m->orphans)
-		fatalx("out of memory");
+	master_setup(m);
 	r = listeners_take_passed();
 	if (r < 0)
 		fatalx("reading sockets passed by systemd: %s", strerror(-r));

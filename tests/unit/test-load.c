@@ -51,8 +51,9 @@ setup(void **state)
 	b->gen = (struct generation){ .id = 1, .config = &b->config, .services = b->services };
 	b->other = (struct generation){ .id = 2, .config = &b->config, .services = b->services };
 	for (unsigned i = 0; i < N_WORKERS; i++) {
-		b->workers[i] = (struct mworker){ .state = WORKER_RUNNING, .slot = i, .gen = &b->gen,
-						  .n_threads = N_THREADS, .chan = b->chan[i] };
+		b->workers[i] = (struct mworker){ .state = WORKER_RUNNING, .slot = i,
+						  .gen = &b->gen, .n_threads = N_THREADS,
+						  .chan = b->chan[i] };
 		for (unsigned t = 0; t < N_THREADS; t++)
 			b->chan[i][t] = (struct mchannel){ .worker = &b->workers[i] };
 	}
@@ -88,6 +89,17 @@ close_clients(struct bench *b, unsigned i, unsigned t, unsigned n)
 		(void)load_closed(&b->st->slots[i].threads[t], b->st);
 }
 
+/* Every worker at a cap of one, its client on thread t. */
+static void
+all_full(struct bench *b, unsigned t)
+{
+	b->caps.per_worker = 1;
+	for (unsigned i = 0; i < N_WORKERS; i++)
+		sent(b, i, t, 1);
+	load_refresh(&b->set, b->st->slots);
+	assert_int_equal(load_room(&b->set, &b->caps), 0);
+}
+
 static void
 test_load_is_sent_minus_closed_plus_pending(void **state)
 {
@@ -110,16 +122,16 @@ test_refresh_distrusts_the_worker(void **state)
 	struct bench *b = *state;
 	_Atomic uint64_t *closed = &b->st->slots[2].threads[0].closed;
 
+	/* What the worker writes, and the load the master then believes, of 4 sent. */
+	static const unsigned steps[][2] = { { 3, 1 }, { 1, 1 } /* goes back */,
+					     { 1000, 0 } /* passes sent */ };
+
 	sent(b, 2, 0, 4);
-	atomic_store(closed, 3);
-	load_refresh(&b->set, b->st->slots);
-	assert_int_equal(load_thread(&b->chan[2][0]), 1);
-	atomic_store(closed, 1); /* goes back */
-	load_refresh(&b->set, b->st->slots);
-	assert_int_equal(load_thread(&b->chan[2][0]), 1);
-	atomic_store(closed, 1000); /* passes sent */
-	load_refresh(&b->set, b->st->slots);
-	assert_int_equal(load_thread(&b->chan[2][0]), 0);
+	for (size_t k = 0; k < ELEMENTSOF(steps); k++) {
+		atomic_store(closed, steps[k][0]);
+		load_refresh(&b->set, b->st->slots);
+		assert_int_equal(load_thread(&b->chan[2][0]), steps[k][1]);
+	}
 }
 
 static void
@@ -145,12 +157,11 @@ test_pick_least_loaded(void **state)
 {
 	struct bench *b = *state;
 
-	sent(b, 0, 0, 3);
-	sent(b, 0, 1, 1);
-	sent(b, 1, 0, 2);
-	sent(b, 1, 1, 4);
-	sent(b, 2, 0, 5);
-	sent(b, 2, 1, 2);
+	static const unsigned loads[N_WORKERS][N_THREADS] = { { 3, 1 }, { 2, 4 }, { 5, 2 } };
+
+	for (unsigned i = 0; i < N_WORKERS; i++)
+		for (unsigned t = 0; t < N_THREADS; t++)
+			sent(b, i, t, loads[i][t]);
 	for (int round = 0; round < 10; round++)
 		assert_ptr_equal(load_pick(&b->set, &b->caps), &b->chan[0][1]);
 	b->chan[0][1].n_pending = 2; /* queued clients count: now 3, and 2 is least */
@@ -164,17 +175,17 @@ static void
 test_ties_rotate(void **state)
 {
 	struct bench *b = *state;
+	const unsigned n = N_WORKERS * N_THREADS;
 	unsigned seen[N_WORKERS][N_THREADS] = { { 0 } };
 
-	for (unsigned k = 0; k < 3 * N_WORKERS * N_THREADS; k++) {
+	for (unsigned k = 0; k < 3 * n; k++) {
 		struct mchannel *ch = load_pick(&b->set, &b->caps);
 		unsigned i = (unsigned)(ch->worker - b->workers);
 
 		seen[i][ch - b->chan[i]]++;
-		if (k % (N_WORKERS * N_THREADS) == N_WORKERS * N_THREADS - 1)
-			for (unsigned w = 0; w < N_WORKERS; w++)
-				for (unsigned t = 0; t < N_THREADS; t++)
-					assert_int_equal(seen[w][t], k / (N_WORKERS * N_THREADS) + 1);
+		for (unsigned w = 0; k % n == n - 1 && w < N_WORKERS; w++)
+			for (unsigned t = 0; t < N_THREADS; t++)
+				assert_int_equal(seen[w][t], k / n + 1);
 	}
 }
 
@@ -244,11 +255,8 @@ test_handshake(void **state)
 {
 	struct bench *b = *state;
 
-	b->caps.per_worker = 1;
-	for (unsigned i = 0; i < N_WORKERS; i++)
-		sent(b, i, 1, 1);
+	all_full(b, 1);
 	assert_false(load_closed(&b->st->slots[0].threads[0], b->st)); /* nobody waits */
-	assert_int_equal(load_room(&b->set, &b->caps), 0);
 	assert_true(load_wait_for_room(&b->set, &b->caps, b->st));
 	assert_int_equal(atomic_load(&b->st->room_wanted), 1);
 	assert_true(load_closed(&b->st->slots[2].threads[1], b->st)); /* wakes the master */
@@ -264,11 +272,7 @@ test_handshake_close_before_the_flag(void **state)
 {
 	struct bench *b = *state;
 
-	b->caps.per_worker = 1;
-	for (unsigned i = 0; i < N_WORKERS; i++)
-		sent(b, i, 0, 1);
-	load_refresh(&b->set, b->st->slots);
-	assert_int_equal(load_room(&b->set, &b->caps), 0);
+	all_full(b, 0);
 	assert_false(load_closed(&b->st->slots[1].threads[0], b->st)); /* after the count */
 	assert_false(load_wait_for_room(&b->set, &b->caps, b->st));
 	assert_int_equal(atomic_load(&b->st->room_wanted), 0);
@@ -348,7 +352,7 @@ test_caps(void **state)
 	assert_int_equal(caps.per_worker, 40);
 	load_caps_set(&caps, &b->gen, 8); /* below the reserve: still one, not zero or a wrap */
 	assert_int_equal(caps.per_worker, 1);
-	/* A listener that takes descriptors from clients needs room for a message's worth per thread. */
+	/* A listener that takes descriptors needs room for a message's worth of them per thread. */
 	b->config.n_listeners = 2;
 	b->services[1].ops = &takes_fds;
 	load_caps_set(&caps, &b->gen, reserve + N_THREADS * FDPASS_MAX_FDS + 40);
@@ -359,22 +363,25 @@ test_caps(void **state)
 	assert_int_equal(caps.per_worker, 40);
 }
 
+/* Each test on a fresh bench. */
+#define TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_load_is_sent_minus_closed_plus_pending, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refresh_distrusts_the_worker, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_set_holds_the_running_workers_of_its_generation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pick_least_loaded, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ties_rotate, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_per_worker_cap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_total_cap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_full_queue, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_handshake_close_before_the_flag, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_handshake_never_misses_a_close, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_caps, setup, teardown),
+		TEST(test_load_is_sent_minus_closed_plus_pending),
+		TEST(test_refresh_distrusts_the_worker),
+		TEST(test_set_holds_the_running_workers_of_its_generation),
+		TEST(test_pick_least_loaded),
+		TEST(test_ties_rotate),
+		TEST(test_per_worker_cap),
+		TEST(test_total_cap),
+		TEST(test_full_queue),
+		TEST(test_handshake),
+		TEST(test_handshake_close_before_the_flag),
+		TEST(test_handshake_never_misses_a_close),
+		TEST(test_caps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
