@@ -159,7 +159,8 @@ thread_run(void *userdata)
 			else
 				conn_event(events[i].data.ptr, events[i].events);
 		}
-		channel_thread_wake(t);
+		if (t->wake_master) /* rarely: only while the master waits for room */
+			channel_thread_wake(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
 		if (t->draining && t->n_conns == 0)
