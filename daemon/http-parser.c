@@ -26,6 +26,34 @@ is_target_char(unsigned char c)
 	return c > 0x20 && c < 0x7f;
 }
 
+/* field-value = *field-content: visible ASCII, obs-text, SP and HTAB; no other control, no DEL. */
+static bool
+is_field_char(unsigned char c)
+{
+	return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* Host = uri-host [ ":" port ]: a reg-name, IPv4 or [IP-literal], percent-encoded at most. */
+static bool
+is_host_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("-._~%!$&'()*+,;=:[]", c));
+}
+
+/* RFC 9112, 3.2: one Host field, with a valid value; a second is a 400. */
+static int
+parse_host(const char *v, size_t n, bool *seen_host)
+{
+	if (*seen_host)
+		return -400;
+	for (size_t i = 0; i < n; i++)
+		if (!is_host_char((unsigned char)v[i]))
+			return -400;
+	*seen_host = true;
+	return 0;
+}
+
 /* Find CRLF in [p, end); a bare LF (or CR) is malformed. */
 static const char *
 find_eol(const char *p, const char *end, int *ret_err)
@@ -158,7 +186,7 @@ parse_header(const char *p, const char *eol, const struct http_limits *lim, bool
 	while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
 		ve--;
 	for (const char *q = v; q < ve; q++)
-		if ((unsigned char)*q < 0x20 && *q != '\t')
+		if (!is_field_char((unsigned char)*q))
 			return -400;
 	size_t name = (size_t)(colon - p), n = (size_t)(ve - v);
 	if (name == 14 && strncasecmp(p, "content-length", 14) == 0)
@@ -166,7 +194,7 @@ parse_header(const char *p, const char *eol, const struct http_limits *lim, bool
 	if (name == 17 && strncasecmp(p, "transfer-encoding", 17) == 0)
 		return -411;
 	if (name == 4 && strncasecmp(p, "host", 4) == 0)
-		*seen_host = true;
+		return parse_host(v, n, seen_host);
 	if (name == 10 && strncasecmp(p, "connection", 10) == 0) {
 		if (token_list_has(v, n, "close"))
 			r->keep_alive = false;
