@@ -77,33 +77,56 @@ conn_update_events(struct udsd_conn *c)
 		c->dead = true;
 }
 
+/*
+ * Close a connection at once, but free it only at the end of the round
+ * (conn_reap): later events of the same epoll_wait() batch may point at it,
+ * and so may a list walk in progress (drain, tick).  Its next pointer stays
+ * as it was, so such a walk goes on; conn_event() ignores a closed one.
+ */
 void
-conn_free(struct udsd_conn *c)
+conn_close(struct udsd_conn *c)
 {
 	struct wthread *t = c->thread;
 
+	if (c->closed)
+		return;
+	c->closed = true;
+	c->dead = true; /* on_close may still write: drop it */
 	if (c->service->ops->on_close)
 		c->service->ops->on_close(c);
 	/*
 	 * close() alone leaves the registration alive while another reference
 	 * to the socket exists, and the master may not have closed its copy of a
 	 * client yet when a fast worker is done with it: events would then
-	 * arrive for freed memory.  Remove it explicitly.
+	 * arrive for a closed connection in later rounds too.  Remove it explicitly.
 	 */
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	safe_close(c->fd);
+	c->fd = safe_close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
 		t->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	free(c->in);
-	free(c->out);
-	free(c);
+	c->next_closed = t->closed;
+	t->closed = c;
 	t->n_conns--;
 	atomic_fetch_sub_explicit(&t->stats->open, 1, memory_order_relaxed);
 	worker_client_done(t);
+}
+
+/* End of a round: nothing refers to the connections closed during it any more. */
+void
+conn_reap(struct wthread *t)
+{
+	while (t->closed) {
+		struct udsd_conn *c = t->closed;
+
+		t->closed = c->next_closed;
+		free(c->in);
+		free(c->out);
+		free(c);
+	}
 }
 
 /* Send queued output; seqpacket output is queued as [u32 length][message]. */
@@ -414,10 +437,12 @@ conn_readable(struct udsd_conn *c)
 static void
 conn_settle(struct udsd_conn *c)
 {
+	if (c->closed)
+		return;
 	if (!c->dead && c->out_len > c->out_off && conn_flush(c) < 0)
 		c->dead = true;
 	if (c->dead || ((c->closing || c->eof) && c->out_len == c->out_off && !conn_linger(c))) {
-		conn_free(c);
+		conn_close(c);
 		return;
 	}
 	conn_update_events(c);
@@ -426,6 +451,9 @@ conn_settle(struct udsd_conn *c)
 void
 conn_event(struct udsd_conn *c, uint32_t events)
 {
+	/* Closed by an earlier event of this round (a drain, say): only its memory is left. */
+	if (c->closed)
+		return;
 	if (events & EPOLLIN)
 		conn_readable(c);
 	else if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLOUT))
@@ -465,7 +493,7 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		conn_free(c);
+		conn_close(c);
 		return;
 	}
 	if (s->ops->on_open) {
@@ -496,6 +524,8 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 void
 conn_drain(struct udsd_conn *c)
 {
+	if (c->closed)
+		return;
 	if (c->service->ops->on_drain) {
 		c->in_callback = true;
 		c->service->ops->on_drain(c);
@@ -510,7 +540,7 @@ conn_timeout(struct udsd_conn *c)
 {
 	c->deadline = 0;
 	if (c->lingering) {
-		conn_free(c);
+		conn_close(c);
 		return;
 	}
 	if (c->service->ops->on_timeout) {

@@ -140,6 +140,7 @@ struct wthread {
 	void **state; /* per listener: what its service's init returned */
 	struct udsd_conn *conns; /* every open connection, for drain and timeouts */
 	unsigned n_conns;
+	struct udsd_conn *closed; /* closed during this round, freed at its end */
 	bool wake_master;
 	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
@@ -160,6 +161,7 @@ struct udsd_conn {
 	bool closing; /* close once the output is flushed */
 	bool eof;
 	bool dead; /* closed or failed: discard further output */
+	bool closed; /* fd closed and unlinked; only the memory is left, until the round ends */
 	bool lingering; /* output done, discarding input until the client closes */
 	bool read_full; /* the last read filled its buffer: more was likely coming */
 	size_t lingered;
@@ -177,6 +179,7 @@ struct udsd_conn {
 	uint64_t timeout_usec; /* 0: the listener's idle_timeout */
 	uint64_t deadline;
 	struct udsd_conn *prev, *next;
+	struct udsd_conn *next_closed;
 };
 
 void conn_open(struct wthread *t, int fd, unsigned listener);
@@ -185,7 +188,8 @@ void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
 void conn_timeout(struct udsd_conn *c);
 void conn_trim(struct udsd_conn *c);
-void conn_free(struct udsd_conn *c);
+void conn_close(struct udsd_conn *c);
+void conn_reap(struct wthread *t);
 
 /* main.c, spawn.c, accept.c: the master. */
 enum watch_kind { WATCH_SIGNAL, WATCH_LISTENER, WATCH_CHANNEL };

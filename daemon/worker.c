@@ -56,6 +56,7 @@ thread_drain(struct wthread *t)
 	if (t->draining)
 		return;
 	t->draining = true;
+	/* conn_drain() may close c: a closed connection keeps its memory and next pointer till the round ends. */
 	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
 		next = c->next;
 		conn_drain(c);
@@ -151,7 +152,8 @@ thread_teardown(struct wthread *t)
 	const struct worker_spec *spec = t->spec;
 
 	while (t->conns)
-		conn_free(t->conns);
+		conn_close(t->conns);
+	conn_reap(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
 		if (spec->services[i].ops->fini)
 			spec->services[i].ops->fini(t->state[i]);
@@ -214,6 +216,7 @@ thread_run(void *userdata)
 		wake_master(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
+		conn_reap(t);
 		if (t->draining && t->n_conns == 0)
 			t->done = true;
 	}

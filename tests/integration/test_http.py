@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -21,6 +22,17 @@ path = {sock}
 service = http
 idle_timeout = {idle}
 header_timeout = 1s
+"""
+
+
+RELOAD_CONF = """
+[daemon]
+workers = 1
+threads = 1
+shutdown_timeout = 5s
+[listener web]
+path = {sock}
+service = http
 """
 
 
@@ -274,3 +286,56 @@ def test_behind_nginx(nginx, web):
     assert "upstream" not in log and "[error]" not in log, log
     st = web.status(web.sock)
     assert sum(w["requests"] for w in st["workers"]) >= 10000
+
+
+def reload_and_wait(d):
+    """SIGHUP, then wait for RELOADING=1 and the READY=1 that follows it."""
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    return d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
+
+
+def channel_queued(pid):
+    """Whether a stopped worker's channel from the master holds unread messages (ss: Recv-Q)."""
+    out = subprocess.run(["ss", "-xpn"], capture_output=True, text=True, timeout=10).stdout
+    return any(l.split()[0] == "u_seq" and int(l.split()[2]) > 0
+               for l in out.splitlines()[1:] if "pid=%d," % pid in l)
+
+
+def drain_stopped(d, worker):
+    """Reload with the worker stopped, and wait until the drain message waits in its channel."""
+    os.kill(worker, signal.SIGSTOP)
+    reload_and_wait(d)
+    for _ in deadline_loop(10, "the drain message to reach the stopped worker"):
+        if channel_queued(worker):
+            break
+
+
+def served_keep_alive(path):
+    s = connect(path)
+    s.sendall(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert read_response(s.makefile("rb"))[0] == 200
+    return s
+
+
+def test_drain_frees_no_client_closed_in_the_same_round(udsd_factory):
+    """Defect 1, deterministically: a drain and the clients' EOFs in one epoll_wait() batch.
+
+    The worker is stopped while the master tells it to drain and 20 served keep-alive clients
+    close. Resumed, it gets the channel first, then the 20 EOFs: the drain closed (and freed)
+    the 20 connections, and their events then read freed memory (ASan report, exit 66).
+    """
+    d = udsd_factory(RELOAD_CONF)
+    d.start()
+    (worker,) = d.workers()
+    clients = [served_keep_alive(d.sock) for _ in range(20)]
+    try:
+        drain_stopped(d, worker)
+        for s in clients:
+            s.close()
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    for _ in deadline_loop(20, "the drained worker to exit"):
+        if "worker %d exited" % worker in d.log or "worker %d killed" % worker in d.log:
+            break
+    assert "worker %d exited with status 0" % worker in d.log, d.log[-3000:]
