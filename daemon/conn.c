@@ -366,13 +366,17 @@ conn_discard(struct udsd_conn *c)
 	}
 }
 
-/* Unread input at close time: linger instead of resetting the client. */
+/*
+ * Unread input at close time: linger instead of resetting the client.  The
+ * lingering lasts until the client closes, LINGER_MAX bytes or LINGER_USEC,
+ * whichever comes first (conn_discard, conn_timeout).
+ */
 static bool
 conn_linger(struct udsd_conn *c)
 {
 	int unread = 0;
 
-	if (c->lingering || c->eof || c->dead)
+	if (c->eof || c->dead)
 		return false;
 	/* A full last read means the client was mid-stream even if nothing is queued right now. */
 	if (!c->read_full && (ioctl(c->fd, FIONREAD, &unread) < 0 || unread == 0))
@@ -441,7 +445,8 @@ conn_settle(struct udsd_conn *c)
 		return;
 	if (!c->dead && c->out_len > c->out_off && conn_flush(c) < 0)
 		c->dead = true;
-	if (c->dead || ((c->closing || c->eof) && c->out_len == c->out_off && !conn_linger(c))) {
+	if (c->dead || (!c->lingering && (c->closing || c->eof) && c->out_len == c->out_off &&
+			 !conn_linger(c))) {
 		conn_close(c);
 		return;
 	}
@@ -520,13 +525,19 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 	conn_settle(c);
 }
 
-/* The worker drains: the service finishes; without on_drain we wait for the client. */
+/*
+ * The worker drains: the service finishes; without on_drain we wait for the
+ * client.  What the client already sent is read first, so that a request
+ * in flight is answered (the service sees udsd_conn_draining()) rather than
+ * cut off.
+ */
 void
 conn_drain(struct udsd_conn *c)
 {
 	if (c->closed)
 		return;
-	if (c->service->ops->on_drain) {
+	conn_readable(c);
+	if (c->service->ops->on_drain && !c->dead && !c->closing) {
 		c->in_callback = true;
 		c->service->ops->on_drain(c);
 		c->in_callback = false;

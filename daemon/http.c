@@ -26,6 +26,7 @@ struct http_settings {
 struct http_conn {
 	uint64_t discard; /* body bytes still to skip */
 	bool partial;     /* a request head has started arriving */
+	bool answered;    /* at least one request answered */
 	bool closing;
 };
 
@@ -220,6 +221,7 @@ http_data(struct udsd_conn *c, const void *data, size_t len)
 			return (ssize_t)len;
 		}
 		used += (size_t)n;
+		h->answered = true;
 		h->discard = r.method == HTTP_REQUEST_POST || r.content_length ? r.content_length : 0;
 		bool keep = r.keep_alive && !udsd_conn_draining(c);
 		r.keep_alive = keep;
@@ -252,13 +254,18 @@ http_close(struct udsd_conn *c)
 	free(udsd_conn_get_data(c));
 }
 
+/*
+ * Between requests: close now.  Mid-request: its answer says Connection:
+ * close.  No request yet: the client may have connected just before the
+ * reload, so let it send one and answer it (with Connection: close) rather
+ * than hang up; one that sends nothing goes at its idle deadline.
+ */
 static void
 http_drain(struct udsd_conn *c)
 {
 	struct http_conn *h = udsd_conn_get_data(c);
 
-	/* Between requests: close now.  Mid-request: its answer says Connection: close. */
-	if (!h->partial && !h->discard)
+	if (!h->partial && !h->discard && h->answered)
 		udsd_conn_close(c);
 }
 

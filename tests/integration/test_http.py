@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -34,6 +35,7 @@ shutdown_timeout = 5s
 path = {sock}
 service = http
 """
+RELOAD_SECONDS = 4
 
 
 @pytest.fixture
@@ -339,3 +341,103 @@ def test_drain_frees_no_client_closed_in_the_same_round(udsd_factory):
         if "worker %d exited" % worker in d.log or "worker %d killed" % worker in d.log:
             break
     assert "worker %d exited with status 0" % worker in d.log, d.log[-3000:]
+
+
+def pause_reading_notify(d, seconds):
+    """Pace a loop of signals; read udsd's notifications meanwhile, or its sd_notify blocks."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        d.notify.sock.settimeout(max(0.001, end - time.monotonic()))
+        try:
+            d.notify.messages.append(d.notify.sock.recv(4096).decode())
+        except socket.timeout:
+            pass
+
+
+def test_reloads_under_http_load_are_memory_safe(udsd_factory):
+    """Defect 1: a draining worker closed keep-alive clients and read their freed memory.
+
+    One worker, one thread, so every reload drains the thread that serves all the clients;
+    SIGHUP every 50 ms while short-lived and keep-alive clients hammer it. Any sanitizer
+    report in the log fails the test (conftest), a worker killed by a signal too.
+    """
+    d = udsd_factory(RELOAD_CONF)
+    d.start()
+    stop = threading.Event()
+    errors, counts = [], {"short": 0, "keep": 0}
+
+    def short():
+        while not stop.is_set():
+            try:
+                assert http_get(d.sock, "/short")[0] == 200
+                counts["short"] += 1
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                errors.append("short: %r" % e)
+
+    def keep_alive():
+        while not stop.is_set():
+            c = UnixHTTPConnection(d.sock)
+            try:
+                for i in range(100):
+                    c.request("GET", "/keep%d" % i)
+                    r = c.getresponse()
+                    assert r.status == 200 and r.read()
+                    counts["keep"] += 1
+                    if r.getheader("connection") == "close":
+                        break
+            except (http.client.RemoteDisconnected, ConnectionError):
+                pass  # a drained worker closed the idle connection between requests: reconnect
+            finally:
+                c.close()
+
+    threads = [threading.Thread(target=f) for f in (short,) * 3 + (keep_alive,) * 3]
+    for t in threads:
+        t.start()
+    try:
+        end = time.monotonic() + RELOAD_SECONDS
+        while time.monotonic() < end and d.proc.poll() is None:
+            d.send(signal.SIGHUP)
+            pause_reading_notify(d, 0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    d.stop()
+    assert "killed by signal" not in d.log, d.log[-4000:]
+    assert errors == [], errors[:10]
+    assert counts["short"] > 0 and counts["keep"] > 0, counts
+
+
+def test_clients_connected_before_a_reload_are_answered(udsd_factory):
+    """Defect 8: a draining worker hung up on clients that had not sent a request yet."""
+    d = udsd_factory(RELOAD_CONF)
+    d.start()
+    (worker,) = d.workers()
+    clients = [connect(d.sock) for _ in range(20)]
+    for _ in deadline_loop(10, "the worker to hold the 20 clients"):
+        if sum(w["open"] for w in d.status(d.sock)["workers"]) >= 21:  # and the /status client
+            break
+    try:
+        drain_stopped(d, worker)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    for _ in deadline_loop(10, "the worker to read its drain message"):
+        if not channel_queued(worker):
+            break
+    for s in clients:
+        s.sendall(b"GET /late HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, h, body = read_response(s.makefile("rb"))
+        assert status == 200 and h["connection"] == "close" and json.loads(body)["url"] == "/late"
+        assert s.recv(1) == b""
+
+
+@pytest.mark.parametrize("raw,status", [
+    (b"GET /" + b"u" * (1 << 20) + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"h" * (1 << 20) + b"\r\n\r\n", 431),
+], ids=["414", "431"])
+def test_huge_head_is_answered_not_reset(web, raw, status):
+    """Defect 8: lingering close lasted one event, so a 1 MiB head got EPIPE, never its answer."""
+    s = connect(web.sock)
+    s.sendall(raw)  # all of it: udsd reads and discards what follows its answer
+    got, h, _ = read_response(s.makefile("rb"))
+    assert got == status and h["connection"] == "close"
