@@ -58,15 +58,28 @@ conn_touch(struct udsd_conn *c)
 	c->deadline = t ? c->thread->now + t : 0;
 }
 
+static bool
+conn_queued(const struct udsd_conn *c)
+{
+	return c->out_len > c->out_off;
+}
+
+/* Output already queued on the connection is over the mark (the cork aside). */
+static bool
+conn_over_mark(const struct udsd_conn *c)
+{
+	return c->out_len - c->out_off >= OUT_HIGH_WATER;
+}
+
 static void
 conn_update_events(struct udsd_conn *c)
 {
 	uint32_t want = 0;
 
-	if (c->lingering ||
-	    (!c->closing && !c->eof && c->out_len - c->out_off < OUT_HIGH_WATER))
+	if (c->lingering || (!c->closing && !c->eof && !conn_over_mark(c)))
 		want |= EPOLLIN;
-	if (c->out_len > c->out_off)
+	/* Stalled input waits for writability, even with nothing queued: the socket took it all. */
+	if (conn_queued(c) || c->stalled)
 		want |= EPOLLOUT;
 	if (want == c->events)
 		return;
@@ -123,16 +136,26 @@ conn_reap(struct wthread *t)
 		struct udsd_conn *c = t->closed;
 
 		t->closed = c->next_closed;
+		t->freed += c->in_cap + c->out_cap;
 		free(c->in);
 		free(c->out);
 		free(c);
 	}
 }
 
-/* Send queued output; seqpacket output is queued as [u32 length][message]. */
+/*
+ * Send queued output; seqpacket output is queued as [u32 length][message].
+ * Progress pushes the idle deadline back: a client that reads is not idle,
+ * and one that takes nothing for a whole timeout is timed out even though
+ * it keeps sending.
+ */
 static int
 conn_flush(struct udsd_conn *c)
 {
+	size_t from = c->out_off;
+
+	if (!conn_queued(c))
+		return 0;
 	while (c->out_off < c->out_len) {
 		const uint8_t *p = c->out + c->out_off;
 		size_t len = c->out_len - c->out_off, skip = 0;
@@ -148,12 +171,15 @@ conn_flush(struct udsd_conn *c)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN)
-				return 0;
-			return negative_errno();
+			if (errno != EAGAIN)
+				return negative_errno();
+			if (c->out_off > from)
+				conn_touch(c);
+			return 0;
 		}
 		c->out_off += c->seqpacket ? skip + len : (size_t)n;
 	}
+	conn_touch(c);
 	/*
 	 * Empty.  Keep the buffer while the client is busy (a streaming client
 	 * would otherwise cost a malloc and free per round); the tick frees it
@@ -168,6 +194,7 @@ void
 conn_trim(struct udsd_conn *c)
 {
 	if (c->out && c->out_len == 0) {
+		c->thread->freed += c->out_cap;
 		free(c->out);
 		c->out = NULL;
 		c->out_cap = 0;
@@ -288,23 +315,41 @@ close_untaken_fds(struct udsd_conn *c)
 	c->n_fds = 0;
 }
 
+/* Free the input buffer once it is empty: 10k idle clients hold none. */
+static void
+release_input(struct udsd_conn *c)
+{
+	if (c->in_len > 0 || c->in_cap == 0)
+		return;
+	c->thread->freed += c->in_cap;
+	free(c->in);
+	c->in = NULL;
+	c->in_cap = 0;
+}
+
 /*
  * Hand bytes to the service and keep what it left.  data is either the
- * thread's read buffer or c->in itself.
+ * thread's read buffer or c->in itself.  A service that leaves bytes while
+ * congested stopped for the client to read (udsd_conn_congested()), not for
+ * more input: those bytes are stalled and handed over again, alone, once the
+ * output drains (conn_resume).  Judged before uncork(), as the service saw it.
  */
 static void
 deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 {
 	ssize_t r;
+	bool congested;
 
 	c->in_callback = true;
 	r = c->service->ops->on_data(c, data, len);
+	congested = udsd_conn_congested(c);
 	c->in_callback = false;
 	uncork(c);
 	close_untaken_fds(c);
 	if (r < 0 || (size_t)r > len) {
 		c->closing = true;
 		c->in_len = 0;
+		release_input(c);
 		return;
 	}
 	size_t left = len - (size_t)r;
@@ -319,16 +364,13 @@ deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 	} else {
 		c->dead = true;
 	}
-	if (c->in_len == 0 && c->in_cap > 0) {
-		free(c->in);
-		c->in = NULL;
-		c->in_cap = 0;
-	}
+	c->stalled = c->in_len > 0 && congested && !c->closing;
+	release_input(c);
 }
 
-/* One read: >0 bytes, 0 end of file, -EAGAIN, or another -errno. */
+/* One read: >= 0 bytes (*ret_eof at the end of the stream), -EAGAIN, or another -errno. */
 static ssize_t
-conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size)
+conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size, bool *ret_eof)
 {
 	static __thread int fds[FDPASS_MAX_FDS];
 	size_t n_fds = 0;
@@ -339,13 +381,17 @@ conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size)
 		if (n >= 0) {
 			c->fds = fds;
 			c->n_fds = n_fds;
+			*ret_eof = n == 0 && n_fds == 0;
 		}
 		return n;
 	}
 	do
 		n = recv(c->fd, buf, size, 0);
 	while (n < 0 && errno == EINTR);
-	return n < 0 ? negative_errno() : n;
+	if (n < 0)
+		return negative_errno();
+	*ret_eof = n == 0;
+	return n;
 }
 
 static void
@@ -385,56 +431,88 @@ conn_linger(struct udsd_conn *c)
 		return false;
 	c->lingering = true;
 	c->deadline = c->thread->now + LINGER_USEC;
+	c->fixed_deadline = 0;
 	return true;
+}
+
+/*
+ * Output fell below the mark: hand the stalled input over again before
+ * reading more.  False while the client still has not taken enough.
+ */
+static bool
+conn_resume(struct udsd_conn *c)
+{
+	if (conn_queued(c) && conn_flush(c) < 0) {
+		c->dead = true;
+		return false;
+	}
+	if (conn_over_mark(c))
+		return false;
+	c->stalled = false;
+	deliver(c, c->in, c->in_len);
+	return !c->stalled;
+}
+
+/* Read into the thread's buffer, or after the input the service left. */
+static void
+conn_read_once(struct udsd_conn *c, bool *ret_more)
+{
+	struct wthread *t = c->thread;
+	uint8_t *buf = t->ibuf;
+	size_t size = sizeof(t->ibuf);
+	bool eof = false;
+
+	*ret_more = false;
+	if (c->in_len > 0) {
+		if (c->in_len >= IN_MAX ||
+		    grow(&c->in, &c->in_cap, MIN(c->in_len + sizeof(t->ibuf), IN_MAX)) < 0) {
+			c->dead = true;
+			return;
+		}
+		buf = c->in + c->in_len;
+		size = c->in_cap - c->in_len;
+	}
+	ssize_t n = conn_recv(c, buf, size, &eof);
+	if (n == -EAGAIN)
+		return;
+	if (n < 0) {
+		close_untaken_fds(c);
+		c->dead = true;
+		return;
+	}
+	if (eof) {
+		c->eof = true;
+		return;
+	}
+	/* While output waits, only the client taking it counts as activity (conn_flush). */
+	if (!conn_queued(c))
+		conn_touch(c);
+	c->read_full = (size_t)n == size;
+	if (buf == t->ibuf)
+		deliver(c, buf, (size_t)n);
+	else {
+		c->in_len += (size_t)n;
+		deliver(c, c->in, c->in_len);
+	}
+	/* A short stream read very likely emptied the socket: save the EAGAIN read. */
+	*ret_more = c->seqpacket || (size_t)n == size;
 }
 
 static void
 conn_readable(struct udsd_conn *c)
 {
-	struct wthread *t = c->thread;
+	bool more = true;
 
 	if (c->lingering) {
 		conn_discard(c);
 		return;
 	}
-
-	for (int i = 0; i < READS_PER_EVENT && !c->dead && !c->closing && !c->eof; i++) {
-		uint8_t *buf = t->ibuf;
-		size_t size = sizeof(t->ibuf);
-
-		if (c->out_len - c->out_off >= OUT_HIGH_WATER)
-			break;
-		if (c->in_len > 0) {
-			if (c->in_len >= IN_MAX ||
-			    grow(&c->in, &c->in_cap, MIN(c->in_len + sizeof(t->ibuf), IN_MAX)) < 0) {
-				c->dead = true;
-				break;
-			}
-			buf = c->in + c->in_len;
-			size = c->in_cap - c->in_len;
-		}
-		ssize_t n = conn_recv(c, buf, size);
-		if (n == -EAGAIN)
-			break;
-		if (n < 0) {
-			close_untaken_fds(c);
-			c->dead = true;
-			break;
-		}
-		if (n == 0 && c->n_fds == 0) {
-			c->eof = true;
-			break;
-		}
-		conn_touch(c);
-		c->read_full = (size_t)n == size;
-		if (buf == t->ibuf)
-			deliver(c, buf, (size_t)n);
-		else {
-			c->in_len += (size_t)n;
-			deliver(c, c->in, c->in_len);
-		}
-		if (!c->seqpacket && (size_t)n < size)
-			break; /* the socket is very likely empty: save the EAGAIN read */
+	if (c->stalled && !conn_resume(c))
+		return;
+	for (int i = 0; i < READS_PER_EVENT && more; i++) {
+		if (c->dead || c->closing || c->eof || c->stalled || conn_over_mark(c))
+			return;
+		conn_read_once(c, &more);
 	}
 }
 
@@ -443,10 +521,15 @@ conn_settle(struct udsd_conn *c)
 {
 	if (c->closed)
 		return;
-	if (!c->dead && c->out_len > c->out_off && conn_flush(c) < 0)
+	if (!c->dead && conn_queued(c) && conn_flush(c) < 0)
 		c->dead = true;
-	if (c->dead || (!c->lingering && (c->closing || c->eof) && c->out_len == c->out_off &&
-			 !conn_linger(c))) {
+	if (c->dead) {
+		conn_close(c);
+		return;
+	}
+	/* At the end of the stream, stalled requests are still to be answered. */
+	if (!c->lingering && (c->closing || (c->eof && !c->stalled)) && !conn_queued(c) &&
+	    !conn_linger(c)) {
 		conn_close(c);
 		return;
 	}
@@ -459,33 +542,27 @@ conn_event(struct udsd_conn *c, uint32_t events)
 	/* Closed by an earlier event of this round (a drain, say): only its memory is left. */
 	if (c->closed)
 		return;
-	if (events & EPOLLIN)
+	if (events & EPOLLIN || c->stalled)
 		conn_readable(c);
 	else if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLOUT))
 		c->dead = true;
 	conn_settle(c);
 }
 
-void
-conn_open(struct wthread *t, int fd, unsigned listener)
+static struct udsd_conn *
+conn_new(struct wthread *t, int fd, unsigned listener)
 {
-	const struct service *s = &t->spec->services[listener];
 	struct udsd_conn *c = calloc(1, sizeof(*c));
 
-	atomic_fetch_add_explicit(&t->stats->accepted, 1, memory_order_relaxed);
-	if (!c) {
-		safe_close(fd);
-		atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
-		worker_client_done(t);
-		return;
-	}
+	if (!c)
+		return NULL;
 	*c = (struct udsd_conn){
 		.fd = fd,
 		.listener = (uint8_t)listener,
 		.seqpacket = t->spec->config->listeners[listener].type == SOCK_SEQPACKET,
 		.events = EPOLLIN,
 		.thread = t,
-		.service = s,
+		.service = &t->spec->services[listener],
 		.state = t->state[listener],
 		.next = t->conns,
 	};
@@ -495,7 +572,22 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 	t->n_conns++;
 	atomic_fetch_add_explicit(&t->stats->open, 1, memory_order_relaxed);
 	conn_touch(c);
+	return c;
+}
 
+void
+conn_open(struct wthread *t, int fd, unsigned listener)
+{
+	const struct service *s = &t->spec->services[listener];
+	struct udsd_conn *c = conn_new(t, fd, listener);
+
+	atomic_fetch_add_explicit(&t->stats->accepted, 1, memory_order_relaxed);
+	if (!c) {
+		safe_close(fd);
+		atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
+		worker_client_done(t);
+		return;
+	}
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		conn_close(c);
@@ -520,8 +612,7 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 	 * this one over its bytes are usually there: read now rather than
 	 * after another trip through epoll_wait().
 	 */
-	if (!c->closing && !c->dead)
-		conn_readable(c);
+	conn_readable(c);
 	conn_settle(c);
 }
 
@@ -546,11 +637,25 @@ conn_drain(struct udsd_conn *c)
 	conn_settle(c);
 }
 
+bool
+conn_expired(const struct udsd_conn *c, uint64_t now)
+{
+	return (c->deadline && c->deadline <= now) || (c->fixed_deadline && c->fixed_deadline <= now);
+}
+
+/*
+ * A deadline passed.  If it was the idle one while output waits, the client
+ * took nothing for a whole timeout: a last word would not reach it either.
+ * Otherwise the service may say one (an HTTP 408), which gets one more
+ * timeout to leave.
+ */
 void
 conn_timeout(struct udsd_conn *c)
 {
-	c->deadline = 0;
-	if (c->lingering) {
+	bool idle = c->deadline && c->deadline <= c->thread->now;
+
+	c->deadline = c->fixed_deadline = 0;
+	if (c->lingering || c->closing || (idle && conn_queued(c))) {
 		conn_close(c);
 		return;
 	}
@@ -561,6 +666,8 @@ conn_timeout(struct udsd_conn *c)
 		uncork(c);
 	}
 	c->closing = true;
+	c->stalled = false;
+	conn_touch(c);
 	conn_settle(c);
 }
 
@@ -576,6 +683,12 @@ size_t
 udsd_conn_pending(const struct udsd_conn *c)
 {
 	return c->out_len - c->out_off + (c->in_callback ? c->thread->cork_len : 0);
+}
+
+bool
+udsd_conn_congested(const struct udsd_conn *c)
+{
+	return udsd_conn_pending(c) >= OUT_HIGH_WATER;
 }
 
 void
@@ -640,6 +753,12 @@ udsd_conn_set_timeout(struct udsd_conn *c, unsigned long long usec)
 {
 	c->timeout_usec = usec;
 	conn_touch(c);
+}
+
+void
+udsd_conn_set_deadline(struct udsd_conn *c, unsigned long long usec)
+{
+	c->fixed_deadline = usec ? c->thread->now + usec : 0;
 }
 
 bool

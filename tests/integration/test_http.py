@@ -3,6 +3,8 @@
 import http.client
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import socket
@@ -36,6 +38,7 @@ path = {sock}
 service = http
 """
 RELOAD_SECONDS = 4
+SANITIZED = bool(re.search(r"[at]san", os.environ.get("UDSD_BIN", "")))
 
 
 @pytest.fixture
@@ -431,6 +434,44 @@ def test_clients_connected_before_a_reload_are_answered(udsd_factory):
         assert s.recv(1) == b""
 
 
+TRICKLE_CONF = """
+[daemon]
+workers = 1
+threads = 2
+[listener web]
+path = {sock}
+service = http
+header_timeout = 2s
+"""
+
+
+def test_trickled_heads_get_408_at_header_timeout(udsd_factory):
+    """Defect 4: every byte re-armed header_timeout, so a byte a second kept a head open for ever.
+
+    The deadline runs from the head's first byte: 30 clients trickling a byte a second all get
+    their 408 a tick or two after the 2 s header_timeout.
+    """
+    d = udsd_factory(TRICKLE_CONF)
+    d.start()
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 100
+    waiting = {connect(d.sock): 0 for _ in range(30)}
+    answers = []
+    for _ in deadline_loop(15, "a 408 for each of the 30 trickling clients"):
+        for s, i in waiting.items():
+            try:
+                s.send(head[i:i + 1])
+                waiting[s] = i + 1
+            except OSError:
+                pass  # closed after its 408, which we read below
+        ready, _, _ = select.select(list(waiting), [], [], 1.0)  # also the trickle's pace
+        for s in ready:
+            answers.append(read_response(s.makefile("rb")))
+            del waiting[s]
+        if not waiting:
+            break
+    assert [(st, h["connection"]) for st, h, _ in answers] == [(408, "close")] * 30
+
+
 @pytest.mark.parametrize("raw,status", [
     (b"GET /" + b"u" * (1 << 20) + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"h" * (1 << 20) + b"\r\n\r\n", 431),
@@ -441,3 +482,80 @@ def test_huge_head_is_answered_not_reset(web, raw, status):
     s.sendall(raw)  # all of it: udsd reads and discards what follows its answer
     got, h, _ = read_response(s.makefile("rb"))
     assert got == status and h["connection"] == "close"
+
+
+def status_burst(n):
+    return b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n" * n
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_pipelined_answers_beyond_the_output_mark_all_arrive(web):
+    """Past 256 KiB of answers http stops; udsd keeps the requests and hands them back."""
+    s = connect(web.sock)
+    s.sendall(status_burst(3000) + b"GET /partial HTTP/1.1\r\n")
+    f = s.makefile("rb")
+    for i in range(3000):
+        status, _, body = read_response(f)
+        assert status == 200 and json.loads(body)["master_pid"] == web.proc.pid
+    # The unfinished head left waits for bytes: no busy loop re-offering it meanwhile.
+    cpu = sum(cpu_seconds(pid) for pid in web.workers())
+    assert not select.select([s], [], [], 0.5)[0]
+    assert sum(cpu_seconds(pid) for pid in web.workers()) - cpu < 0.3
+    assert read_response(f)[0] == 408
+
+
+def test_pipelined_then_half_closed_all_answered(web):
+    """Requests held past the mark are answered even after the client's end of stream."""
+    s = connect(web.sock)
+    s.sendall(status_burst(6000))
+    s.shutdown(socket.SHUT_WR)
+    f = s.makefile("rb")
+    assert [read_response(f)[0] for _ in range(6000)] == [200] * 6000
+    assert f.read() == b""
+
+
+def vm_rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(l.split()[1]) // 1024 for l in f if l.startswith("VmRSS:"))
+
+
+def test_pipelining_clients_that_never_read_hold_bounded_memory(udsd_factory):
+    """Defect 3: http answered all requests of a read whatever was queued; memory was kept.
+
+    250 clients each send 1,900 pipelined /status requests (one read) and read nothing. Each
+    now holds at most the 256 KiB mark plus one read of input: the worker's RSS stays under
+    baseline + 250 x 320 KiB (78 MB; it was 176 MB before), and comes back to near its
+    baseline once they leave (free pages go back at the next tick).
+    """
+    n = 250
+    d = udsd_factory(RELOAD_CONF)
+    d.start()
+    (worker,) = d.workers()
+    base = vm_rss_mb(worker)
+    burst = status_burst(1900)
+    clients = []
+    for _ in range(n):
+        s = connect(d.sock)
+        s.setblocking(False)
+        assert s.send(burst) == len(burst)
+        clients.append(s)
+    # A client gets its first bytes once the worker has handled its read: memory at its most.
+    waiting = set(clients)
+    for _ in deadline_loop(120, "the worker to answer each client"):
+        waiting -= set(select.select(list(waiting), [], [], 1)[0])
+        if not waiting:
+            break
+    loaded = vm_rss_mb(worker)
+    for s in clients:
+        s.close()
+    if SANITIZED:
+        return  # ASan's allocator and quarantine, not ours, decide RSS there
+    assert loaded < base + n * 320 // 1024, (base, loaded)
+    for _ in deadline_loop(20, "the worker's RSS back near its baseline (%d MB)" % base):
+        if vm_rss_mb(worker) < base + 12:
+            break

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A service for tests: echoes, crashes on "crash", and fails init when the
- * listener sets fail_init = yes.  Built with -DBAD_VERSION it claims an API
- * version udsd does not have; with -DNO_SYMBOL it exports nothing.
+ * A service for tests: echoes, crashes on "crash", answers each byte 0xfe
+ * with 64 KiB (and stops consuming while congested, as udsd.h asks), and
+ * fails init when the listener sets fail_init = yes.  Built with
+ * -DBAD_VERSION it claims an API version udsd does not have; with
+ * -DNO_SYMBOL it exports nothing.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -10,11 +12,28 @@
 #include <string.h>
 #include <udsd.h>
 
+#define AMPLIFY 0xfe
+
+/* Answers far larger than the requests: what udsd_conn_congested() is for. */
+static ssize_t
+amplify(struct udsd_conn *conn, const unsigned char *p, size_t len)
+{
+	static const char block[64 * 1024];
+	size_t i;
+
+	for (i = 0; i < len && p[i] == AMPLIFY && !udsd_conn_congested(conn); i++)
+		if (udsd_conn_write(conn, block, sizeof(block)) < 0)
+			return -1;
+	return (ssize_t)i;
+}
+
 static ssize_t
 test_data(struct udsd_conn *conn, const void *data, size_t len)
 {
 	if (len >= 5 && memcmp(data, "crash", 5) == 0)
 		abort();
+	if (len > 0 && *(const unsigned char *)data == AMPLIFY)
+		return amplify(conn, data, len);
 	udsd_conn_write(conn, data, len);
 	return (ssize_t)len;
 }
