@@ -262,7 +262,8 @@ udsd_conn_write(struct udsd_conn *c, const void *data, size_t len)
 	struct wthread *t = c->thread;
 	bool idle = c->out_len == c->out_off;
 
-	if (c->dead || len == 0)
+	/* On seqpacket an empty message is a message. */
+	if (c->dead || (len == 0 && !c->seqpacket))
 		return 0;
 	if (!c->seqpacket && c->in_callback && idle && (t->cork_len > 0 || len < DIRECT_WRITE_MIN))
 		return cork(t, data, len);
@@ -368,6 +369,59 @@ deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 	release_input(c);
 }
 
+/*
+ * recvmsg() on AF_UNIX SOCK_SEQPACKET returns 0 both for an empty message and
+ * at the end of the stream, and sets no flag to tell them apart (no MSG_EOR;
+ * checked on Linux 6.18).  With SO_PASSCRED, set at conn_open(), the kernel
+ * attaches SCM_CREDENTIALS to every message received, even one queued before
+ * the option was set, and nothing to the end of the stream.
+ */
+static ssize_t
+conn_recv_message(struct udsd_conn *c, uint8_t *buf, size_t size, int *fds, bool *ret_eof)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
+	} control;
+	struct iovec iov = { .iov_base = buf, .iov_len = size };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			     .msg_controllen = sizeof(control.buf) };
+	bool message = false;
+	size_t n_fds = 0;
+	ssize_t n;
+
+	do
+		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return negative_errno();
+	for (struct cmsghdr *m = CMSG_FIRSTHDR(&mh); m; m = CMSG_NXTHDR(&mh, m)) {
+		if (m->cmsg_level != SOL_SOCKET)
+			continue;
+		if (m->cmsg_type == SCM_CREDENTIALS)
+			message = true;
+		if (m->cmsg_type != SCM_RIGHTS || m->cmsg_len < CMSG_LEN(0))
+			continue;
+		for (size_t i = 0; i < (m->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(m) + i * sizeof(int), sizeof(int));
+			if (n_fds < FDPASS_MAX_FDS)
+				fds[n_fds++] = fd;
+			else
+				safe_close(fd);
+		}
+	}
+	if (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+		close_many(fds, n_fds);
+		return -EMSGSIZE;
+	}
+	c->fds = fds;
+	c->n_fds = n_fds;
+	*ret_eof = n == 0 && !message;
+	return n;
+}
+
 /* One read: >= 0 bytes (*ret_eof at the end of the stream), -EAGAIN, or another -errno. */
 static ssize_t
 conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size, bool *ret_eof)
@@ -376,7 +430,9 @@ conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size, bool *ret_eof)
 	size_t n_fds = 0;
 	ssize_t n;
 
-	if (c->service->ops->flags & UDSD_SERVICE_RECV_FDS || c->seqpacket) {
+	if (c->seqpacket)
+		return conn_recv_message(c, buf, size, fds, ret_eof);
+	if (c->service->ops->flags & UDSD_SERVICE_RECV_FDS) {
 		n = fdpass_recv(c->fd, buf, size, fds, FDPASS_MAX_FDS, &n_fds);
 		if (n >= 0) {
 			c->fds = fds;
@@ -580,6 +636,7 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 {
 	const struct service *s = &t->spec->services[listener];
 	struct udsd_conn *c = conn_new(t, fd, listener);
+	static const int one = 1;
 
 	atomic_fetch_add_explicit(&t->stats->accepted, 1, memory_order_relaxed);
 	if (!c) {
@@ -589,7 +646,8 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 		return;
 	}
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+	if ((c->seqpacket && setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0) ||
+	    epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		conn_close(c);
 		return;
 	}

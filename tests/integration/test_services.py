@@ -216,6 +216,22 @@ def test_reload_to_a_broken_plugin_keeps_the_old_generation(udsd_factory):
     assert echo(d.sock, b"old plugin") == b"old plugin"
 
 
+def test_seqpacket_empty_message_is_a_message(udsd_factory):
+    """Defect 8: a 0-byte seqpacket message was taken for the end of the stream."""
+    d = start(udsd_factory)
+    s = connect(os.path.join(d.tmp, "seq.sock"), kind=socket.SOCK_SEQPACKET)
+    # recv() gives b"" for both an empty message and EOF: credentials come with messages only.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    msgs = [b"", b"after", b""]
+    for m in msgs:
+        s.send(m)
+    for m in msgs:
+        data, ancillary, _, _ = s.recvmsg(65536, 256)
+        assert (data, bool(ancillary)) == (m, True)
+    s.send(b"still open")
+    assert s.recv(100) == b"still open"
+
+
 def vm_rss_mb(pid):
     with open("/proc/%d/status" % pid) as f:
         return next(int(l.split()[1]) // 1024 for l in f if l.startswith("VmRSS:"))
