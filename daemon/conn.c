@@ -345,8 +345,9 @@ deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 	r = c->service->ops->on_data(c, data, len);
 	congested = udsd_conn_congested(c);
 	c->in_callback = false;
-	uncork(c);
+	/* Before the answer leaves: a client that has it may count on its fds being closed. */
 	close_untaken_fds(c);
+	uncork(c);
 	if (r < 0 || (size_t)r > len) {
 		c->closing = true;
 		c->in_len = 0;
