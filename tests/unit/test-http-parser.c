@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -118,9 +120,21 @@ test_fields(void **state)
 		{ "GET / HTTP/1.1\r\nHost: my-host.example_1\r\n\r\n", 0 },
 		{ "GET / HTTP/1.1\r\nHost:\r\n\r\n", 0 }, /* no authority: empty, RFC 9112 3.2 */
 	};
+	static const char host_ok[] = "-._~%!$&'()*+,;=:[]0123456789"
+				      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 	struct http_request r;
+	char req[64];
 
 	(void)state;
+	/* Every byte in a Host value: accepted exactly when uri-host or port allows it. */
+	for (int ch = 1; ch < 256; ch++) {
+		int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: a%cb\r\n\r\n", ch);
+		bool ok = strchr(host_ok, ch) != NULL;
+
+		print_message("byte %d\n", ch);
+		assert_int_equal(http_parse_request(req, (size_t)n, &lim, &r),
+				 ok ? n : -400);
+	}
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		int n = parse(cases[i].req, &r);
 
