@@ -343,7 +343,7 @@ deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 
 	c->in_callback = true;
 	r = c->service->ops->on_data(c, data, len);
-	congested = udsd_conn_congested(c);
+	congested = r >= 0 && (size_t)r < len && udsd_conn_congested(c);
 	c->in_callback = false;
 	/* Before the answer leaves: a client that has it may count on its fds being closed. */
 	close_untaken_fds(c);
@@ -357,17 +357,19 @@ deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 	size_t left = len - (size_t)r;
 	if (c->seqpacket || left == 0) {
 		c->in_len = 0;
-	} else if (data == c->in) {
+		release_input(c);
+		return;
+	}
+	if (data == c->in) {
 		memmove(c->in, c->in + r, left);
-		c->in_len = left;
 	} else if (grow(&c->in, &c->in_cap, left) == 0) {
 		memcpy(c->in, data + r, left);
-		c->in_len = left;
 	} else {
 		c->dead = true;
+		return;
 	}
-	c->stalled = c->in_len > 0 && congested && !c->closing;
-	release_input(c);
+	c->in_len = left;
+	c->stalled = congested && !c->closing;
 }
 
 /*

@@ -249,7 +249,8 @@ thread_run(void *userdata)
 		wake_master(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
-		conn_reap(t);
+		if (t->closed)
+			conn_reap(t);
 		if (t->draining && t->n_conns == 0)
 			t->done = true;
 	}
