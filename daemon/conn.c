@@ -58,15 +58,28 @@ conn_touch(struct udsd_conn *c)
 	c->deadline = t ? c->thread->now + t : 0;
 }
 
+static bool
+conn_queued(const struct udsd_conn *c)
+{
+	return c->out_len > c->out_off;
+}
+
+/* Output already queued on the connection is over the mark (the cork aside). */
+static bool
+conn_over_mark(const struct udsd_conn *c)
+{
+	return c->out_len - c->out_off >= OUT_HIGH_WATER;
+}
+
 static void
 conn_update_events(struct udsd_conn *c)
 {
 	uint32_t want = 0;
 
-	if (c->lingering ||
-	    (!c->closing && !c->eof && c->out_len - c->out_off < OUT_HIGH_WATER))
+	if (c->lingering || (!c->closing && !c->eof && !conn_over_mark(c)))
 		want |= EPOLLIN;
-	if (c->out_len > c->out_off)
+	/* Stalled input waits for writability, even with nothing queued: the socket took it all. */
+	if (conn_queued(c) || c->stalled)
 		want |= EPOLLOUT;
 	if (want == c->events)
 		return;
@@ -77,39 +90,72 @@ conn_update_events(struct udsd_conn *c)
 		c->dead = true;
 }
 
+/*
+ * Close a connection at once, but free it only at the end of the round
+ * (conn_reap): later events of the same epoll_wait() batch may point at it,
+ * and so may a list walk in progress (drain, tick).  Its next pointer stays
+ * as it was, so such a walk goes on; conn_event() ignores a closed one.
+ */
 void
-conn_free(struct udsd_conn *c)
+conn_close(struct udsd_conn *c)
 {
 	struct wthread *t = c->thread;
 
+	if (c->closed)
+		return;
+	c->closed = true;
+	c->dead = true; /* on_close may still write: drop it */
 	if (c->service->ops->on_close)
 		c->service->ops->on_close(c);
 	/*
 	 * close() alone leaves the registration alive while another reference
 	 * to the socket exists, and the master may not have closed its copy of a
 	 * client yet when a fast worker is done with it: events would then
-	 * arrive for freed memory.  Remove it explicitly.
+	 * arrive for a closed connection in later rounds too.  Remove it explicitly.
 	 */
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	safe_close(c->fd);
+	c->fd = safe_close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
 		t->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	free(c->in);
-	free(c->out);
-	free(c);
+	c->next_closed = t->closed;
+	t->closed = c;
 	t->n_conns--;
 	atomic_fetch_sub_explicit(&t->stats->open, 1, memory_order_relaxed);
 	worker_client_done(t);
 }
 
-/* Send queued output; seqpacket output is queued as [u32 length][message]. */
+/* End of a round: nothing refers to the connections closed during it any more. */
+void
+conn_reap(struct wthread *t)
+{
+	while (t->closed) {
+		struct udsd_conn *c = t->closed;
+
+		t->closed = c->next_closed;
+		t->freed += c->in_cap + c->out_cap;
+		free(c->in);
+		free(c->out);
+		free(c);
+	}
+}
+
+/*
+ * Send queued output; seqpacket output is queued as [u32 length][message].
+ * Progress pushes the idle deadline back: a client that reads is not idle,
+ * and one that takes nothing for a whole timeout is timed out even though
+ * it keeps sending.
+ */
 static int
 conn_flush(struct udsd_conn *c)
 {
+	size_t from = c->out_off;
+
+	if (!conn_queued(c))
+		return 0;
 	while (c->out_off < c->out_len) {
 		const uint8_t *p = c->out + c->out_off;
 		size_t len = c->out_len - c->out_off, skip = 0;
@@ -125,12 +171,15 @@ conn_flush(struct udsd_conn *c)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN)
-				return 0;
-			return negative_errno();
+			if (errno != EAGAIN)
+				return negative_errno();
+			if (c->out_off > from)
+				conn_touch(c);
+			return 0;
 		}
 		c->out_off += c->seqpacket ? skip + len : (size_t)n;
 	}
+	conn_touch(c);
 	/*
 	 * Empty.  Keep the buffer while the client is busy (a streaming client
 	 * would otherwise cost a malloc and free per round); the tick frees it
@@ -145,6 +194,7 @@ void
 conn_trim(struct udsd_conn *c)
 {
 	if (c->out && c->out_len == 0) {
+		c->thread->freed += c->out_cap;
 		free(c->out);
 		c->out = NULL;
 		c->out_cap = 0;
@@ -212,7 +262,8 @@ udsd_conn_write(struct udsd_conn *c, const void *data, size_t len)
 	struct wthread *t = c->thread;
 	bool idle = c->out_len == c->out_off;
 
-	if (c->dead || len == 0)
+	/* On seqpacket an empty message is a message. */
+	if (c->dead || (len == 0 && !c->seqpacket))
 		return 0;
 	if (!c->seqpacket && c->in_callback && idle && (t->cork_len > 0 || len < DIRECT_WRITE_MIN))
 		return cork(t, data, len);
@@ -265,65 +316,141 @@ close_untaken_fds(struct udsd_conn *c)
 	c->n_fds = 0;
 }
 
+/* Free the input buffer once it is empty: 10k idle clients hold none. */
+static void
+release_input(struct udsd_conn *c)
+{
+	if (c->in_len > 0 || c->in_cap == 0)
+		return;
+	c->thread->freed += c->in_cap;
+	free(c->in);
+	c->in = NULL;
+	c->in_cap = 0;
+}
+
 /*
  * Hand bytes to the service and keep what it left.  data is either the
- * thread's read buffer or c->in itself.
+ * thread's read buffer or c->in itself.  A service that leaves bytes while
+ * congested stopped for the client to read (udsd_conn_congested()), not for
+ * more input: those bytes are stalled and handed over again, alone, once the
+ * output drains (conn_resume).  Judged before uncork(), as the service saw it.
  */
 static void
 deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 {
 	ssize_t r;
+	bool congested;
 
 	c->in_callback = true;
 	r = c->service->ops->on_data(c, data, len);
+	congested = r >= 0 && (size_t)r < len && udsd_conn_congested(c);
 	c->in_callback = false;
-	/* Before the reply leaves: a client that counts its fds after the answer sees them closed. */
+	/* Before the answer leaves: a client that has it may count on its fds being closed. */
 	close_untaken_fds(c);
 	uncork(c);
 	if (r < 0 || (size_t)r > len) {
 		c->closing = true;
 		c->in_len = 0;
+		release_input(c);
 		return;
 	}
 	size_t left = len - (size_t)r;
 	if (c->seqpacket || left == 0) {
 		c->in_len = 0;
-	} else if (data == c->in) {
+		release_input(c);
+		return;
+	}
+	if (data == c->in) {
 		memmove(c->in, c->in + r, left);
-		c->in_len = left;
 	} else if (grow(&c->in, &c->in_cap, left) == 0) {
 		memcpy(c->in, data + r, left);
-		c->in_len = left;
 	} else {
 		c->dead = true;
+		return;
 	}
-	if (c->in_len == 0 && c->in_cap > 0) {
-		free(c->in);
-		c->in = NULL;
-		c->in_cap = 0;
-	}
+	c->in_len = left;
+	c->stalled = congested && !c->closing;
 }
 
-/* One read: >0 bytes, 0 end of file, -EAGAIN, or another -errno. */
+/*
+ * recvmsg() on AF_UNIX SOCK_SEQPACKET returns 0 both for an empty message and
+ * at the end of the stream, and sets no flag to tell them apart (no MSG_EOR;
+ * checked on Linux 6.18).  With SO_PASSCRED, set at conn_open(), the kernel
+ * attaches SCM_CREDENTIALS to every message received, even one queued before
+ * the option was set, and nothing to the end of the stream.
+ */
 static ssize_t
-conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size)
+conn_recv_message(struct udsd_conn *c, uint8_t *buf, size_t size, int *fds, bool *ret_eof)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
+	} control;
+	struct iovec iov = { .iov_base = buf, .iov_len = size };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			     .msg_controllen = sizeof(control.buf) };
+	bool message = false;
+	size_t n_fds = 0;
+	ssize_t n;
+
+	do
+		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return negative_errno();
+	for (struct cmsghdr *m = CMSG_FIRSTHDR(&mh); m; m = CMSG_NXTHDR(&mh, m)) {
+		if (m->cmsg_level != SOL_SOCKET)
+			continue;
+		if (m->cmsg_type == SCM_CREDENTIALS)
+			message = true;
+		if (m->cmsg_type != SCM_RIGHTS || m->cmsg_len < CMSG_LEN(0))
+			continue;
+		for (size_t i = 0; i < (m->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(m) + i * sizeof(int), sizeof(int));
+			if (n_fds < FDPASS_MAX_FDS)
+				fds[n_fds++] = fd;
+			else
+				safe_close(fd);
+		}
+	}
+	if (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+		close_many(fds, n_fds);
+		return -EMSGSIZE;
+	}
+	c->fds = fds;
+	c->n_fds = n_fds;
+	*ret_eof = n == 0 && !message;
+	return n;
+}
+
+/* One read: >= 0 bytes (*ret_eof at the end of the stream), -EAGAIN, or another -errno. */
+static ssize_t
+conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size, bool *ret_eof)
 {
 	static __thread int fds[FDPASS_MAX_FDS];
 	size_t n_fds = 0;
 	ssize_t n;
 
-	if (c->service->ops->flags & UDSD_SERVICE_RECV_FDS || c->seqpacket) {
+	if (c->seqpacket)
+		return conn_recv_message(c, buf, size, fds, ret_eof);
+	if (c->service->ops->flags & UDSD_SERVICE_RECV_FDS) {
 		n = fdpass_recv(c->fd, buf, size, fds, FDPASS_MAX_FDS, &n_fds);
 		if (n >= 0) {
 			c->fds = fds;
 			c->n_fds = n_fds;
+			*ret_eof = n == 0 && n_fds == 0;
 		}
 		return n;
 	}
 	do
 		n = recv(c->fd, buf, size, 0);
 	while (n < 0 && errno == EINTR);
-	return n < 0 ? negative_errno() : n;
+	if (n < 0)
+		return negative_errno();
+	*ret_eof = n == 0;
+	return n;
 }
 
 static void
@@ -344,13 +471,17 @@ conn_discard(struct udsd_conn *c)
 	}
 }
 
-/* Unread input at close time: linger instead of resetting the client. */
+/*
+ * Unread input at close time: linger instead of resetting the client.  The
+ * lingering lasts until the client closes, LINGER_MAX bytes or LINGER_USEC,
+ * whichever comes first (conn_discard, conn_timeout).
+ */
 static bool
 conn_linger(struct udsd_conn *c)
 {
 	int unread = 0;
 
-	if (c->lingering || c->eof || c->dead)
+	if (c->eof || c->dead)
 		return false;
 	/* A full last read means the client was mid-stream even if nothing is queued right now. */
 	if (!c->read_full && (ioctl(c->fd, FIONREAD, &unread) < 0 || unread == 0))
@@ -359,66 +490,106 @@ conn_linger(struct udsd_conn *c)
 		return false;
 	c->lingering = true;
 	c->deadline = c->thread->now + LINGER_USEC;
+	c->fixed_deadline = 0;
 	return true;
+}
+
+/*
+ * Output fell below the mark: hand the stalled input over again before
+ * reading more.  False while the client still has not taken enough.
+ */
+static bool
+conn_resume(struct udsd_conn *c)
+{
+	if (conn_queued(c) && conn_flush(c) < 0) {
+		c->dead = true;
+		return false;
+	}
+	if (conn_over_mark(c))
+		return false;
+	c->stalled = false;
+	deliver(c, c->in, c->in_len);
+	return !c->stalled;
+}
+
+/* Read into the thread's buffer, or after the input the service left. */
+static void
+conn_read_once(struct udsd_conn *c, bool *ret_more)
+{
+	struct wthread *t = c->thread;
+	uint8_t *buf = t->ibuf;
+	size_t size = sizeof(t->ibuf);
+	bool eof = false;
+
+	*ret_more = false;
+	if (c->in_len > 0) {
+		if (c->in_len >= IN_MAX ||
+		    grow(&c->in, &c->in_cap, MIN(c->in_len + sizeof(t->ibuf), IN_MAX)) < 0) {
+			c->dead = true;
+			return;
+		}
+		buf = c->in + c->in_len;
+		size = c->in_cap - c->in_len;
+	}
+	ssize_t n = conn_recv(c, buf, size, &eof);
+	if (n == -EAGAIN)
+		return;
+	if (n < 0) {
+		close_untaken_fds(c);
+		c->dead = true;
+		return;
+	}
+	if (eof) {
+		c->eof = true;
+		return;
+	}
+	/* While output waits, only the client taking it counts as activity (conn_flush). */
+	if (!conn_queued(c))
+		conn_touch(c);
+	c->read_full = (size_t)n == size;
+	if (buf == t->ibuf)
+		deliver(c, buf, (size_t)n);
+	else {
+		c->in_len += (size_t)n;
+		deliver(c, c->in, c->in_len);
+	}
+	/* A short stream read very likely emptied the socket: save the EAGAIN read. */
+	*ret_more = c->seqpacket || (size_t)n == size;
 }
 
 static void
 conn_readable(struct udsd_conn *c)
 {
-	struct wthread *t = c->thread;
+	bool more = true;
 
 	if (c->lingering) {
 		conn_discard(c);
 		return;
 	}
-
-	for (int i = 0; i < READS_PER_EVENT && !c->dead && !c->closing && !c->eof; i++) {
-		uint8_t *buf = t->ibuf;
-		size_t size = sizeof(t->ibuf);
-
-		if (c->out_len - c->out_off >= OUT_HIGH_WATER)
-			break;
-		if (c->in_len > 0) {
-			if (c->in_len >= IN_MAX ||
-			    grow(&c->in, &c->in_cap, MIN(c->in_len + sizeof(t->ibuf), IN_MAX)) < 0) {
-				c->dead = true;
-				break;
-			}
-			buf = c->in + c->in_len;
-			size = c->in_cap - c->in_len;
-		}
-		ssize_t n = conn_recv(c, buf, size);
-		if (n == -EAGAIN)
-			break;
-		if (n < 0) {
-			close_untaken_fds(c);
-			c->dead = true;
-			break;
-		}
-		if (n == 0 && c->n_fds == 0) {
-			c->eof = true;
-			break;
-		}
-		conn_touch(c);
-		c->read_full = (size_t)n == size;
-		if (buf == t->ibuf)
-			deliver(c, buf, (size_t)n);
-		else {
-			c->in_len += (size_t)n;
-			deliver(c, c->in, c->in_len);
-		}
-		if (!c->seqpacket && (size_t)n < size)
-			break; /* the socket is very likely empty: save the EAGAIN read */
+	if (c->stalled && !conn_resume(c))
+		return;
+	for (int i = 0; i < READS_PER_EVENT && more; i++) {
+		if (c->dead || c->closing || c->eof || c->stalled || conn_over_mark(c))
+			return;
+		conn_read_once(c, &more);
 	}
 }
 
 static void
 conn_settle(struct udsd_conn *c)
 {
-	if (!c->dead && c->out_len > c->out_off && conn_flush(c) < 0)
+	if (c->closed)
+		return;
+	if (!c->dead && conn_queued(c) && conn_flush(c) < 0)
 		c->dead = true;
-	if (c->dead || ((c->closing || c->eof) && c->out_len == c->out_off && !conn_linger(c))) {
-		conn_free(c);
+	if (c->dead) {
+		conn_close(c);
+		return;
+	}
+	/* At the end of the stream, stalled requests are still to be answered. */
+	if (!c->lingering && (c->closing || (c->eof && !c->stalled)) && !conn_queued(c) &&
+	    !conn_linger(c)) {
+		conn_close(c);
 		return;
 	}
 	conn_update_events(c);
@@ -427,33 +598,30 @@ conn_settle(struct udsd_conn *c)
 void
 conn_event(struct udsd_conn *c, uint32_t events)
 {
-	if (events & EPOLLIN)
+	/* Closed by an earlier event of this round (a drain, say): only its memory is left. */
+	if (c->closed)
+		return;
+	if (events & EPOLLIN || c->stalled)
 		conn_readable(c);
 	else if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLOUT))
 		c->dead = true;
 	conn_settle(c);
 }
 
-void
-conn_open(struct wthread *t, int fd, unsigned listener)
+static struct udsd_conn *
+conn_new(struct wthread *t, int fd, unsigned listener)
 {
-	const struct service *s = &t->spec->services[listener];
 	struct udsd_conn *c = calloc(1, sizeof(*c));
 
-	atomic_fetch_add_explicit(&t->stats->accepted, 1, memory_order_relaxed);
-	if (!c) {
-		safe_close(fd);
-		atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
-		worker_client_done(t);
-		return;
-	}
+	if (!c)
+		return NULL;
 	*c = (struct udsd_conn){
 		.fd = fd,
 		.listener = (uint8_t)listener,
 		.seqpacket = t->spec->config->listeners[listener].type == SOCK_SEQPACKET,
 		.events = EPOLLIN,
 		.thread = t,
-		.service = s,
+		.service = &t->spec->services[listener],
 		.state = t->state[listener],
 		.next = t->conns,
 	};
@@ -463,10 +631,27 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 	t->n_conns++;
 	atomic_fetch_add_explicit(&t->stats->open, 1, memory_order_relaxed);
 	conn_touch(c);
+	return c;
+}
 
+void
+conn_open(struct wthread *t, int fd, unsigned listener)
+{
+	const struct service *s = &t->spec->services[listener];
+	struct udsd_conn *c = conn_new(t, fd, listener);
+	static const int one = 1;
+
+	atomic_fetch_add_explicit(&t->stats->accepted, 1, memory_order_relaxed);
+	if (!c) {
+		safe_close(fd);
+		atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
+		worker_client_done(t);
+		return;
+	}
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		conn_free(c);
+	if ((c->seqpacket && setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0) ||
+	    epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		conn_close(c);
 		return;
 	}
 	if (s->ops->on_open) {
@@ -488,16 +673,23 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 	 * this one over its bytes are usually there: read now rather than
 	 * after another trip through epoll_wait().
 	 */
-	if (!c->closing && !c->dead)
-		conn_readable(c);
+	conn_readable(c);
 	conn_settle(c);
 }
 
-/* The worker drains: the service finishes; without on_drain we wait for the client. */
+/*
+ * The worker drains: the service finishes; without on_drain we wait for the
+ * client.  What the client already sent is read first, so that a request
+ * in flight is answered (the service sees udsd_conn_draining()) rather than
+ * cut off.
+ */
 void
 conn_drain(struct udsd_conn *c)
 {
-	if (c->service->ops->on_drain) {
+	if (c->closed)
+		return;
+	conn_readable(c);
+	if (c->service->ops->on_drain && !c->dead && !c->closing) {
 		c->in_callback = true;
 		c->service->ops->on_drain(c);
 		c->in_callback = false;
@@ -506,12 +698,26 @@ conn_drain(struct udsd_conn *c)
 	conn_settle(c);
 }
 
+bool
+conn_expired(const struct udsd_conn *c, uint64_t now)
+{
+	return (c->deadline && c->deadline <= now) || (c->fixed_deadline && c->fixed_deadline <= now);
+}
+
+/*
+ * A deadline passed.  If it was the idle one while output waits, the client
+ * took nothing for a whole timeout: a last word would not reach it either.
+ * Otherwise the service may say one (an HTTP 408), which gets one more
+ * timeout to leave.
+ */
 void
 conn_timeout(struct udsd_conn *c)
 {
-	c->deadline = 0;
-	if (c->lingering) {
-		conn_free(c);
+	bool idle = c->deadline && c->deadline <= c->thread->now;
+
+	c->deadline = c->fixed_deadline = 0;
+	if (c->lingering || c->closing || (idle && conn_queued(c))) {
+		conn_close(c);
 		return;
 	}
 	if (c->service->ops->on_timeout) {
@@ -521,6 +727,8 @@ conn_timeout(struct udsd_conn *c)
 		uncork(c);
 	}
 	c->closing = true;
+	c->stalled = false;
+	conn_touch(c);
 	conn_settle(c);
 }
 
@@ -536,6 +744,12 @@ size_t
 udsd_conn_pending(const struct udsd_conn *c)
 {
 	return c->out_len - c->out_off + (c->in_callback ? c->thread->cork_len : 0);
+}
+
+bool
+udsd_conn_congested(const struct udsd_conn *c)
+{
+	return udsd_conn_pending(c) >= OUT_HIGH_WATER;
 }
 
 void
@@ -600,6 +814,12 @@ udsd_conn_set_timeout(struct udsd_conn *c, unsigned long long usec)
 {
 	c->timeout_usec = usec;
 	conn_touch(c);
+}
+
+void
+udsd_conn_set_deadline(struct udsd_conn *c, unsigned long long usec)
+{
+	c->fixed_deadline = usec ? c->thread->now + usec : 0;
 }
 
 bool

@@ -162,6 +162,8 @@ struct wthread {
 	void **state; /* per listener: what its service's init returned */
 	struct udsd_conn *conns; /* every open connection, for drain and timeouts */
 	unsigned n_conns;
+	struct udsd_conn *closed; /* closed during this round, freed at its end */
+	size_t freed; /* buffer bytes freed since the last malloc_trim() */
 	bool wake_master;
 	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
@@ -182,8 +184,10 @@ struct udsd_conn {
 	bool closing; /* close once the output is flushed */
 	bool eof;
 	bool dead; /* closed or failed: discard further output */
+	bool closed; /* fd closed and unlinked; only the memory is left, until the round ends */
 	bool lingering; /* output done, discarding input until the client closes */
 	bool read_full; /* the last read filled its buffer: more was likely coming */
+	bool stalled; /* the service left input while congested: hand it over again first */
 	size_t lingered;
 	uint32_t events;
 	struct wthread *thread;
@@ -197,8 +201,10 @@ struct udsd_conn {
 	int *fds;
 	size_t n_fds;
 	uint64_t timeout_usec; /* 0: the listener's idle_timeout */
-	uint64_t deadline;
+	uint64_t deadline; /* idle: pushed back by reads, and by sends while output waits */
+	uint64_t fixed_deadline; /* the service's (udsd_conn_set_deadline): nothing pushes it back */
 	struct udsd_conn *prev, *next;
+	struct udsd_conn *next_closed;
 };
 
 void conn_open(struct wthread *t, int fd, unsigned listener);
@@ -206,8 +212,10 @@ void worker_client_done(struct wthread *t);
 void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
 void conn_timeout(struct udsd_conn *c);
+bool conn_expired(const struct udsd_conn *c, uint64_t now);
 void conn_trim(struct udsd_conn *c);
-void conn_free(struct udsd_conn *c);
+void conn_close(struct udsd_conn *c);
+void conn_reap(struct wthread *t);
 
 void worker_thread_drain(struct wthread *t);
 

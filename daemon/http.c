@@ -7,8 +7,9 @@
 #include "http-parser.h"
 
 /*
- * HTTP/1.1 over the listener's socket: keep-alive, pipelining (all answers
- * to one read leave in one send), HEAD, request bodies read and discarded.
+ * HTTP/1.1 over the listener's socket: keep-alive, pipelining (the answers
+ * to one read leave in one send, up to the congestion mark), HEAD, request
+ * bodies read and discarded.
  * Chunked request bodies are refused with 411: nothing here takes a body.
  *   /healthz  200 ok
  *   /status   the live counters of every worker, as JSON
@@ -21,6 +22,8 @@
 struct http_conn {
 	uint64_t discard; /* body bytes still to skip */
 	bool partial;     /* a request head has started arriving */
+	bool held;        /* requests left to udsd while the client catches up (congested) */
+	bool answered;    /* at least one request answered */
 	bool closing;
 };
 
@@ -189,6 +192,38 @@ route(struct udsd_conn *c, const struct http_request *r)
 	return e;
 }
 
+/* Answer one parsed request; false once the connection is to close. */
+static bool
+http_answer(struct udsd_conn *c, struct http_conn *h, struct http_request *r)
+{
+	h->discard = r->method == HTTP_REQUEST_POST || r->content_length ? r->content_length : 0;
+	r->keep_alive = r->keep_alive && !udsd_conn_draining(c);
+	h->answered = true;
+	if (route(c, r) < 0 || !r->keep_alive) {
+		h->closing = true;
+		udsd_conn_close(c);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * header_timeout runs from the first byte of a head, as nginx's
+ * client_header_timeout: reads do not push it back, or one byte every few
+ * seconds would hold a connection for hours (slowloris).
+ */
+static void
+http_head_deadline(struct udsd_conn *c, const struct http_conn *h, bool was_partial,
+		   bool answered)
+{
+	const struct http_settings *set = udsd_conn_state(c);
+
+	if (h->partial && (!was_partial || answered))
+		udsd_conn_set_deadline(c, set->header_timeout_usec);
+	else if (!h->partial && was_partial)
+		udsd_conn_set_deadline(c, 0);
+}
+
 static ssize_t
 http_data(struct udsd_conn *c, const void *data, size_t len)
 {
@@ -196,7 +231,9 @@ http_data(struct udsd_conn *c, const void *data, size_t len)
 	struct http_conn *h = udsd_conn_get_data(c);
 	const char *p = data;
 	size_t used = 0;
+	bool was_partial = h->partial, answered = false;
 
+	h->partial = h->held = false;
 	while (used < len && !h->closing) {
 		if (h->discard) {
 			size_t k = (size_t)MIN(h->discard, (uint64_t)(len - used));
@@ -204,10 +241,17 @@ http_data(struct udsd_conn *c, const void *data, size_t len)
 			used += k;
 			continue;
 		}
+		/* A client pipelining without reading: udsd keeps the rest until it reads. */
+		if (udsd_conn_congested(c)) {
+			h->held = true;
+			break;
+		}
 		struct http_request r;
 		int n = http_parse_request(p + used, len - used, &set->limits, &r);
-		if (n == 0)
+		if (n == 0) {
+			h->partial = true;
 			break;
+		}
 		if (n < 0) {
 			h->closing = true;
 			respond_error(c, -n);
@@ -215,18 +259,11 @@ http_data(struct udsd_conn *c, const void *data, size_t len)
 			return (ssize_t)len;
 		}
 		used += (size_t)n;
-		h->discard = r.method == HTTP_REQUEST_POST || r.content_length ? r.content_length : 0;
-		bool keep = r.keep_alive && !udsd_conn_draining(c);
-		r.keep_alive = keep;
-		if (route(c, &r) < 0 || !keep) {
-			h->closing = true;
-			udsd_conn_close(c);
+		answered = true;
+		if (!http_answer(c, h, &r))
 			return (ssize_t)len;
-		}
 	}
-	/* A head that started arriving must finish within header_timeout (slowloris). */
-	h->partial = used < len;
-	udsd_conn_set_timeout(c, h->partial ? set->header_timeout_usec : 0);
+	http_head_deadline(c, h, was_partial, answered);
 	return (ssize_t)used;
 }
 
@@ -247,14 +284,24 @@ http_close(struct udsd_conn *c)
 	free(udsd_conn_get_data(c));
 }
 
+/*
+ * Between requests: close now.  Mid-request, or with pipelined requests held:
+ * the next answer says Connection: close.  No request yet: the client may
+ * have connected just before the reload, so let it send one within
+ * header_timeout and answer it (with Connection: close) rather than hang up.
+ */
 static void
 http_drain(struct udsd_conn *c)
 {
+	const struct http_settings *set = udsd_conn_state(c);
 	struct http_conn *h = udsd_conn_get_data(c);
 
-	/* Between requests: close now.  Mid-request: its answer says Connection: close. */
-	if (!h->partial && !h->discard)
+	if (h->partial || h->discard || h->held)
+		return;
+	if (h->answered)
 		udsd_conn_close(c);
+	else
+		udsd_conn_set_deadline(c, set->header_timeout_usec);
 }
 
 static void

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <grp.h>
 #include <linux/capability.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -24,6 +25,10 @@
 #define TICK_USEC USEC_PER_SEC
 #define MAX_EVENTS 256
 #define BUSY_POLL_MAX_EVENTS 4
+/* Blocks this large get their own mapping; glibc's default, but fixed (malloc_setup). */
+#define MMAP_THRESHOLD (128 * 1024)
+/* Buffer bytes freed before the tick hands free pages back to the kernel. */
+#define TRIM_MIN (1024 * 1024)
 
 /* The channel's epoll tag: any pointer that is not a connection. */
 static char channel_tag;
@@ -43,13 +48,17 @@ worker_thread_drain(struct wthread *t)
 	if (t->draining)
 		return;
 	t->draining = true;
+	/* conn_drain() may close c: a closed connection keeps its memory and next pointer till the round ends. */
 	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
 		next = c->next;
 		conn_drain(c);
 	}
 }
 
-/* Once a second: idle and header timeouts, and the heartbeat the master watches. */
+/*
+ * Once a second: deadlines, idle buffers given back, and the heartbeat the
+ * master watches.  A connection closed here is freed with the round's others.
+ */
 static void
 thread_tick(struct wthread *t)
 {
@@ -57,11 +66,33 @@ thread_tick(struct wthread *t)
 	atomic_store_explicit(&t->stats->heartbeat_usec, t->now, memory_order_relaxed);
 	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
 		next = c->next;
-		if (c->deadline && c->deadline <= t->now)
+		if (conn_expired(c, t->now))
 			conn_timeout(c);
 		else
 			conn_trim(c);
 	}
+	/*
+	 * free() returns a block in the middle of an arena to the free lists
+	 * only: after a thousand clients with full buffers left, the worker kept
+	 * their memory.  malloc_trim() gives those pages back; it locks every
+	 * arena in turn, so only after frees worth it.
+	 */
+	if (t->freed >= TRIM_MIN) {
+		malloc_trim(0);
+		t->freed = 0;
+	}
+}
+
+/*
+ * glibc raises its mmap threshold to the size of any mapped block freed (up
+ * to 32 MiB), so after one burst of large output buffers the next ones come
+ * from the arenas and stay there when freed.  A fixed threshold keeps every
+ * block that large in its own mapping, unmapped at free().
+ */
+static void
+malloc_setup(void)
+{
+	(void)mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
 }
 
 static int
@@ -71,6 +102,9 @@ thread_setup(struct wthread *t)
 	const struct config *config = spec->config;
 	int r;
 
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, malloc_setup);
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (t->epfd < 0)
 		return negative_errno();
@@ -99,7 +133,8 @@ thread_teardown(struct wthread *t)
 	const struct worker_spec *spec = t->spec;
 
 	while (t->conns)
-		conn_free(t->conns);
+		conn_close(t->conns);
+	conn_reap(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
 		if (spec->services[i].ops->fini)
 			spec->services[i].ops->fini(t->state[i]);
@@ -163,6 +198,8 @@ thread_run(void *userdata)
 			channel_thread_wake(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
+		if (t->closed)
+			conn_reap(t);
 		if (t->draining && t->n_conns == 0)
 			t->done = true;
 	}

@@ -613,7 +613,7 @@ const struct config_item config_items[] = {
 	LISTENER("backlog", type_uint, backlog, 1, 65535, 0, "4096",
 		 "clients the kernel queues until they are accepted"),
 	LISTENER("idle_timeout", type_duration, idle_timeout_usec, 0, 0, CONFIG_OFF, "60s",
-		 "close a client that sends nothing for this long"),
+		 "close a client that sends nothing, or takes no output, for this long"),
 	LISTENER("allow_uids", type_allow, allow_uids, 0, 0, 0, "",
 		 "admit only these users (SO_PEERCRED); empty = anyone the mode lets in"),
 	LISTENER("allow_gids", type_allow, allow_gids, 0, 0, ID_GROUP, "",

@@ -71,7 +71,11 @@ struct udsd_service {
 	/*
 	 * Bytes arrived.  Return how many were consumed (0..len); the rest is kept
 	 * and presented again, followed by new bytes.  Return <0 to close the
-	 * connection.  On a seqpacket listener each call is one whole message and
+	 * connection.  A service whose answers can outgrow the requests (several
+	 * requests in one read, say) stops consuming once udsd_conn_congested():
+	 * udsd then stops reading that client and, once it has taken enough of
+	 * its output, presents the kept bytes again by themselves.  On a
+	 * seqpacket listener each call is one whole message (possibly empty) and
 	 * unconsumed bytes are dropped.  Required.
 	 */
 	ssize_t (*on_data)(struct udsd_conn *conn, const void *data, size_t len);
@@ -87,9 +91,11 @@ struct udsd_service {
 	void (*on_drain)(struct udsd_conn *conn);
 
 	/*
-	 * No byte arrived within the connection's timeout.  The service may
-	 * write a last word (an HTTP 408, say); the connection is closed after
-	 * it either way.  If NULL it is just closed.
+	 * The connection was idle for its timeout (udsd_conn_set_timeout), or
+	 * its deadline passed (udsd_conn_set_deadline).  The service may write a
+	 * last word (an HTTP 408, say); the connection is closed after it either
+	 * way.  If NULL it is just closed.  Not called for a client that took no
+	 * output for a whole timeout: it is closed at once, nothing would reach it.
 	 */
 	void (*on_timeout)(struct udsd_conn *conn);
 };
@@ -106,6 +112,16 @@ void udsd_conn_close(struct udsd_conn *conn);
 
 /* Bytes queued and not yet taken by the client. */
 size_t udsd_conn_pending(const struct udsd_conn *conn);
+
+/*
+ * True while so much output waits for the client (256 KiB) that the service
+ * should stop consuming input: return from on_data with what it consumed so
+ * far, and udsd hands the rest back once the client has read enough.  udsd
+ * itself stops reading such a client, so a client that sends without reading
+ * cannot grow the worker's memory, and one that takes nothing for a whole
+ * idle timeout is closed.
+ */
+bool udsd_conn_congested(const struct udsd_conn *conn);
 
 void udsd_conn_set_data(struct udsd_conn *conn, void *data);
 void *udsd_conn_get_data(const struct udsd_conn *conn);
@@ -127,10 +143,19 @@ int udsd_conn_take_fd(struct udsd_conn *conn, size_t i);
 int udsd_conn_fd(const struct udsd_conn *conn, size_t i);
 
 /*
- * Close the connection if no byte arrives within usec (0: back to the
- * listener's idle_timeout).  For header timeouts and the like.
+ * Close the connection once it has been idle for usec (0: back to the
+ * listener's idle_timeout): no byte arrived and, while output waits, the
+ * client took none of it.  Every read pushes this timeout back.
  */
 void udsd_conn_set_timeout(struct udsd_conn *conn, unsigned long long usec);
+
+/*
+ * Close the connection usec from now, whatever arrives meanwhile (0: no
+ * deadline); on_timeout is called first.  Reads do not push it back, so a
+ * client trickling a byte at a time cannot hold it off: for header timeouts
+ * and the like, set it when the first byte of a request arrives.
+ */
+void udsd_conn_set_deadline(struct udsd_conn *conn, unsigned long long usec);
 
 /* True once the worker drains: finish the current exchange and close. */
 bool udsd_conn_draining(const struct udsd_conn *conn);

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: MIT
 """The core path: accept in the master, hand-off to worker threads, echo."""
 import os
+import re
+import select
 import selectors
 import signal
 import socket
@@ -203,3 +205,70 @@ def test_start_serve_reload_stop_under_valgrind(udsd_factory):
         text = open(path).read()
         assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]
         assert not re.search(r"definitely lost: [1-9]", text), text[-3000:]
+
+
+NEVER_READ_CONF = """
+[daemon]
+workers = 1
+threads = 2
+[listener main]
+path = {sock}
+service = echo
+idle_timeout = 1s
+"""
+
+
+def vm_rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(l.split()[1]) // 1024 for l in f if l.startswith("VmRSS:"))
+
+
+def test_clients_that_never_read_are_closed_after_idle_timeout(udsd_factory):
+    """Defect 3: once output was queued for it, a client that sent without reading stayed.
+
+    50 echo clients send without reading until each has sent 512 KB: more than the kernel holds
+    both ways (~290 KB), so udsd holds output for each: at most the 256 KiB mark and one
+    64 KiB read, in a buffer that grew by doubling (512 KiB of RSS at most).
+    They take none of it for idle_timeout (1s): the worker closes them all, and its memory
+    comes back.
+    """
+    d = udsd_factory(NEVER_READ_CONF)
+    d.start()
+    (worker,) = d.workers()
+    base = vm_rss_mb(worker)
+    clients = [connect(d.sock) for _ in range(50)]
+    sent = {s: 0 for s in clients}
+    chunk = b"n" * 65536
+    for s in clients:
+        s.setblocking(False)
+    closed = set()
+    for _ in deadline_loop(20, "each client to have sent 512 KB or been closed"):
+        busy = [s for s in clients if sent[s] < 512 * 1024 and s not in closed]
+        if not busy:
+            break
+        for s in select.select([], busy, [], 1)[1]:
+            try:
+                sent[s] += s.send(chunk)
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                closed.add(s)  # already timed out: the first ones sent early
+    loaded = vm_rss_mb(worker)
+    poll = select.poll()
+    for s in clients:
+        poll.register(s, 0)  # POLLHUP and POLLERR only: never read
+    hung_up = set()
+    for _ in deadline_loop(20, "the worker to close the 50 clients that never read"):
+        for fd, _ in poll.poll(1000):
+            hung_up.add(fd)
+            poll.unregister(fd)
+        if len(hung_up) == len(clients):
+            break
+    for s in clients:
+        s.close()
+    if re.search(r"[at]san", os.environ.get("UDSD_BIN", "")):
+        return  # ASan's allocator and quarantine, not ours, decide RSS there
+    assert loaded < base + 50 * 512 // 1024, (base, loaded)
+    for _ in deadline_loop(20, "the worker's RSS back near its baseline (%d MB)" % base):
+        if vm_rss_mb(worker) < base + 4:
+            break

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A service for tests: echoes, crashes on "crash", answers "probe" with what
- * it may write of udsd's shared status mapping, fails init when the listener
- * sets fail_init = yes and takes init_sleep = SECONDS to start.  Built with
+ * it may write of udsd's shared status mapping, answers each byte 0xfe with
+ * 64 KiB (and stops consuming while congested, as udsd.h asks), fails init
+ * when the listener sets fail_init = yes and takes init_sleep = SECONDS to
+ * start.  Built with
  * -DBAD_VERSION it claims an API version udsd does not have; with
  * -DNO_SYMBOL it exports nothing.
  */
@@ -66,6 +68,21 @@ test_probe(struct udsd_conn *conn)
 	udsd_conn_write(conn, out, len);
 }
 
+#define AMPLIFY 0xfe
+
+/* Answers far larger than the requests: what udsd_conn_congested() is for. */
+static ssize_t
+amplify(struct udsd_conn *conn, const unsigned char *p, size_t len)
+{
+	static const char block[64 * 1024];
+	size_t i;
+
+	for (i = 0; i < len && p[i] == AMPLIFY && !udsd_conn_congested(conn); i++)
+		if (udsd_conn_write(conn, block, sizeof(block)) < 0)
+			return -1;
+	return (ssize_t)i;
+}
+
 static ssize_t
 test_data(struct udsd_conn *conn, const void *data, size_t len)
 {
@@ -75,6 +92,8 @@ test_data(struct udsd_conn *conn, const void *data, size_t len)
 		test_probe(conn);
 		return (ssize_t)len;
 	}
+	if (len > 0 && *(const unsigned char *)data == AMPLIFY)
+		return amplify(conn, data, len);
 	udsd_conn_write(conn, data, len);
 	return (ssize_t)len;
 }

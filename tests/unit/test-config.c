@@ -18,6 +18,7 @@
 #include "udsd.h"
 
 #define EXAMPLE_CONF SOURCE_ROOT "/etc/udsd.conf"
+#define MANUAL SOURCE_ROOT "/daemon/udsd.conf.5"
 
 static void
 test_valid(void **state)
@@ -395,6 +396,54 @@ test_example_file(void **state)
 	}
 }
 
+/*
+ * The manual's entry for a key is ".It Ic KEY"; with def, "Default: DEF"
+ * must follow before the next entry (keys sharing an entry are checked for
+ * their presence only).
+ */
+static bool
+manual_documents(const char *text, const char *key, const char *def)
+{
+	char it[96], want[96];
+	const char *p, *next, *d;
+
+	snprintf(it, sizeof(it), "\n.It Ic %s ", key);
+	p = strstr(text, it);
+	if (!p || !def)
+		return p != NULL;
+	snprintf(want, sizeof(want), "\nDefault: %s.", def);
+	next = strstr(p + 1, "\n.It ");
+	d = strstr(p, want);
+	return d && (!next || d < next);
+}
+
+/* udsd.conf(5) documents every key of both tables, with the table's default. */
+static void
+test_manual(void **state)
+{
+	size_t n_http, len = 0;
+	const struct udsd_key *http = http_settings_keys(&n_http);
+	_cleanup_free_ char *text = NULL;
+	FILE *f = fopen(MANUAL, "re"), *m = open_memstream(&text, &len);
+	char buf[4096];
+
+	(void)state;
+	assert_non_null(f);
+	assert_non_null(m);
+	for (size_t n; (n = fread(buf, 1, sizeof(buf), f)) > 0;)
+		fwrite(buf, 1, n, m);
+	fclose(f);
+	fclose(m);
+	for (size_t i = 0; i < config_n_items; i++) {
+		print_message("udsd.conf.5: %s\n", config_items[i].key);
+		assert_true(manual_documents(text, config_items[i].key, NULL));
+	}
+	for (size_t i = 0; i < n_http; i++) {
+		print_message("udsd.conf.5: %s = %s\n", http[i].key, http[i].def);
+		assert_true(manual_documents(text, http[i].key, http[i].def));
+	}
+}
+
 struct svc {
 	uint64_t count, size, wait;
 };
@@ -476,6 +525,7 @@ main(void)
 		cmocka_unit_test(test_modes),
 		cmocka_unit_test(test_dump_round_trip),
 		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_manual),
 		cmocka_unit_test(test_service_keys),
 		cmocka_unit_test(test_http_settings),
 	};

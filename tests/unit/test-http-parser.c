@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -95,6 +97,55 @@ test_errors(void **state)
 	assert_int_equal(http_parse_request(nul, sizeof(nul) - 1, &lim, &r), -400);
 }
 
+/* RFC 9112: control bytes and DEL in any field value, a second or an invalid Host: 400. */
+static void
+test_fields(void **state)
+{
+	static const struct {
+		const char *req;
+		int status;
+	} cases[] = {
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX: a\x7f" "b\r\n\r\n", -400 },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX: \x7f\r\n\r\n", -400 },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX: a\x1b[2Jb\r\n\r\n", -400 },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", -400 },
+		{ "GET / HTTP/1.1\r\nHost: a\r\nhOST: b\r\n\r\n", -400 },
+		{ "GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", -400 },
+		{ "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", -400 },
+		{ "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", -400 },
+		{ "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", -400 },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX: caf\xc3\xa9\tok\r\n\r\n", 0 },
+		{ "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 0 },
+		{ "GET / HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n", 0 },
+		{ "GET / HTTP/1.1\r\nHost: my-host.example_1\r\n\r\n", 0 },
+		{ "GET / HTTP/1.1\r\nHost:\r\n\r\n", 0 }, /* no authority: empty, RFC 9112 3.2 */
+	};
+	static const char host_ok[] = "-._~%!$&'()*+,;=:[]0123456789"
+				      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+	struct http_request r;
+	char req[64];
+
+	(void)state;
+	/* Every byte in a Host value: accepted exactly when uri-host or port allows it. */
+	for (int ch = 1; ch < 256; ch++) {
+		int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: a%cb\r\n\r\n", ch);
+		bool ok = strchr(host_ok, ch) != NULL;
+
+		print_message("byte %d\n", ch);
+		assert_int_equal(http_parse_request(req, (size_t)n, &lim, &r),
+				 ok ? n : -400);
+	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int n = parse(cases[i].req, &r);
+
+		print_message("case %zu\n", i);
+		if (cases[i].status)
+			assert_int_equal(n, cases[i].status);
+		else
+			assert_int_equal(n, (int)strlen(cases[i].req));
+	}
+}
+
 static void
 test_limits(void **state)
 {
@@ -126,6 +177,7 @@ main(void)
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_incomplete),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_fields),
 		cmocka_unit_test(test_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
