@@ -71,7 +71,7 @@ struct status_thread {
 	_Atomic uint64_t accepted;
 	_Atomic uint64_t requests;
 	_Atomic uint64_t refused;
-	_Atomic uint64_t closed; /* clients this thread is done with, ever: the master's load count */
+	_Atomic uint64_t closed; /* clients this thread is done with, ever: for load.c */
 	_Atomic uint64_t heartbeat_usec;
 } __attribute__((aligned(64))); /* one cache line each: threads never share a line */
 
@@ -89,7 +89,7 @@ struct status {
 	uint64_t start_usec;
 	_Atomic unsigned generation;
 	_Atomic uint64_t refused; /* clients the master turned away (allow-lists) */
-	_Atomic int room_wanted;   /* the master waits for a worker to have room */
+	_Atomic int room_wanted;   /* the master waits for a worker to have room (load.c) */
 	struct status_worker slots[STATUS_MAX_SLOTS];
 };
 
@@ -217,6 +217,7 @@ void conn_trim(struct udsd_conn *c);
 void conn_close(struct udsd_conn *c);
 void conn_reap(struct wthread *t);
 
+/* worker.c, for channel.c */
 void worker_thread_drain(struct wthread *t);
 
 /* channel.c, a worker thread's end */
