@@ -109,6 +109,7 @@ class Lab:
         self.dir = tempfile.mkdtemp(prefix="udsd-multihost.")
         self.procs = []
         self.made = []
+        self.on_close = []
 
     def spawn(self, ns, cmd, log, env=None):
         logf = open(os.path.join(self.dir, log), "ab")
@@ -150,6 +151,8 @@ class Lab:
                 p.wait()
 
     def close(self):
+        while self.on_close:
+            self.on_close.pop()()
         self.stop()
         for name in self.made:
             remove_netns(name)
@@ -221,6 +224,13 @@ class Host:
         self.proc.wait()
         self.notify.close()
 
+    def back(self):
+        """Serving again by itself after kill()?  Not without a supervisor."""
+        return False
+
+    def restart(self):
+        self.start()
+
     def reload(self):
         """SIGHUP, as systemctl reload sends; back once READY=1 follows RELOADING=1."""
         n = len(self.notify.messages)
@@ -279,22 +289,23 @@ class HAProxy:
                 out[row["pxname"], row["svname"]] = row
         return out
 
-    def wait_state(self, path, host, state):
+    def wait_state(self, path, host, state, unless=lambda: False):
         for _ in deadline(30, "haproxy to see %s/%s %s" % (path, host, state)):
-            if self.stats()[path, host]["status"].startswith(state):
+            if self.stats()[path, host]["status"].startswith(state) or unless():
                 return
 
     def snapshot(self, path):
         st = self.stats()
+        # wretr: attempts again on the same server; wredis: on another one.
         return {"retries": int(st[path, "BACKEND"]["wretr"]),
                 "redispatches": int(st[path, "BACKEND"]["wredis"]),
                 "served": {h: int(st[path, h]["stot"]) for h in ADDR}}
 
     def routed_around(self, path, host):
-        self.wait_state(path, host, "DOWN")
+        self.wait_state(path, host.name, "DOWN", unless=host.back)
 
     def back_in(self, path, host, since):
-        self.wait_state(path, host, "UP")
+        self.wait_state(path, host.name, "UP")
 
 
 class NginxFront:
@@ -338,8 +349,8 @@ class NginxFront:
 
     def back_in(self, path, host, since):
         """Back once nginx has given host a request again (after fail_timeout) and it answered."""
-        for _ in deadline(30, "nginx to use %s again" % host):
-            if self.snapshot(path)["served"][host] > since["served"][host]:
+        for _ in deadline(30, "nginx to use %s again" % host.name):
+            if self.snapshot(path)["served"][host.name] > since["served"][host.name]:
                 return
 
 
@@ -352,11 +363,11 @@ def scenario(front, path, name, hosts, expected):
         load.wait_done(PHASE)
         if name == "kill":
             a.kill()
-            front.routed_around(path, "a")
+            front.routed_around(path, a)
             load.wait_done(load.done + PHASE)
             mark = front.snapshot(path)
-            a.start()
-            front.back_in(path, "a", mark)
+            a.restart()
+            front.back_in(path, a, mark)
         elif name == "reload":
             a.reload()
         load.wait_done(load.done + PHASE)
@@ -374,14 +385,15 @@ def errors_of(r):
 
 
 def print_table(results):
-    print("\n%-8s %-10s %-8s %-10s %8s %7s  %s" % ("front", "path", "scenario", "clients",
-                                                  "requests", "retries", "errors by class"))
+    """One row per scenario and kind of client; retries are the front's, for both kinds."""
+    print("\n%-8s %-10s %-8s %-10s %8s %7s %7s  %s" % (
+        "front", "path", "scenario", "clients", "requests", "retried", "redisp", "errors by class"))
     for r in results:
         for i, (kind, k) in enumerate(r["load"].items()):
             errs = ", ".join("%s: %d" % e for e in k["errors"].items()) or "0"
-            print("%-8s %-10s %-8s %-10s %8d %7s  %s" % (
+            print("%-8s %-10s %-8s %-10s %8d %7s %7s  %s" % (
                 r["front"], r["path"], r["scenario"], kind, k["requests"],
-                r["retries"] if i == 0 else "", errs))
+                r["retries"] if i == 0 else "", r["redispatches"] if i == 0 else "", errs))
     print()
 
 
@@ -407,14 +419,17 @@ def run(lab, udsd):
     for h in ADDR:
         wait_listening_remote(ADDR[h], NGINX_PORT, hosts[h].nginx)
     results = []
+    only = os.environ.get("MULTIHOST_ONLY", "")  # e.g. "nginx via-nginx kill"
     for front in fronts:
         for path in BACKEND_PORT:
             for name in ("steady", "kill", "reload"):
+                if not all(w in (front.name, path, name) for w in only.split()):
+                    continue
                 r = scenario(front, path, name, hosts, expected)
                 results.append(r)
-                print("%s %s %s: %d requests, %d errors, %d retries, served %s" % (
+                print("%s %s %s: %d requests, %d errors, retried %d, redispatched %d, served %s" % (
                     front.name, path, name, sum(k["requests"] for k in r["load"].values()),
-                    errors_of(r), r["retries"], r["served"]), flush=True)
+                    errors_of(r), r["retries"], r["redispatches"], r["served"]), flush=True)
     print_table(results)
     with open(os.environ.get("MULTIHOST_JSON", os.devnull), "w") as f:
         json.dump(results, f, indent=1)
@@ -444,6 +459,17 @@ def verdict(results, lab):
     return failures
 
 
+def print_logs(lab):
+    """The end of every log the lab's processes wrote, for a failure report."""
+    for top, _, files in sorted(os.walk(lab.dir)):
+        for name in sorted(files):
+            if name.endswith(".log"):
+                with open(os.path.join(top, name), errors="replace") as f:
+                    text = f.read()
+                if text:
+                    print("--- %s (last 3000 bytes)\n%s" % (os.path.relpath(os.path.join(top, name), lab.dir), text[-3000:]))
+
+
 def main():
     udsd = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                            os.path.join(HERE, "..", "..", "build", "daemon", "udsd"))
@@ -459,18 +485,14 @@ def main():
         signal.signal(sig, lambda s, f: sys.exit(128 + s))
     remove_stale()
     lab = Lab()
+    failures = ["did not finish"]
     try:
         results = run(lab, udsd)
         lab.stop()
         failures = verdict(results, lab)
-    except BaseException:
-        for name in sorted(os.listdir(lab.dir)) if os.path.isdir(lab.dir) else ():
-            if name.endswith(".log"):
-                print("--- " + name)
-                with open(os.path.join(lab.dir, name), errors="replace") as f:
-                    print(f.read()[-3000:])
-        raise
     finally:
+        if failures:
+            print_logs(lab)
         lab.close()
     for f in failures:
         print("FAIL: " + f)
