@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +41,7 @@ FRONT_PORTS = {("haproxy", "direct"): 8000, ("haproxy", "via-nginx"): 8001,
 BACKEND_PORT = {"direct": UDSD_PORT, "via-nginx": NGINX_PORT}
 # Requests per phase of a scenario: enough for every client thread to meet the
 # event many times over, little enough for a shared 2-core machine.
-PHASE = 600
+PHASE = int(os.environ.get("MULTIHOST_PHASE", 600))
 NS_PREFIX = "udsd-mh-"
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
@@ -70,33 +71,43 @@ def deadline(timeout, what):
 
 
 class Notify:
-    """A test-owned NOTIFY_SOCKET: udsd says READY=1 and RELOADING=1 here."""
+    """A test-owned NOTIFY_SOCKET: udsd says READY=1 and RELOADING=1 here.
+
+    A thread reads it all the time: udsd sends STATUS= every second under load,
+    and once a datagram socket holds net.unix.max_dgram_qlen (10) unread
+    messages, the sender's sd_notify() blocks, and with it udsd's master.
+    """
 
     def __init__(self, path):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
         self.messages = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        while True:
+            try:
+                msg = self.sock.recv(4096).decode()
+            except OSError:
+                return
+            with self.cond:
+                self.messages.append(msg)
+                self.cond.notify_all()
 
     def wait(self, key, after=0, timeout=30):
         """Index of the first message from `after` on that holds key."""
-        end = time.monotonic() + timeout
-        i = after
-        while True:
-            for i in range(i, len(self.messages)):
-                if key in self.messages[i].split("\n"):
-                    return i
-            i = len(self.messages)
-            left = end - time.monotonic()
-            if left <= 0:
+        def found():
+            return next((i for i in range(after, len(self.messages))
+                         if key in self.messages[i].split("\n")), None)
+        with self.cond:
+            if not self.cond.wait_for(lambda: found() is not None, timeout):
                 raise AssertionError("no %s from udsd; got %r" % (key, self.messages[-5:]))
-            self.sock.settimeout(left)
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except socket.timeout:
-                pass
+            return found()
 
     def close(self):
+        self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 
@@ -291,8 +302,11 @@ class HAProxy:
 
     def wait_state(self, path, host, state, unless=lambda: False):
         for _ in deadline(30, "haproxy to see %s/%s %s" % (path, host, state)):
-            if self.stats()[path, host]["status"].startswith(state) or unless():
-                return
+            try:
+                if self.stats()[path, host]["status"].startswith(state) or unless():
+                    return
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass  # the stats socket comes after the frontends
 
     def snapshot(self, path):
         st = self.stats()
