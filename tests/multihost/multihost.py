@@ -34,6 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import Load  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
+NS_SH = os.path.join(SOURCE_ROOT, "tests", "systemd", "ns.sh")
 ADDR = {"a": "10.18.1.2", "b": "10.18.2.2"}
 UDSD_PORT, NGINX_PORT = 8080, 8081
 FRONT_PORTS = {("haproxy", "direct"): 8000, ("haproxy", "via-nginx"): 8001,
@@ -120,7 +122,7 @@ class Lab:
         self.dir = tempfile.mkdtemp(prefix="udsd-multihost.")
         self.procs = []
         self.made = []
-        self.on_close = []
+        self.on_stop = []
 
     def spawn(self, ns, cmd, log, env=None):
         logf = open(os.path.join(self.dir, log), "ab")
@@ -151,6 +153,8 @@ class Lab:
 
     def stop(self):
         """SIGTERM every process started here (udsd unlinks its sockets, ASan reports)."""
+        while self.on_stop:
+            self.on_stop.pop()()
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
@@ -162,8 +166,6 @@ class Lab:
                 p.wait()
 
     def close(self):
-        while self.on_close:
-            self.on_close.pop()()
         self.stop()
         for name in self.made:
             remove_netns(name)
@@ -253,6 +255,91 @@ class Host:
                     SOCK=self.sock, ADDR=ADDR[self.name], PORT=NGINX_PORT)
         self.nginx = self.lab.spawn(self.name, ["nginx", "-c", conf, "-p", self.dir],
                                     "nginx-%s.log" % self.name)
+
+
+class SystemdHost(Host):
+    """A host whose udsd runs under a real systemd, booted by tests/systemd/ns.sh as PID 1 of
+    private namespaces inside the host's network namespace: the shipped units as "meson
+    install" places them, socket activation for the Unix socket, "systemctl reload", and
+    systemd restarting a killed udsd (Restart=on-failure)."""
+
+    def __init__(self, lab, name, udsd):
+        super().__init__(lab, name, udsd)
+        self.state = os.path.join(self.dir, "systemd")
+        self.build = os.path.dirname(os.path.dirname(os.path.abspath(udsd)))
+        self.killed = None
+
+    def guest(self, *cmd, check=True):
+        return sh(NS_SH, "run", self.state, *cmd, check=check).strip()
+
+    def prop(self, name):
+        return self.guest("systemctl", "show", "-P", name, "udsd.service")
+
+    def start(self):
+        env = dict(os.environ, BIND_DIRS="%s %s" % (SOURCE_ROOT, self.build))
+        subprocess.run(["nsenter", "--net=/run/netns/" + self.lab.ns[self.name], NS_SH, "boot",
+                        self.state], env=env, check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.lab.on_stop.append(self.shutdown)
+        root = "/proc/%s/root" % open(os.path.join(self.state, "pid")).read().strip()
+        self.sock = root + "/run/udsd/udsd.sock"
+        self.guest("meson", "install", "-C", self.build, "--no-rebuild", "--quiet")
+        self.guest("ldconfig")
+        with open(root + "/usr/local/etc/udsd/udsd.conf", "w") as f:
+            f.write("[daemon]\nworkers = 2\nthreads = 1\nuser = udsd\n\n"
+                    "[listener main]\npath = /run/udsd/udsd.sock\nservice = http\nmode = 0660\n\n"
+                    "[listener tcp]\npath = tcp:%s:%d\nservice = http\n" % (ADDR[self.name], UDSD_PORT))
+        # Test only: the shipped RestartSec (100ms) would bring a killed udsd back before the
+        # front's health checks (2 x 500ms) could see it gone; 2s lets the test see both.
+        os.makedirs(root + "/etc/systemd/system/udsd.service.d", exist_ok=True)
+        with open(root + "/etc/systemd/system/udsd.service.d/test.conf", "w") as f:
+            f.write("[Service]\nRestartSec=2s\n")
+        self.guest("systemctl", "daemon-reload")
+        self.guest("systemctl", "start", "udsd.socket", "udsd.service")
+        assert self.prop("ActiveState") == "active", self.guest("systemctl", "status", "udsd", check=False)
+
+    def kill(self):
+        """SIGKILL the master, as an OOM kill would; systemd restarts it."""
+        self.killed = self.prop("MainPID")
+        self.guest("kill", "-KILL", self.killed)
+
+    def back(self):
+        return self.prop("ActiveState") == "active" and self.prop("MainPID") not in ("0", self.killed)
+
+    def restart(self):
+        for _ in deadline(30, "systemd to restart udsd"):
+            if self.back():
+                return
+
+    def generation(self):
+        return int(re.search(r"\(generation (\d+)\)", self.prop("StatusText")).group(1))
+
+    def reload(self):
+        """systemctl reload (SIGHUP); back once StatusText names the next generation."""
+        gen = self.generation()
+        self.guest("systemctl", "reload", "udsd.service")
+        for _ in deadline(30, "udsd under systemd to reload"):
+            if self.generation() > gen:
+                return
+
+    def shutdown(self):
+        """The journal into the lab (sanitizer check, failure report), then systemd down."""
+        with open(os.path.join(self.lab.dir, "udsd-%s.log" % self.name), "w") as f:
+            f.write(self.guest("journalctl", "--no-pager", "-o", "cat", "-u", "udsd.service",
+                               check=False))
+        subprocess.run([NS_SH, "stop", self.state], capture_output=True)
+
+
+def systemd_usable():
+    """Why a host cannot run udsd under systemd here, or None."""
+    if os.environ.get("MULTIHOST_SYSTEMD", "1") == "0":
+        return "MULTIHOST_SYSTEMD=0"
+    if not os.path.exists("/lib/systemd/systemd") or not shutil.which("nsenter"):
+        return "no systemd or nsenter"
+    if subprocess.run(["unshare", "--pid", "--fork", "--mount", "true"],
+                      capture_output=True).returncode != 0:
+        return "cannot unshare"
+    return None
 
 
 def wait_listening(port, proc, what):
@@ -424,7 +511,12 @@ def sanitizer_reports(lab):
 
 def run(lab, udsd):
     lab.build()
-    hosts = {h: Host(lab, h, udsd) for h in ADDR}
+    why_not = systemd_usable()
+    hosts = {"a": SystemdHost(lab, "a", udsd) if not why_not else Host(lab, "a", udsd),
+             "b": Host(lab, "b", udsd)}
+    print("host a: udsd %s; host b: udsd run by the test, reloaded with SIGHUP" % (
+        "under systemd (ns.sh), reloaded with systemctl reload" if not why_not else
+        "run by the test, reloaded with SIGHUP (no systemd: %s)" % why_not), flush=True)
     for h in hosts.values():
         h.start()
         h.start_nginx()
