@@ -457,8 +457,8 @@ class NginxFront:
 
 def scenario(front, path, name, hosts, expected):
     """Run one scenario under load; return its figures."""
-    load = Load("127.0.0.1", FRONT_PORTS[front.name, path], expected=expected).start()
     before = front.snapshot(path)
+    load = Load("127.0.0.1", FRONT_PORTS[front.name, path], expected=expected).start()
     a = hosts["a"]
     try:
         load.wait_done(PHASE)
