@@ -397,7 +397,8 @@ class HAProxy:
 
     def snapshot(self, path):
         st = self.stats()
-        # wretr: attempts again on the same server; wredis: on another one.
+        # HAProxy's words: wretr, "times a connection to a server was retried"; wredis,
+        # "times a request was redispatched to another server".
         return {"retries": int(st[path, "BACKEND"]["wretr"]),
                 "redispatches": int(st[path, "BACKEND"]["wredis"]),
                 "served": {h: int(st[path, h]["stot"]) for h in ADDR}}
@@ -436,9 +437,7 @@ class NginxFront:
     def snapshot(self, path):
         served = {h: 0 for h in ADDR}
         tries = 0
-        n = 0
         for _, addrs, codes in self._lines(path):
-            n += 1
             tries += len(addrs) - 1
             for h in ADDR:
                 if codes[-1] == "200" and addrs[-1].startswith(ADDR[h] + ":"):
