@@ -6,163 +6,58 @@
 #include "daemon.h"
 #include "fd-util.h"
 
+/*
+ * The master's front door: accept, admission (allow-lists, room, the
+ * fd-exhaustion pause) and the hand-off of each client to a worker thread
+ * chosen by load.c.  Clients taken back from a dead worker that no worker
+ * can take yet wait here too (the orphans): it is the same hand-off, retried
+ * each round, and admission holds new clients back while any wait.  With
+ * pools, each pool's dispatch will have such a queue of its own.
+ */
+
 /* Accepts per readiness event; what is left waits for the next epoll round. */
 #define ACCEPT_BATCH 64
 /* How long to stop accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM. */
 #define ACCEPT_BACKOFF_USEC (100 * USEC_PER_MSEC)
-
-void
-targets_rebuild(struct master *m)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		struct mworker *w = &m->workers[i];
-
-		if (w->state == WORKER_RUNNING && w->gen == m->gen)
-			for (unsigned t = 0; t < w->n_threads; t++)
-				m->targets[n++] = &w->chan[t];
-	}
-	m->n_targets = n;
-}
-
 /*
- * The least loaded thread of a worker with room.  A thread's load counts
- * what it was handed and has not reported closed, so a stuck worker fills up
- * and stops being chosen.
+ * Clients of a dead worker wait in the master for a worker that can take them
+ * (the respawn, with backoff), at most this long and at most max_orphans at a
+ * time: past either bound they are closed, and the log says how many.
  */
-static struct mchannel *
-pick_target(struct master *m)
-{
-	unsigned max = m->max_per_worker;
-	struct mchannel *best = NULL;
-
-	/* Start where the last pick left off, so ties rotate over all threads. */
-	m->next_target++;
-	for (size_t k = 0; k < m->n_targets; k++) {
-		struct mchannel *ch = m->targets[(m->next_target + k) % m->n_targets];
-
-		if (ch->worker->load >= max || ch->n_pending == CHANNEL_MAX_FDS)
-			continue;
-		if (!best || ch->load + ch->n_pending < best->load + best->n_pending)
-			best = ch;
-	}
-	return best;
-}
+#define ORPHAN_WAIT_USEC (10 * USEC_PER_SEC)
 
 /* Queue a client to the least loaded thread with room; false if there is none. */
-bool
+static bool
 dispatch_try(struct master *m, int fd, unsigned listener)
 {
-	struct mchannel *ch = pick_target(m);
+	struct mchannel *ch = load_pick(&m->load, &m->caps);
 
 	if (!ch)
 		return false;
-	ch->pending[ch->n_pending] = fd;
-	ch->pending_listener[ch->n_pending] = (uint8_t)listener;
-	ch->n_pending++;
-	ch->worker->load++; /* counted now, so the next pick sees it */
-	if (ch->n_pending == CHANNEL_MAX_FDS)
-		channel_flush(m, ch);
+	channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
 	return true;
 }
 
-void
-dispatch_fd(struct master *m, int fd, unsigned listener)
+/* No worker can take a client now: it waits here, first in, first out. */
+static void
+orphan_hold(struct master *m, int fd, unsigned listener)
 {
-	/* Only clients taken back from a dead worker can wait: accept_listener checks for room. */
+	if (m->n_orphans == m->max_orphans) {
+		safe_close(fd);
+		m->orphans_dropped++; /* logged once per round, by accept_orphans_flush() */
+		return;
+	}
+	m->orphans[m->n_orphans++] = (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
+						      .since = now_usec() };
+}
+
+/* Hand a client to a worker thread, or let it wait for one (only clients of a dead worker can). */
+void
+accept_dispatch(struct master *m, int fd, unsigned listener)
+{
+	/* accept_listener() checks for room first: only clients of a dead worker find none. */
 	if (!dispatch_try(m, fd, listener))
 		orphan_hold(m, fd, listener);
-}
-
-static void
-channel_want_out(struct master *m, struct mchannel *ch, bool want)
-{
-	if (ch->want_out == want)
-		return;
-	struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = &ch->watch };
-	if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, ch->fd, &ev) == 0)
-		ch->want_out = want;
-}
-
-/*
- * Hand the pending fds over in one message, then a wanted DRAIN.  Our copies
- * are closed only after sendmsg succeeded; on EAGAIN they wait for EPOLLOUT.
- */
-void
-channel_flush(struct master *m, struct mchannel *ch)
-{
-	int r;
-
-	if (ch->n_pending > 0) {
-		r = channel_send(ch->fd, CHANNEL_FDS, 0, ch->pending, ch->pending_listener,
-				 ch->n_pending);
-		if (r == -EAGAIN) {
-			channel_want_out(m, ch, true);
-			return;
-		}
-		if (r < 0) {
-			/* Kept pending: the reaper hands them to another worker. */
-			log_error("handing clients to worker %d: %s", (int)ch->worker->pid, strerror(-r));
-			return;
-		}
-		close_many(ch->pending, ch->n_pending);
-		ch->sent += ch->n_pending;
-		ch->load += (unsigned)ch->n_pending;
-		ch->n_pending = 0;
-	}
-	if (ch->drain_wanted) {
-		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, NULL, 0);
-		if (r == -EAGAIN) {
-			channel_want_out(m, ch, true);
-			return;
-		}
-		ch->drain_wanted = false;
-	}
-	channel_want_out(m, ch, false);
-}
-
-void
-flush_all(struct master *m)
-{
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		struct mworker *w = &m->workers[i];
-
-		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++)
-			if (w->chan[t].n_pending || w->chan[t].drain_wanted)
-				channel_flush(m, &w->chan[t]);
-	}
-}
-
-void
-channel_readable_master(struct master *m, struct mchannel *ch)
-{
-	struct mworker *w = ch->worker;
-	struct channel_msg msg;
-	int fds[CHANNEL_MAX_FDS];
-
-	for (;;) {
-		int r = channel_recv(ch->fd, w->gen->config->n_listeners, &msg, fds);
-		if (r == -EAGAIN || r == 0)
-			return;
-		if (r < 0) {
-			log_error("worker %d: bad message: %s", (int)w->pid, strerror(-r));
-			continue;
-		}
-		switch (msg.type) {
-		case CHANNEL_CLOSED:
-			break; /* a wakeup: the loads are in shared memory */
-		case CHANNEL_READY:
-			/* Once per thread, whatever the worker sends. */
-			w->ready += !ch->ready;
-			ch->ready = true;
-			break;
-		default:
-			if (msg.type == CHANNEL_FDS)
-				close_many(fds, msg.count);
-			log_error("worker %d: unexpected message %u", (int)w->pid, msg.type);
-		}
-	}
 }
 
 /*
@@ -239,66 +134,6 @@ refuse(struct master *m, const struct config_listener *cl, int fd)
 }
 
 /*
- * A thread's count of the clients it closed, as far as the master believes
- * it: the worker writes it, so it never goes back and never passes what the
- * thread was sent.  A lying worker can then only make itself look busier.
- */
-static void
-channel_closed_refresh(struct mchannel *ch, const struct status_thread *st)
-{
-	uint64_t closed = atomic_load((_Atomic uint64_t *)&st->closed);
-
-	ch->closed = MIN(MAX(closed, ch->closed), ch->sent);
-	ch->load = (unsigned)(ch->sent - ch->closed);
-}
-
-/* Re-read every current worker's load from the close counters its threads keep. */
-static void
-loads_refresh(struct master *m)
-{
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		struct mworker *w = &m->workers[i];
-		struct status_worker *sw = &status->slots[i];
-
-		if (w->state != WORKER_RUNNING || w->gen != m->gen)
-			continue;
-		w->load = 0;
-		for (unsigned t = 0; t < w->n_threads; t++) {
-			channel_closed_refresh(&w->chan[t], &sw->threads[t]);
-			w->load += w->chan[t].load + (unsigned)w->chan[t].n_pending;
-		}
-	}
-}
-
-/*
- * How many more clients the current workers can take: per worker, not per
- * thread, from the loads as last refreshed (once per master loop round; a
- * stale load only overstates what a worker holds, never its room).
- */
-static unsigned
-room(const struct master *m)
-{
-	unsigned total = 0, used = 0, cap = m->gen->config->max_connections_total;
-
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		const struct mworker *w = &m->workers[i];
-		unsigned slots = 0;
-
-		if (w->state == WORKER_RUNNING && w->gen == m->gen)
-			used += w->load;
-
-		if (w->state != WORKER_RUNNING || w->gen != m->gen || w->load >= m->max_per_worker)
-			continue;
-		for (unsigned t = 0; t < w->n_threads; t++)
-			slots += CHANNEL_MAX_FDS - (unsigned)w->chan[t].n_pending;
-		total += MIN(m->max_per_worker - w->load, slots);
-	}
-	if (cap)
-		total = used >= cap ? 0 : MIN(total, cap - used);
-	return total;
-}
-
-/*
  * Out of descriptors or memory: the pending connection stays in the kernel
  * backlog.  Stop polling the listeners for a moment instead of spinning on a
  * level-triggered listener that accept() cannot serve (libuv reserves an fd
@@ -311,14 +146,14 @@ accept_backoff(struct master *m, int err)
 		log_warning("accept: %s; pausing accepts for %llums", strerror(err),
 			    (unsigned long long)(ACCEPT_BACKOFF_USEC / USEC_PER_MSEC));
 	m->accept_resume_at = now_usec() + ACCEPT_BACKOFF_USEC;
-	update_polling(m);
+	accept_update_polling(m);
 }
 
 void
 accept_listener(struct master *m, struct mlistener *l)
 {
 	const struct config_listener *cl = &m->gen->config->listeners[l->index];
-	unsigned avail = room(m);
+	unsigned avail = load_room(&m->load, &m->caps);
 
 	for (unsigned i = 0; i < ACCEPT_BATCH && avail > 0; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -347,41 +182,27 @@ accept_listener(struct master *m, struct mlistener *l)
 			refuse(m, cl, fd);
 			continue;
 		}
-		dispatch_fd(m, fd, l->index);
+		accept_dispatch(m, fd, l->index);
 		avail--;
 	}
 }
 
-/*
- * No room: ask the workers to wake us when a client closes, then look once
- * more, so that a close between our count and the request is not missed.
- */
-static bool
-wait_for_room(struct master *m)
-{
-	atomic_store(&status->room_wanted, 1);
-	loads_refresh(m); /* after the store: see any close that raced with it */
-	if (room(m) > 0) {
-		atomic_store(&status->room_wanted, 0);
-		return false;
-	}
-	return true;
-}
-
 /* Poll the listeners only when a client accepted now can be handed to someone. */
 void
-update_polling(struct master *m)
+accept_update_polling(struct master *m)
 {
-	bool want;
+	struct load_set *set = &m->load;
+	const struct load_caps *caps = &m->caps;
+	bool serving = !m->stopping && set->n_targets > 0, room, want;
 
-	loads_refresh(m);
+	load_refresh(set, status->slots);
+	/* With no room, the workers are asked to wake us (for the orphans too). */
+	room = serving && (load_room(set, caps) > 0 || !load_wait_for_room(set, caps, status));
 	/* Clients that wait for a worker go first: accept nothing before them. */
-	want = !m->stopping && m->n_targets > 0 && (room(m) > 0 || !wait_for_room(m)) &&
-	       m->n_orphans == 0;
-
-	m->waiting_for_room = !want && !m->stopping && m->n_targets > 0;
-	if (!m->waiting_for_room && atomic_load_explicit(&status->room_wanted, memory_order_relaxed))
-		atomic_store(&status->room_wanted, 0);
+	want = room && m->n_orphans == 0;
+	m->waiting_for_room = serving && !want;
+	if (!m->waiting_for_room)
+		load_wait_end(status);
 
 	if (m->accept_resume_at) {
 		if (now_usec() < m->accept_resume_at)
@@ -398,4 +219,62 @@ update_polling(struct master *m)
 		if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)
 			l->polling = want;
 	}
+}
+
+/* Once per loop: hand waiting clients to workers with room; close those that waited too long. */
+void
+accept_orphans_flush(struct master *m)
+{
+	uint64_t now = now_usec();
+	size_t done = 0, expired = 0;
+
+	for (; done < m->n_orphans; done++) {
+		struct orphan *o = &m->orphans[done];
+
+		if (now - o->since >= ORPHAN_WAIT_USEC) {
+			safe_close(o->fd);
+			expired++;
+		} else if (!dispatch_try(m, o->fd, o->listener)) {
+			break;
+		}
+	}
+	m->n_orphans -= done;
+	memmove(m->orphans, m->orphans + done, m->n_orphans * sizeof(*m->orphans));
+	if (expired)
+		log_warning("closed %zu client(s) that waited %llus for a worker", expired,
+			    (unsigned long long)(ORPHAN_WAIT_USEC / USEC_PER_SEC));
+	if (m->orphans_dropped)
+		log_warning("closed %zu client(s) of dead workers: %zu already wait for a worker",
+			    m->orphans_dropped, m->max_orphans);
+	m->orphans_dropped = 0;
+}
+
+/* At a reload's switch: waiting clients follow their listener into the new config, if there. */
+void
+accept_orphans_remap(struct master *m, const struct generation *from)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n_orphans; i++) {
+		struct orphan o = m->orphans[i];
+		int l = listeners_remap(m->gen->config, from->config, o.listener);
+
+		if (l < 0) {
+			safe_close(o.fd);
+			continue;
+		}
+		o.listener = (uint8_t)l;
+		m->orphans[n++] = o;
+	}
+	m->n_orphans = n;
+}
+
+void
+accept_orphans_drop(struct master *m, const char *why)
+{
+	if (m->n_orphans)
+		log_warning("%s: closing %zu client(s) that wait for a worker", why, m->n_orphans);
+	for (size_t i = 0; i < m->n_orphans; i++)
+		safe_close(m->orphans[i].fd);
+	m->n_orphans = 0;
 }

@@ -1,11 +1,20 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "daemon.h"
 #include "fd-util.h"
 
 /*
+ * The master<->worker channel, both ends: one SOCK_SEQPACKET socketpair per
+ * worker thread.  The master keeps both ends of each pair: its own, and the
+ * worker's, through which it reads back what a dead worker never took.
+ * Functions taking a struct master run in the master; channel_thread_*() run
+ * in a worker thread; the wire format below is shared.
+ *
  * Wire format: a fixed 8-byte header, then for CHANNEL_FDS one byte per fd
  * naming its listener.  SOCK_SEQPACKET keeps each message and its fds together,
  * so a message is received whole or not at all.
@@ -103,4 +112,244 @@ channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *fds)
 		return r;
 	}
 	return 1;
+}
+
+/*
+ * A worker forked a moment ago may still hold copies of every master fd until
+ * it closes them, and epoll forgets an fd only when the last copy goes: so
+ * remove our ends from the epoll set explicitly, or events for this freed
+ * channel could still arrive.
+ */
+void
+channel_close(struct master *m, struct mworker *w)
+{
+	for (unsigned t = 0; w->chan && t < w->n_threads; t++) {
+		if (w->chan[t].fd >= 0)
+			epoll_ctl(m->epfd, EPOLL_CTL_DEL, w->chan[t].fd, NULL);
+		safe_close(w->chan[t].fd);
+		safe_close(w->chan[t].peer);
+	}
+	free(w->chan);
+	w->chan = NULL;
+}
+
+/* One channel per thread of w, the master's ends polled; on failure none is left open. */
+int
+channel_open(struct master *m, struct mworker *w)
+{
+	int r = 0;
+
+	w->chan = calloc(w->n_threads, sizeof(*w->chan));
+	if (!w->chan)
+		return -ENOMEM;
+	for (unsigned t = 0; t < w->n_threads; t++)
+		w->chan[t] = (struct mchannel){ .watch.kind = WATCH_CHANNEL, .worker = w,
+						.fd = -EBADF, .peer = -EBADF };
+	for (unsigned t = 0; t < w->n_threads && r >= 0; t++) {
+		struct mchannel *ch = &w->chan[t];
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &ch->watch };
+
+		r = channel_pair(&ch->fd, &ch->peer);
+		if (r >= 0 && epoll_ctl(m->epfd, EPOLL_CTL_ADD, ch->fd, &ev) < 0)
+			r = negative_errno();
+	}
+	if (r < 0)
+		channel_close(m, w);
+	return r;
+}
+
+static void
+channel_want_out(struct master *m, struct mchannel *ch, bool want)
+{
+	if (ch->want_out == want)
+		return;
+	struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = &ch->watch };
+	if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, ch->fd, &ev) == 0)
+		ch->want_out = want;
+}
+
+/*
+ * Hand the pending fds over in one message, then a wanted DRAIN.  Our copies
+ * are closed only after sendmsg succeeded; on EAGAIN they wait for EPOLLOUT.
+ */
+void
+channel_flush(struct master *m, struct mchannel *ch)
+{
+	int r;
+
+	if (ch->n_pending > 0) {
+		r = channel_send(ch->fd, CHANNEL_FDS, 0, ch->pending, ch->pending_listener,
+				 ch->n_pending);
+		if (r == -EAGAIN) {
+			channel_want_out(m, ch, true);
+			return;
+		}
+		if (r < 0) {
+			/* Kept pending: the reaper hands them to another worker. */
+			log_error("handing clients to worker %d: %s", (int)ch->worker->pid, strerror(-r));
+			return;
+		}
+		close_many(ch->pending, ch->n_pending);
+		ch->sent += ch->n_pending; /* the thread's load stays: pending became sent */
+		ch->n_pending = 0;
+	}
+	if (ch->drain_wanted) {
+		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, NULL, 0);
+		if (r == -EAGAIN) {
+			channel_want_out(m, ch, true);
+			return;
+		}
+		ch->drain_wanted = false;
+	}
+	channel_want_out(m, ch, false);
+}
+
+/* Once per master round: what was queued in it leaves in one message per thread. */
+void
+channel_flush_all(struct master *m)
+{
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		struct mworker *w = &m->workers[i];
+
+		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++)
+			if (w->chan[t].n_pending || w->chan[t].drain_wanted)
+				channel_flush(m, &w->chan[t]);
+	}
+}
+
+/* Queue a client for the thread; a full queue leaves at once, the rest at the round's end. */
+void
+channel_queue(struct master *m, struct mchannel *ch, int fd, unsigned listener)
+{
+	assert(ch->n_pending < CHANNEL_MAX_FDS);
+	ch->pending[ch->n_pending] = fd;
+	ch->pending_listener[ch->n_pending] = (uint8_t)listener;
+	ch->n_pending++;
+	if (ch->n_pending == CHANNEL_MAX_FDS)
+		channel_flush(m, ch);
+}
+
+/* Ask every thread of w to take no more clients, finish and exit. */
+void
+channel_drain(struct master *m, struct mworker *w)
+{
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		w->chan[t].drain_wanted = true;
+		channel_flush(m, &w->chan[t]);
+	}
+}
+
+/* What a worker thread says: READY once, CLOSED as a wakeup. */
+void
+channel_read(struct master *m, struct mchannel *ch)
+{
+	struct mworker *w = ch->worker;
+	struct channel_msg msg;
+	int fds[CHANNEL_MAX_FDS];
+
+	for (;;) {
+		int r = channel_recv(ch->fd, w->gen->config->n_listeners, &msg, fds);
+		if (r == -EAGAIN || r == 0)
+			return;
+		if (r < 0) {
+			log_error("worker %d: bad message: %s", (int)w->pid, strerror(-r));
+			continue;
+		}
+		switch (msg.type) {
+		case CHANNEL_CLOSED:
+			break; /* a wakeup: the loads are in shared memory */
+		case CHANNEL_READY:
+			/* Once per thread, whatever the worker sends. */
+			w->ready += !ch->ready;
+			ch->ready = true;
+			break;
+		default:
+			if (msg.type == CHANNEL_FDS)
+				close_many(fds, msg.count);
+			log_error("worker %d: unexpected message %u", (int)w->pid, msg.type);
+		}
+	}
+}
+
+/*
+ * A worker died.  Clients still in its channels were never served: the
+ * pending ones never left, and the ones in the socket it never read we can
+ * read back through the end we kept.  Each goes to hand() with its listener
+ * index in the dead worker's config; returns how many hand() kept.
+ */
+size_t
+channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand)
+{
+	size_t kept = 0;
+
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		struct mchannel *ch = &w->chan[t];
+		struct channel_msg msg;
+		int fds[CHANNEL_MAX_FDS];
+
+		for (size_t i = 0; i < ch->n_pending; i++)
+			kept += hand(m, w, ch->pending[i], ch->pending_listener[i]);
+		ch->n_pending = 0;
+		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0)
+			for (size_t i = 0; msg.type == CHANNEL_FDS && i < msg.count; i++)
+				kept += hand(m, w, fds[i], msg.listener[i]);
+	}
+	return kept;
+}
+
+/* In a worker thread: the master's messages, one per readiness event. */
+void
+channel_thread_read(struct wthread *t)
+{
+	const size_t n_listeners = t->spec->config->n_listeners;
+	struct channel_msg m;
+	int fds[CHANNEL_MAX_FDS];
+
+	/*
+	 * One message per readiness event: the channel is level-triggered, so
+	 * epoll_wait() reports it again if more wait, and we save the recvmsg()
+	 * that would only say EAGAIN.
+	 */
+	int r = channel_recv(t->chan, n_listeners, &m, fds);
+	if (r == -EAGAIN)
+		return;
+	if (r == 0) {
+		/* The master is gone: nobody will hand us clients or reap us. */
+		t->done = true;
+		return;
+	}
+	if (r < 0) {
+		log_error("thread %u: bad message from master: %s%s", t->index, strerror(-r),
+			  r == -EXFULL ? " (out of descriptors: its clients are lost)" : "");
+		return;
+	}
+	switch (m.type) {
+	case CHANNEL_FDS:
+		for (size_t i = 0; i < m.count; i++)
+			conn_open(t, fds[i], m.listener[i]);
+		break;
+	case CHANNEL_DRAIN:
+		worker_thread_drain(t);
+		break;
+	default:
+		log_error("thread %u: unexpected message %u from master", t->index, m.type);
+	}
+}
+
+/* In a worker thread: every thread says READY once it can serve. */
+int
+channel_thread_ready(struct wthread *t)
+{
+	return channel_send(t->chan, CHANNEL_READY, 0, NULL, NULL, 0);
+}
+
+/* In a worker thread, once per round: a close the master asked to hear of (load.c). */
+void
+channel_thread_wake(struct wthread *t)
+{
+	if (!t->wake_master)
+		return;
+	/* EAGAIN: the channel is full of earlier wakeups, which will do. */
+	(void)channel_send(t->chan, CHANNEL_CLOSED, 0, NULL, NULL, 0);
+	t->wake_master = false;
 }

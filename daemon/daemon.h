@@ -2,17 +2,27 @@
 #pragma once
 
 /*
- * The one internal header of the udsd executable.  Process roles:
- *   main.c    master: setup, signals, reload, shutdown, sd_notify
- *   listeners.c master: sockets bound or from systemd, kept across reloads
- *   spawn.c   master: forking workers, reaping them, recovering their fds
- *   accept.c  master: accept, admission, hand-off to worker threads
- *   channel.c the master<->worker-thread message format
- *   worker.c  worker process and its threads' event loops
- *   conn.c    a client connection inside a worker thread (the udsd_conn API)
- *   status.c  live counters in shared memory, /status JSON
- *   service.c built-in and loadable services
- *   log.c     one line per event, journal-aware
+ * The one internal header of the udsd executable, in three parts, one file
+ * per concept:
+ *
+ * Shared memory and wire protocol (both processes)
+ *   status.c     counters in shared memory, one sealed memfd per slot; /status JSON
+ *   channel.c    the master<->worker channel, both ends: the wire format; the
+ *                master's open, close, queue, flush, read and reclaim of a dead
+ *                worker's fds; a worker thread's receive and dispatch
+ *   service.c    built-in and loadable services: resolved in the master, run in workers
+ *   log.c        one line per event, journal-aware
+ * Worker process
+ *   worker.c     the process (privileges, threads) and its threads' event loops
+ *   conn.c       a client connection in a worker thread (the udsd_conn API)
+ *   echo.c, http.c, http-parser.c, http-settings.c: the built-in services
+ * Master process
+ *   main.c       setup, signals, reload (the pending generation), shutdown, sd_notify
+ *   listeners.c  sockets bound here or passed by systemd, kept across reloads
+ *   pool.c       generations; forking, reaping, respawning, killing hung workers;
+ *                the dynamic pool
+ *   accept.c     accept, admission, hand-off to a worker thread, clients waiting for one
+ *   load.c       load, least-loaded choice, room, caps, the room_wanted handshake
  */
 
 #include <pthread.h>
@@ -31,6 +41,8 @@
 #ifndef UDSD_VERSION
 #define UDSD_VERSION "0"
 #endif
+
+/* ======== Shared memory and wire protocol ======== */
 
 /* log.c */
 void log_open(void);
@@ -59,7 +71,7 @@ struct status_thread {
 	_Atomic uint64_t accepted;
 	_Atomic uint64_t requests;
 	_Atomic uint64_t refused;
-	_Atomic uint64_t closed; /* clients this thread is done with, ever: the master's load count */
+	_Atomic uint64_t closed; /* clients this thread is done with, ever: for load.c */
 	_Atomic uint64_t heartbeat_usec;
 } __attribute__((aligned(64))); /* one cache line each: threads never share a line */
 
@@ -77,7 +89,7 @@ struct status {
 	uint64_t start_usec;
 	_Atomic unsigned generation;
 	_Atomic uint64_t refused; /* clients the master turned away (allow-lists) */
-	_Atomic int room_wanted;   /* the master waits for a worker to have room */
+	_Atomic int room_wanted;   /* the master waits for a worker to have room (load.c) */
 	struct status_worker slots[STATUS_MAX_SLOTS];
 };
 
@@ -110,6 +122,7 @@ int channel_send(int fd, unsigned type, uint32_t arg, const int *fds, const uint
 int channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 		   struct channel_msg *ret);
 int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *fds);
+/* The two sides' own functions are under their process below. */
 
 /* service.c */
 struct service {
@@ -124,6 +137,8 @@ extern const struct udsd_service service_http;
 
 int service_resolve(const struct config *c, struct service **ret, char *err, size_t errlen);
 void service_free(struct service *s, size_t n);
+
+/* ======== Worker process ======== */
 
 /* worker.c */
 struct worker_spec {
@@ -202,7 +217,19 @@ void conn_trim(struct udsd_conn *c);
 void conn_close(struct udsd_conn *c);
 void conn_reap(struct wthread *t);
 
-/* main.c, spawn.c, accept.c: the master. */
+/* worker.c, for channel.c */
+void worker_thread_drain(struct wthread *t);
+
+/* channel.c, a worker thread's end */
+void channel_thread_read(struct wthread *t);
+int channel_thread_ready(struct wthread *t);
+void channel_thread_wake(struct wthread *t);
+
+/* load.c, a worker thread's side of the room_wanted handshake */
+bool load_closed(struct status_thread *th, struct status *st);
+
+/* ======== Master process ======== */
+
 enum watch_kind { WATCH_SIGNAL, WATCH_LISTENER, WATCH_CHANNEL };
 
 struct watch {
@@ -225,7 +252,7 @@ struct mlistener {
 	int fd;
 	struct listener_file file; /* ours: the socket file, only ever reached through this */
 	bool ours;      /* udsd created the file: it unlinks it at exit */
-	bool activated; /* systemd's: never unlinked, chmod'ed or re-bound */
+	bool passed;    /* systemd passed it: never unlinked, chmod'ed or re-bound */
 	bool polling;
 };
 
@@ -234,9 +261,9 @@ struct mchannel {
 	struct mworker *worker;
 	int fd;   /* the master's end */
 	int peer; /* the worker's end, kept so fds it never read can be taken back */
+	/* load.c: the thread's load is sent - closed + n_pending (load_thread()). */
 	uint64_t sent;	/* clients handed over, ever */
 	uint64_t closed; /* the thread's closed count as last read, kept within 0..sent */
-	unsigned load;	/* sent minus closed */
 	bool ready;	/* the thread said READY */
 	bool drain_wanted;
 	bool want_out;
@@ -255,12 +282,23 @@ struct mworker {
 	struct generation *gen;
 	unsigned n_threads;
 	unsigned ready;
-	unsigned load; /* its threads' loads plus pending, as of the last refresh */
 	uint64_t started_usec;
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
 	bool killed;	  /* the master stopped it on purpose: its SIGKILL is no crash */
 	uint64_t idle_since; /* no clients since then (0: busy) */
 	struct mchannel *chan;
+};
+
+/* load.c: one balancer's targets and caps (one per pool, once there are pools). */
+struct load_set {
+	struct mchannel **targets; /* threads that take clients, each worker's together */
+	size_t n_targets;
+	size_t next; /* where the next pick starts, so that ties rotate */
+};
+
+struct load_caps {
+	unsigned per_worker; /* max_connections, capped by what a worker can hold open */
+	unsigned total;	     /* max_connections_total; 0: no cap */
 };
 
 /* A client taken back from a dead worker, waiting for a worker that can take it. */
@@ -291,19 +329,17 @@ struct master {
 	struct orphan *orphans;	 /* FIFO */
 	size_t n_orphans, max_orphans, orphans_dropped;
 	struct mworker workers[STATUS_MAX_SLOTS];
-	struct mchannel **targets; /* channels of running current workers */
-	size_t n_targets;
-	size_t next_target;
+	struct load_set load;  /* the current generation's running workers */
+	struct load_caps caps;
 	uint64_t respawn_at[CONFIG_MAX_WORKERS];
 	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
 	unsigned crashes;
-	bool activated;
+	bool activated; /* started by socket activation: systemd passed sockets */
 	bool stopping;
 	bool ready_sent;
 	unsigned stop_signals;
 	uint64_t stop_deadline;
 	uint64_t accept_resume_at; /* after EMFILE and friends */
-	unsigned max_per_worker; /* max_connections, capped by what a worker can open */
 	bool waiting_for_room;
 	unsigned pool_size; /* workers wanted now: workers, or workers_min..workers_max */
 	uint64_t next_spawn_at;
@@ -317,40 +353,72 @@ struct master {
 	char status_text[512];
 };
 
+/* channel.c, the master's end */
+typedef bool channel_hand_fn(struct master *m, const struct mworker *w, int fd, unsigned listener);
+int channel_open(struct master *m, struct mworker *w);
+void channel_close(struct master *m, struct mworker *w);
+void channel_queue(struct master *m, struct mchannel *ch, int fd, unsigned listener);
+void channel_flush(struct master *m, struct mchannel *ch);
+void channel_flush_all(struct master *m);
+void channel_drain(struct master *m, struct mworker *w);
+void channel_read(struct master *m, struct mchannel *ch);
+size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand);
+
+/* load.c */
+unsigned load_thread(const struct mchannel *ch);
+unsigned load_worker(const struct mworker *w);
+void load_set_build(struct load_set *set, struct mworker *workers, size_t n,
+		    const struct generation *g);
+void load_refresh(struct load_set *set, const struct status_worker *slots);
+unsigned load_room(const struct load_set *set, const struct load_caps *caps);
+struct mchannel *load_pick(struct load_set *set, const struct load_caps *caps);
+bool load_wait_for_room(struct load_set *set, const struct load_caps *caps, struct status *st);
+void load_wait_end(struct status *st);
+void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned fd_limit);
+
 /* listeners.c */
-int listeners_take_activation(void);
-void listeners_warn_unused_activation(void);
-void listeners_free_activation(void);
+int listeners_take_passed(void);
+void listeners_warn_unused_passed(void);
+void listeners_free_passed(void);
 int listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		    struct mlistener **ret);
 void listeners_install(struct master *m, struct mlistener *ls, size_t n);
 void listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use,
 		       size_t n_in_use);
 void listeners_apply_perms(const struct config *c, struct mlistener *ls);
-void listener_close(struct master *m, struct mlistener *l, bool unlink_file);
+void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file);
 bool listeners_pending(const struct master *m);
-bool listeners_all_activated(const struct master *m);
+bool listeners_all_passed(const struct master *m);
+int listeners_remap(const struct config *to, const struct config *from, unsigned index);
 
 /* accept.c */
 void accept_listener(struct master *m, struct mlistener *l);
-bool dispatch_try(struct master *m, int fd, unsigned listener);
-void dispatch_fd(struct master *m, int fd, unsigned listener);
-void channel_flush(struct master *m, struct mchannel *ch);
-void channel_readable_master(struct master *m, struct mchannel *ch);
-void flush_all(struct master *m);
-void update_polling(struct master *m);
-void targets_rebuild(struct master *m);
+void accept_dispatch(struct master *m, int fd, unsigned listener);
+void accept_update_polling(struct master *m);
+void accept_orphans_flush(struct master *m);
+void accept_orphans_remap(struct master *m, const struct generation *from);
+void accept_orphans_drop(struct master *m, const char *why);
 
-/* spawn.c */
-int worker_spawn(struct master *m, struct generation *g, unsigned index);
-void worker_drain(struct master *m, struct mworker *w);
-void worker_stop(struct mworker *w);
-void workers_reap(struct master *m);
-void workers_check(struct master *m);
+/* pool.c */
+int pool_spawn(struct master *m, struct generation *g, unsigned index);
+void pool_drain(struct master *m, struct mworker *w);
+void pool_kill(struct mworker *w);
+void pool_reap(struct master *m);
+void pool_check(struct master *m);
 void pool_adjust(struct master *m);
-unsigned workers_count(const struct master *m, enum worker_state state);
+void pool_targets_update(struct master *m);
+unsigned pool_count(const struct master *m, enum worker_state state);
+int generation_new(struct master *m, struct config *c, struct service *s, struct generation **ret);
 void generation_unref(struct generation *g);
-void orphan_hold(struct master *m, int fd, unsigned listener);
-void orphans_flush(struct master *m);
-void orphans_remap(struct master *m, const struct generation *from);
-void orphans_drop(struct master *m, const char *why);
+
+static inline void
+generation_unrefp(struct generation **g)
+{
+	generation_unref(*g);
+}
+
+static inline void
+config_freep(struct config **c)
+{
+	config_free(*c);
+}

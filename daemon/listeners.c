@@ -15,70 +15,70 @@
  * unlinked, if udsd made them) when it does not.
  */
 
-static struct sockact_fd *activated;
-static size_t n_activated;
+static struct sockact_fd *passed;
+static size_t n_passed;
 
 int
-listeners_take_activation(void)
+listeners_take_passed(void)
 {
-	return sockact_take(&activated, &n_activated);
+	return sockact_take(&passed, &n_passed);
 }
 
 /* Sockets systemd passed that no listener took: say so, they serve nobody. */
 void
-listeners_warn_unused_activation(void)
+listeners_warn_unused_passed(void)
 {
-	for (size_t i = 0; i < n_activated; i++)
-		if (!activated[i].used)
+	for (size_t i = 0; i < n_passed; i++)
+		if (!passed[i].used)
 			log_warning("socket \"%s\" from systemd matches no listener; ignoring it",
-				    activated[i].name);
+				    passed[i].name);
 }
 
 void
-listeners_free_activation(void)
+listeners_free_passed(void)
 {
-	sockact_free(activated, n_activated);
-	activated = NULL;
-	n_activated = 0;
+	sockact_free(passed, n_passed);
+	passed = NULL;
+	n_passed = 0;
 }
 
 static int
-listener_family(const char *address)
+address_family(const char *address)
 {
 	return strncmp(address, "tcp:", 4) == 0 ? AF_INET : AF_UNIX;
 }
 
 /* Match a configured listener to a socket systemd passed: by name, or the only one to the only one. */
 static int
-listener_take_activated(const struct config *c, const struct config_listener *cl,
+take_passed(const struct config *c, const struct config_listener *cl,
 			struct mlistener *l)
 {
 	struct sockact_fd *a = NULL;
 
-	for (size_t i = 0; i < n_activated; i++)
-		if (!activated[i].used && strcmp(activated[i].name, cl->name) == 0)
-			a = &activated[i];
-	if (!a && n_activated == 1 && c->n_listeners == 1 && !activated[0].used)
-		a = &activated[0];
+	for (size_t i = 0; i < n_passed; i++)
+		if (!passed[i].used && strcmp(passed[i].name, cl->name) == 0)
+			a = &passed[i];
+	if (!a && n_passed == 1 && c->n_listeners == 1 && !passed[0].used)
+		a = &passed[0];
 	if (!a)
 		return 0;
-	int r = listener_check_fd(a->fd, listener_family(cl->address), cl->type);
+	int r = listener_check_fd(a->fd, address_family(cl->address), cl->type);
 	if (r <= 0) {
 		log_error("fd %d \"%s\": not a listening %s %s socket (listener %s)", a->fd, a->name,
-			  listener_family(cl->address) == AF_UNIX ? "Unix" : "TCP",
+			  address_family(cl->address) == AF_UNIX ? "Unix" : "TCP",
 			  cl->type == SOCK_STREAM ? "stream" : "seqpacket", cl->name);
 		return -EINVAL;
 	}
 	a->used = true;
 	l->fd = a->fd;
-	l->activated = true;
+	l->passed = true;
 	fd_set_nonblock(l->fd, true);
 	return 1;
 }
 
 /* An abstract socket has no file mode: without an allow-list, anyone in the netns may connect. */
 static void
-listener_warn_open(const struct config_listener *cl)
+warn_open(const struct config_listener *cl)
 {
 	if (cl->kind == LISTENER_ABSTRACT && cl->n_allow_uids == 0 && cl->n_allow_gids == 0)
 		log_warning("listener %s: %s is an abstract socket without allow_uids or allow_gids: "
@@ -86,14 +86,14 @@ listener_warn_open(const struct config_listener *cl)
 }
 
 static int
-listener_open(const struct config *c, const struct config_listener *cl, struct mlistener *l)
+listeners_open_one(const struct config *c, const struct config_listener *cl, struct mlistener *l)
 {
 	char err[PATH_MAX + 64] = "";
 	int r;
 
-	r = listener_take_activated(c, cl, l);
+	r = take_passed(c, cl, l);
 	if (r > 0)
-		listener_warn_open(cl);
+		warn_open(cl);
 	if (r != 0)
 		return r;
 	if (cl->kind == LISTENER_TCP)
@@ -111,27 +111,27 @@ listener_open(const struct config *c, const struct config_listener *cl, struct m
 		return r;
 	}
 	l->ours = cl->kind == LISTENER_PATH;
-	listener_warn_open(cl);
+	warn_open(cl);
 	return 0;
 }
 
 /* A systemd socket that a listener gave up is free for the next listener that names it. */
 static void
-activation_release(int fd)
+passed_release(int fd)
 {
-	for (size_t i = 0; i < n_activated; i++)
-		if (activated[i].fd == fd)
-			activated[i].used = false;
+	for (size_t i = 0; i < n_passed; i++)
+		if (passed[i].fd == fd)
+			passed[i].used = false;
 }
 
 void
-listener_close(struct master *m, struct mlistener *l, bool unlink_file)
+listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file)
 {
-	/* Explicitly: a worker being forked may hold a copy (see channels_close()). */
+	/* Explicitly: a worker being forked may hold a copy (see channel_close()). */
 	if (m && l->fd >= 0)
 		epoll_ctl(m->epfd, EPOLL_CTL_DEL, l->fd, NULL);
-	if (l->activated)
-		activation_release(l->fd);
+	if (l->passed)
+		passed_release(l->fd);
 	else
 		safe_close(l->fd);
 	if (l->ours && unlink_file && listener_unlink(&l->file) == -ESTALE)
@@ -147,12 +147,12 @@ listener_close(struct master *m, struct mlistener *l, bool unlink_file)
  * bound fails the reload, as it would have failed the start.
  */
 static int
-listener_recheck(const struct config_listener *cl, const struct mlistener *l)
+listeners_recheck(const struct config_listener *cl, const struct mlistener *l)
 {
 	char err[PATH_MAX + 64];
 	int r;
 
-	if (!l->ours || l->activated)
+	if (!l->ours || l->passed)
 		return 0;
 	r = listener_check_dir(l->file.dir_fd, err, sizeof(err));
 	if (r < 0)
@@ -163,7 +163,7 @@ listener_recheck(const struct config_listener *cl, const struct mlistener *l)
 
 /* An open listener of the old set with the same address and type, to keep across a reload. */
 static struct mlistener *
-listener_find(struct mlistener *ls, size_t n, const struct config_listener *cl)
+listeners_find_kept(struct mlistener *ls, size_t n, const struct config_listener *cl)
 {
 	for (size_t i = 0; i < n; i++)
 		if (ls[i].fd >= 0 && ls[i].type == cl->type && strcmp(ls[i].address, cl->address) == 0)
@@ -189,7 +189,7 @@ listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		ls[i] = (struct mlistener){ .fd = -EBADF, .file = LISTENER_FILE_NULL };
 	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
 		const struct config_listener *cl = &c->listeners[i];
-		struct mlistener *keep = listener_find(old, n_old, cl);
+		struct mlistener *keep = listeners_find_kept(old, n_old, cl);
 
 		ls[i].watch.kind = WATCH_LISTENER;
 		ls[i].index = (unsigned)i;
@@ -203,11 +203,11 @@ listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 			ls[i].fd = keep->fd;
 			ls[i].file = keep->file; /* moves: listeners_install() leaves the old one be */
 			ls[i].ours = keep->ours;
-			ls[i].activated = keep->activated;
-			r = listener_recheck(cl, keep);
+			ls[i].passed = keep->passed;
+			r = listeners_recheck(cl, keep);
 			continue;
 		}
-		r = listener_open(c, cl, &ls[i]);
+		r = listeners_open_one(c, cl, &ls[i]);
 	}
 	if (r < 0) {
 		listeners_discard(ls, c->n_listeners, old, n_old);
@@ -233,7 +233,7 @@ listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use
 		if (shared)
 			free(ls[i].address);
 		else
-			listener_close(NULL, &ls[i], true);
+			listeners_close_one(NULL, &ls[i], true);
 	}
 	free(ls);
 }
@@ -246,7 +246,7 @@ listeners_apply_perms(const struct config *c, struct mlistener *ls)
 		const struct config_listener *cl = &c->listeners[i];
 		int r;
 
-		if (!ls[i].ours || ls[i].activated)
+		if (!ls[i].ours || ls[i].passed)
 			continue;
 		r = listener_set_perms(&ls[i].file, cl->mode, cl->owner, cl->group);
 		if (r == -ESTALE)
@@ -272,7 +272,7 @@ listeners_install(struct master *m, struct mlistener *ls, size_t n)
 			epoll_ctl(m->epfd, EPOLL_CTL_DEL, old->fd, NULL);
 			free(old->address);
 		} else {
-			listener_close(m, old, true);
+			listeners_close_one(m, old, true);
 		}
 	}
 	free(m->listeners);
@@ -298,11 +298,22 @@ listeners_pending(const struct master *m)
 }
 
 bool
-listeners_all_activated(const struct master *m)
+listeners_all_passed(const struct master *m)
 {
 	for (size_t i = 0; i < m->n_listeners; i++)
-		if (!m->listeners[i].activated)
+		if (!m->listeners[i].passed)
 			return false;
 	return true;
 }
 
+/* Listener index of config from, as an index of config to (matched by name), or -ENOENT. */
+int
+listeners_remap(const struct config *to, const struct config *from, unsigned index)
+{
+	const struct config_listener *l;
+
+	if (from == to)
+		return (int)index;
+	l = config_find_listener(to, from->listeners[index].name);
+	return l ? (int)(l - to->listeners) : -ENOENT;
+}

@@ -66,42 +66,25 @@ version(bool build)
 	exit(EXIT_SUCCESS);
 }
 
-static struct generation *
-generation_new(struct master *m, struct config *c, struct service *s)
-{
-	struct generation *g = calloc(1, sizeof(*g));
-
-	if (!g)
-		return NULL;
-	g->id = ++m->last_gen_id; /* never reused, even by a reload that failed */
-	g->refs = 1; /* the master's own reference while it is current */
-	g->config = c;
-	g->services = s;
-	return g;
-}
-
-/* Parse and resolve; on failure the reason is logged and left in err. */
+/*
+ * The config file, parsed and its services resolved, as a new generation; on
+ * failure the reason is logged and left in err.
+ */
 static int
-config_read(const char *file, struct config **ret_c, struct service **ret_s, char *err,
-	    size_t errlen)
+generation_read(struct master *m, struct generation **ret, char *err, size_t errlen)
 {
-	struct config *c;
+	_cleanup_(config_freep) struct config *c = NULL;
 	struct service *s;
 	int r;
 
-	r = config_load(file, &c, err, errlen);
-	if (r >= 0) {
+	r = config_load(m->config_file, &c, err, errlen);
+	if (r >= 0)
 		r = service_resolve(c, &s, err, errlen);
-		if (r < 0)
-			config_free(c);
-	}
-	if (r < 0) {
+	if (r >= 0 && (r = generation_new(m, TAKE_PTR(c), s, ret)) < 0)
+		snprintf(err, errlen, "%s", strerror(-r));
+	if (r < 0)
 		log_error("%s", err);
-		return r;
-	}
-	*ret_c = c;
-	*ret_s = s;
-	return 0;
+	return r;
 }
 
 /*
@@ -214,26 +197,6 @@ watchdog_feed(struct master *m)
 		log_warning("a worker is not responding; not feeding the watchdog");
 }
 
-/*
- * Workers inherit the limit; each spends a few fds on itself (stdio, epoll,
- * channels), and each thread may hold, for the time of one read, as many
- * descriptors as a client can send in one message, on a listener that takes
- * them (seqpacket, or a service that asks for them).  Without room for
- * those, a worker at its cap gets MSG_CTRUNC on its own channel and the
- * clients in that message are lost.
- */
-static unsigned
-fd_reserve(const struct generation *g)
-{
-	const struct config *c = g->config;
-	bool fds = false;
-
-	for (size_t i = 0; i < c->n_listeners; i++)
-		fds |= c->listeners[i].type == SOCK_SEQPACKET ||
-		       g->services[i].ops->flags & UDSD_SERVICE_RECV_FDS;
-	return 16 + 2 * c->threads + (fds ? c->threads * FDPASS_MAX_FDS : 0);
-}
-
 static void
 raise_fd_limit(struct master *m)
 {
@@ -250,22 +213,16 @@ raise_fd_limit(struct master *m)
 	log_info("open file limit: %u", m->fd_limit);
 }
 
-/*
- * A worker past its fd limit cannot even receive a client: the kernel drops
- * descriptors that do not fit (MSG_CTRUNC).  So never hand a worker more
- * clients than it can hold open.
- */
+/* The current generation's caps (load_caps_set()), and a word when the fd limit lowers one. */
 static void
-update_max_per_worker(struct master *m)
+update_caps(struct master *m)
 {
 	const struct config *c = m->gen->config;
-	unsigned reserve = fd_reserve(m->gen);
-	unsigned room = m->fd_limit > reserve ? m->fd_limit - reserve : 1;
 
-	m->max_per_worker = MIN(c->max_connections, room);
-	if (m->max_per_worker < c->max_connections)
+	load_caps_set(&m->caps, m->gen, m->fd_limit);
+	if (m->caps.per_worker < c->max_connections)
 		log_notice("max_connections %u is above what the open file limit allows; using %u per worker",
-			   c->max_connections, m->max_per_worker);
+			   c->max_connections, m->caps.per_worker);
 }
 
 /*
@@ -283,7 +240,7 @@ pending_abandon(struct master *m, const char *why)
 		log_notice("reload of generation %u abandoned: %s", g->id, why);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		if (m->workers[i].gen == g)
-			worker_stop(&m->workers[i]);
+			pool_kill(&m->workers[i]);
 	listeners_discard(m->pending_listeners, g->config->n_listeners, m->listeners,
 			  m->n_listeners);
 	m->pending_listeners = NULL;
@@ -313,18 +270,18 @@ reload_switch(struct master *m)
 	m->pending = NULL;
 	m->gen = g;
 	m->pool_size = g->config->workers;
-	update_max_per_worker(m);
+	update_caps(m);
 	atomic_store(&status->generation, g->id);
 	status_config = g->config;
 	memset(m->respawn_at, 0, sizeof(m->respawn_at));
 	memset(m->backoff_usec, 0, sizeof(m->backoff_usec));
 	m->crashes = 0;
 	m->reload_error[0] = '\0';
-	orphans_remap(m, old);
+	accept_orphans_remap(m, old);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		if (m->workers[i].gen == old)
-			worker_drain(m, &m->workers[i]);
-	targets_rebuild(m);
+			pool_drain(m, &m->workers[i]);
+	pool_targets_update(m);
 	generation_unref(old);
 	m->ready_sent = true;
 	log_info("reloaded: generation %u serves", g->id);
@@ -353,50 +310,50 @@ reload_check(struct master *m)
 /*
  * Start a generation from the config file, with its listeners bound (but not
  * yet accepted from) and its workers forked; the current generation serves
- * until the new one is ready (reload_check()).
+ * until the new one is ready (reload_check()).  On failure, what it made
+ * goes: before it is pending by cleanup here, after by pending_abandon().
  */
+static int
+reload_start(struct master *m, char *err, size_t errlen)
+{
+	_cleanup_(generation_unrefp) struct generation *g = NULL;
+	struct mlistener *ls;
+	int r;
+
+	r = generation_read(m, &g, err, errlen);
+	if (r < 0)
+		return r;
+	r = listeners_build(g->config, m->listeners, m->n_listeners, &ls);
+	if (r < 0) {
+		snprintf(err, errlen, "listeners: %s", strerror(-r));
+		return r;
+	}
+	m->pending_listeners = ls;
+	m->pending = TAKE_PTR(g);
+	m->pending_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
+	log_info("generation %u starting; generation %u serves until it is ready", m->pending->id,
+		 m->gen->id);
+	for (unsigned i = 0; i < m->pending->config->workers; i++) {
+		r = pool_spawn(m, m->pending, i);
+		if (r < 0) {
+			snprintf(err, errlen, "cannot start a worker: %s", strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
 static void
 reload(struct master *m)
 {
-	char err[512];
-	struct config *c;
-	struct service *s;
-	struct mlistener *ls;
-	struct generation *g = NULL;
-	int r;
+	char err[512] = "";
 
 	log_info("reloading %s", m->config_file);
 	notify_reloading();
 	/* A reload in progress is for an older file: start again from the newest. */
 	pending_abandon(m, "a newer reload");
-	if (config_read(m->config_file, &c, &s, err, sizeof(err)) < 0)
-		goto fail;
-	r = listeners_build(c, m->listeners, m->n_listeners, &ls);
-	if (r >= 0 && !(g = generation_new(m, c, s))) {
-		listeners_discard(ls, c->n_listeners, m->listeners, m->n_listeners);
-		r = -ENOMEM;
-	}
-	if (r < 0) {
-		service_free(s, c->n_listeners);
-		config_free(c);
-		snprintf(err, sizeof(err), "listeners: %s", strerror(-r));
-		goto fail;
-	}
-	m->pending = g;
-	m->pending_listeners = ls;
-	m->pending_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
-	log_info("generation %u starting; generation %u serves until it is ready", g->id,
-		 m->gen->id);
-	for (unsigned i = 0; i < c->workers; i++) {
-		r = worker_spawn(m, g, i);
-		if (r < 0) {
-			snprintf(err, sizeof(err), "cannot start a worker: %s", strerror(-r));
-			goto fail;
-		}
-	}
-	return;
-fail:
-	reload_failed(m, err);
+	if (reload_start(m, err, sizeof(err)) < 0)
+		reload_failed(m, err);
 }
 
 static void
@@ -413,11 +370,11 @@ stop(struct master *m, const char *why)
 	sd_notify(0, "STOPPING=1");
 	m->stopping = true;
 	pending_abandon(m, "stopping");
-	orphans_drop(m, "stopping");
+	accept_orphans_drop(m, "stopping");
 	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
-	update_polling(m);
+	accept_update_polling(m);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
-		worker_drain(m, &m->workers[i]);
+		pool_drain(m, &m->workers[i]);
 	notify_status(m, true, "");
 }
 
@@ -435,11 +392,12 @@ idle_exit_check(struct master *m)
 	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec();
 	bool busy = m->pending != NULL;
 
-	if (!limit || !m->activated || m->stopping || !listeners_all_activated(m))
+	if (!limit || !m->activated || m->stopping || !listeners_all_passed(m))
 		return;
 	for (size_t i = 0; i < STATUS_MAX_SLOTS && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
-		busy = w->state == WORKER_DRAINING || (w->state == WORKER_RUNNING && w->load > 0);
+		busy = w->state == WORKER_DRAINING ||
+		       (w->state == WORKER_RUNNING && load_worker(w) > 0);
 	}
 	if (busy || !m->idle_since) {
 		m->idle_since = now;
@@ -470,7 +428,7 @@ signal_readable(struct master *m)
 				reload(m);
 			break;
 		case SIGCHLD:
-			workers_reap(m);
+			pool_reap(m);
 			break;
 		default:
 			break;
@@ -514,7 +472,7 @@ dispatch_event(struct master *m, struct epoll_event *ev)
 	case WATCH_CHANNEL: {
 		struct mchannel *ch = (struct mchannel *)w;
 		if (ev->events & EPOLLIN)
-			channel_readable_master(m, ch);
+			channel_read(m, ch);
 		if (ev->events & EPOLLOUT && ch->worker->state != WORKER_FREE)
 			channel_flush(m, ch);
 		break;
@@ -527,7 +485,7 @@ loop(struct master *m)
 {
 	struct epoll_event events[64];
 
-	while (!(m->stopping && workers_count(m, WORKER_FREE) == STATUS_MAX_SLOTS)) {
+	while (!(m->stopping && pool_count(m, WORKER_FREE) == STATUS_MAX_SLOTS)) {
 		int n = epoll_wait(m->epfd, events, ELEMENTSOF(events), next_timeout_ms(m));
 		if (n < 0 && errno != EINTR)
 			fatalx("epoll_wait: %s", strerror(errno));
@@ -537,11 +495,11 @@ loop(struct master *m)
 			if (((struct watch *)events[i].data.ptr)->kind == WATCH_SIGNAL)
 				break;
 		}
-		workers_check(m);
+		pool_check(m);
 		reload_check(m);
-		orphans_flush(m);
-		flush_all(m);
-		update_polling(m);
+		accept_orphans_flush(m);
+		channel_flush_all(m);
+		accept_update_polling(m);
 		pool_adjust(m);
 		idle_exit_check(m);
 		notify_ready(m);
@@ -549,7 +507,7 @@ loop(struct master *m)
 		watchdog_feed(m);
 		if (m->stopping && now_usec() >= m->stop_deadline)
 			for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
-				worker_stop(&m->workers[i]);
+				pool_kill(&m->workers[i]);
 	}
 }
 
@@ -582,14 +540,33 @@ static void
 cleanup(struct master *m)
 {
 	for (size_t i = 0; i < m->n_listeners; i++)
-		listener_close(m, &m->listeners[i], true);
+		listeners_close_one(m, &m->listeners[i], true);
 	free(m->listeners);
-	free(m->targets);
+	free(m->load.targets);
 	free(m->orphans);
 	generation_unref(m->gen);
-	listeners_free_activation();
+	listeners_free_passed();
 	safe_close(m->sigfd);
 	safe_close(m->epfd);
+}
+
+/* Before anything is bound or forked: the event loop, signals, limits, shared memory. */
+static void
+master_setup(struct master *m)
+{
+	int r;
+
+	m->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (m->epfd < 0 || signals_setup(m) < 0)
+		fatalx("setting up the event loop: %s", strerror(errno));
+	raise_fd_limit(m);
+	r = status_map();
+	m->load.targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->load.targets));
+	/* Clients of dead workers held at once: a share of the master's own descriptors. */
+	m->max_orphans = MAX(64, MIN(4096, m->fd_limit / 4));
+	m->orphans = calloc(m->max_orphans, sizeof(*m->orphans));
+	if (r < 0 || !m->load.targets || !m->orphans)
+		fatalx("out of memory");
 }
 
 enum { OPT_VERBOSE = 0x100 };
@@ -666,61 +643,49 @@ main(int argc, char **argv)
 	static struct master master;
 	struct master *m = &master;
 	struct options o;
-	struct config *c;
-	struct service *s;
+	struct generation *g;
+	const struct config *c;
 	struct mlistener *ls;
-	char err[512];
+	char err[512] = "";
 	int r;
 
 	options_parse(argc, argv, &o);
 	m->config_file = o.config_file;
 	log_open();
-	if (config_read(m->config_file, &c, &s, err, sizeof(err)) < 0)
+	if (generation_read(m, &g, err, sizeof(err)) < 0)
 		return EXIT_FAILURE;
+	c = g->config;
 	if (o.test) {
 		r = config_test(&o, c);
-		service_free(s, c->n_listeners);
-		config_free(c);
+		generation_unref(g);
 		return r;
 	}
 
-	m->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (m->epfd < 0 || signals_setup(m) < 0)
-		fatalx("setting up the event loop: %s", strerror(errno));
-	raise_fd_limit(m);
-	r = status_map();
-	m->targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->targets));
-	/* Clients of dead workers held at once: a share of the master's own descriptors. */
-	m->max_orphans = MAX(64, MIN(4096, m->fd_limit / 4));
-	m->orphans = calloc(m->max_orphans, sizeof(*m->orphans));
-	if (r < 0 || !m->targets || !m->orphans)
-		fatalx("out of memory");
-	r = listeners_take_activation();
+	master_setup(m);
+	r = listeners_take_passed();
 	if (r < 0)
 		fatalx("reading sockets passed by systemd: %s", strerror(-r));
 	m->activated = r > 0;
-	m->gen = generation_new(m, c, s);
-	if (!m->gen)
-		fatalx("out of memory");
+	m->gen = g;
 	atomic_store(&status->generation, m->gen->id);
 	status_config = c;
-	update_max_per_worker(m);
+	update_caps(m);
 	if (listeners_build(c, NULL, 0, &ls) < 0) {
 		cleanup(m);
 		return EXIT_FAILURE;
 	}
 	listeners_install(m, ls, c->n_listeners);
-	listeners_warn_unused_activation();
+	listeners_warn_unused_passed();
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
 	m->pool_size = c->workers;
-	if (c->exit_idle_usec && !listeners_all_activated(m))
+	if (c->exit_idle_usec && !listeners_all_passed(m))
 		log_notice("exit_idle_time ignored: udsd would take away sockets that are not systemd's");
 
 	for (size_t i = 0; i < c->n_listeners; i++)
 		log_info("listener %s: %s (%s)%s", c->listeners[i].name, c->listeners[i].address,
-			 s[i].ops->name, m->listeners[i].activated ? ", from systemd" : "");
-	workers_check(m);
+			 g->services[i].ops->name, m->listeners[i].passed ? ", from systemd" : "");
+	pool_check(m);
 	loop(m);
 	cleanup(m);
 	log_info("stopped");

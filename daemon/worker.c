@@ -33,33 +33,17 @@
 /* The channel's epoll tag: any pointer that is not a connection. */
 static char channel_tag;
 
-/*
- * The master counts each thread's load as what it handed over minus this
- * counter, read from shared memory: no message per close.  Only when it has
- * stopped accepting for want of room does a close also wake it (the store of
- * room_wanted and the load of closed on its side pair with the add and the
- * load here; both sequentially consistent, so one side always sees the other).
- */
+/* A client is gone: the master's load count, and its wakeup if it waits for room (load.c). */
 void
 worker_client_done(struct wthread *t)
 {
-	atomic_fetch_add(&t->stats->closed, 1);
-	if (atomic_load(&status->room_wanted))
+	if (load_closed(t->stats, status))
 		t->wake_master = true;
 }
 
-static void
-wake_master(struct wthread *t)
-{
-	if (!t->wake_master)
-		return;
-	/* EAGAIN: the channel is full of earlier wakeups, which will do. */
-	(void)channel_send(t->chan, CHANNEL_CLOSED, 0, NULL, NULL, 0);
-	t->wake_master = false;
-}
-
-static void
-thread_drain(struct wthread *t)
+/* CHANNEL_DRAIN: take no more clients, let the services finish what they have. */
+void
+worker_thread_drain(struct wthread *t)
 {
 	if (t->draining)
 		return;
@@ -68,46 +52,6 @@ thread_drain(struct wthread *t)
 	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
 		next = c->next;
 		conn_drain(c);
-	}
-}
-
-static void
-channel_readable(struct wthread *t)
-{
-	const size_t n_listeners = t->spec->config->n_listeners;
-	struct channel_msg m;
-	int fds[CHANNEL_MAX_FDS];
-
-	/*
-	 * One message per readiness event: the channel is level-triggered, so
-	 * epoll_wait() reports it again if more wait, and we save the recvmsg()
-	 * that would only say EAGAIN.
-	 */
-	for (int once = 1; once; once = 0) {
-		int r = channel_recv(t->chan, n_listeners, &m, fds);
-		if (r == -EAGAIN)
-			return;
-		if (r == 0) {
-			/* The master is gone: nobody will hand us clients or reap us. */
-			t->done = true;
-			return;
-		}
-		if (r < 0) {
-			log_error("thread %u: bad message from master: %s%s", t->index, strerror(-r),
-				  r == -EXFULL ? " (out of descriptors: its clients are lost)" : "");
-			return;
-		}
-		switch (m.type) {
-		case CHANNEL_FDS:
-			for (size_t i = 0; i < m.count; i++)
-				conn_open(t, fds[i], m.listener[i]);
-			break;
-		case CHANNEL_DRAIN:
-			thread_drain(t);
-			break;
-		default:
-			log_error("thread %u: unexpected message %u from master", t->index, m.type);
-		}
 	}
 }
 
@@ -180,7 +124,7 @@ thread_setup(struct wthread *t)
 	}
 	t->now = now_usec();
 	atomic_store_explicit(&t->stats->heartbeat_usec, t->now, memory_order_relaxed);
-	return channel_send(t->chan, CHANNEL_READY, 0, NULL, NULL, 0);
+	return channel_thread_ready(t);
 }
 
 static void
@@ -246,11 +190,12 @@ thread_run(void *userdata)
 		t->now = now_usec();
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.ptr == &channel_tag)
-				channel_readable(t);
+				channel_thread_read(t);
 			else
 				conn_event(events[i].data.ptr, events[i].events);
 		}
-		wake_master(t);
+		if (t->wake_master) /* rarely: only while the master waits for room */
+			channel_thread_wake(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
 		if (t->closed)

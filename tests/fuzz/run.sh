@@ -10,7 +10,9 @@ mkdir -p "$out"
 cc="clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -Ilib -Idaemon"
 $cc tests/fuzz/fuzz-http.c daemon/http-parser.c -o "$out/fuzz-http"
 $cc tests/fuzz/fuzz-config.c lib/config.c $(pkg-config --cflags --libs inih) -o "$out/fuzz-config"
-$cc tests/fuzz/fuzz-channel.c daemon/channel.c lib/fdpass.c lib/fd-util.c -o "$out/fuzz-channel"
+# channel.c holds both ends of the channel: the worker side brings the worker thread with it.
+$cc tests/fuzz/fuzz-channel.c daemon/channel.c daemon/conn.c daemon/worker.c daemon/log.c \
+	daemon/status.c daemon/load.c lib/fdpass.c lib/fd-util.c -lpthread -o "$out/fuzz-channel"
 for t in http config channel; do
 	mkdir -p "$out/corpus-$t"
 	echo "fuzz-$t: ${secs}s"

@@ -113,6 +113,32 @@ def test_reload_adds_and_removes_listeners(udsd_factory):
     assert echo(d.sock, b"main") == b"main"
 
 
+def test_reload_whose_listeners_fail_closes_the_sockets_it_bound(udsd_factory):
+    """The first new listener binds, the second cannot: the reload fails, and the
+    socket it bound is closed and its file gone (on a sanitizer build, the stop
+    also proves that the config, services and listener set were freed)."""
+    d = start(udsd_factory)
+    pids = set(d.workers())
+    extra = os.path.join(d.tmp, "extra.sock")
+    taken = os.path.join(d.tmp, "taken")
+    with open(taken, "w") as f:
+        f.write("not a socket\n")
+    d.write_config(conf() + "\n[listener extra]\npath = %s\nservice = echo\n"
+                   "[listener taken]\npath = %s\nservice = echo\n" % (extra, taken))
+    reload_and_wait(d)
+    assert "listener taken: %s: exists and is not a socket" % taken in d.log
+    assert "reload failed; still serving generation 1: listeners:" in d.log
+    assert not os.path.exists(extra)
+    with open(taken) as f:
+        assert f.read() == "not a socket\n"
+    assert set(d.workers()) == pids
+    assert echo(d.sock, b"old config") == b"old config"
+    d.write_config(conf() + "\n[listener extra]\npath = %s\nservice = echo\n" % extra)
+    reload_and_wait(d)
+    assert echo(extra, b"bound again") == b"bound again"
+    assert d.stop() == 0
+
+
 def test_50_reloads_under_load_no_client_error(udsd_factory):
     d = start(udsd_factory)
     first = set(d.workers())

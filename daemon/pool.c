@@ -10,18 +10,38 @@
 #include "daemon.h"
 #include "fd-util.h"
 
+/*
+ * The master's worker pool: forking workers, reaping them, respawning with
+ * backoff, killing the hung, the dynamic pool (workers_min..workers_max),
+ * and handing a dead worker's unserved clients on.  Everything here runs in
+ * the master but worker_child(), the first thing a new worker runs.
+ */
+
 /* Respawn delay after a crash: doubles from the first to the last, reset after a stable minute. */
 #define BACKOFF_FIRST_USEC (100 * USEC_PER_MSEC)
 #define BACKOFF_MAX_USEC (10 * USEC_PER_SEC)
 #define STABLE_USEC (60 * USEC_PER_SEC)
 /* A thread that has not ticked for this long is hung: its worker is killed and replaced. */
 #define HUNG_USEC (10 * USEC_PER_SEC)
-/*
- * Clients of a dead worker wait in the master for a worker that can take them
- * (the respawn, with backoff), at most this long and at most max_orphans at a
- * time: past either bound they are closed, and the log says how many.
- */
-#define ORPHAN_WAIT_USEC (10 * USEC_PER_SEC)
+
+/* A generation of config c and its services s, which it owns from now on, even on failure. */
+int
+generation_new(struct master *m, struct config *c, struct service *s, struct generation **ret)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (!g) {
+		service_free(s, c->n_listeners);
+		config_free(c);
+		return -ENOMEM;
+	}
+	g->id = ++m->last_gen_id; /* never reused, even by a reload that failed */
+	g->refs = 1; /* the master's own reference while it is current */
+	g->config = c;
+	g->services = s;
+	*ret = g;
+	return 0;
+}
 
 void
 generation_unref(struct generation *g)
@@ -33,8 +53,15 @@ generation_unref(struct generation *g)
 	free(g);
 }
 
+/* The workers that take clients changed: the balancer's targets follow. */
+void
+pool_targets_update(struct master *m)
+{
+	load_set_build(&m->load, m->workers, STATUS_MAX_SLOTS, m->gen);
+}
+
 unsigned
-workers_count(const struct master *m, enum worker_state state)
+pool_count(const struct master *m, enum worker_state state)
 {
 	unsigned n = 0;
 
@@ -93,49 +120,9 @@ worker_child(struct mworker *w)
 	worker_main(&spec);
 }
 
-/*
- * A worker forked a moment ago may still hold copies of every master fd until
- * it closes them, and epoll forgets an fd only when the last copy goes: so
- * remove our ends from the epoll set explicitly, or events for this freed
- * channel could still arrive.
- */
-static void
-channels_close(struct master *m, struct mworker *w)
-{
-	for (unsigned t = 0; w->chan && t < w->n_threads; t++) {
-		if (w->chan[t].fd >= 0)
-			epoll_ctl(m->epfd, EPOLL_CTL_DEL, w->chan[t].fd, NULL);
-		safe_close(w->chan[t].fd);
-		safe_close(w->chan[t].peer);
-	}
-	free(w->chan);
-	w->chan = NULL;
-}
-
-static int
-channels_open(struct master *m, struct mworker *w)
-{
-	w->chan = calloc(w->n_threads, sizeof(*w->chan));
-	if (!w->chan)
-		return -ENOMEM;
-	for (unsigned t = 0; t < w->n_threads; t++)
-		w->chan[t] = (struct mchannel){ .watch.kind = WATCH_CHANNEL, .worker = w,
-						.fd = -EBADF, .peer = -EBADF };
-	for (unsigned t = 0; t < w->n_threads; t++) {
-		struct mchannel *ch = &w->chan[t];
-		int r = channel_pair(&ch->fd, &ch->peer);
-		if (r < 0)
-			return r;
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &ch->watch };
-		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, ch->fd, &ev) < 0)
-			return negative_errno();
-	}
-	return 0;
-}
-
 /* A worker of generation g; only workers of the current generation take clients. */
 int
-worker_spawn(struct master *m, struct generation *g, unsigned index)
+pool_spawn(struct master *m, struct generation *g, unsigned index)
 {
 	struct mworker *w = NULL;
 	int r;
@@ -147,11 +134,9 @@ worker_spawn(struct master *m, struct generation *g, unsigned index)
 		return -EAGAIN;
 	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = g,
 			       .n_threads = g->config->threads, .started_usec = now_usec() };
-	r = channels_open(m, w);
-	if (r < 0) {
-		channels_close(m, w);
+	r = channel_open(m, w);
+	if (r < 0)
 		return r;
-	}
 
 	struct status_worker *sw = &status->slots[w->slot];
 	memset(sw, 0, sizeof(*sw));
@@ -163,7 +148,7 @@ worker_spawn(struct master *m, struct generation *g, unsigned index)
 	pid_t pid = fork();
 	if (pid < 0) {
 		r = negative_errno();
-		channels_close(m, w);
+		channel_close(m, w);
 		return r;
 	}
 	if (pid == 0)
@@ -173,7 +158,7 @@ worker_spawn(struct master *m, struct generation *g, unsigned index)
 	w->state = WORKER_RUNNING;
 	g->refs++;
 	atomic_store(&sw->pid, pid);
-	targets_rebuild(m);
+	pool_targets_update(m);
 	log_debug("worker %u.%u started as pid %d", g->id, index, (int)pid);
 	return 0;
 }
@@ -183,7 +168,7 @@ worker_spawn(struct master *m, struct generation *g, unsigned index)
  * it hangs): once, and its death is then no news.  Whoever calls this logs why.
  */
 void
-worker_stop(struct mworker *w)
+pool_kill(struct mworker *w)
 {
 	if (w->state == WORKER_FREE || w->killed)
 		return;
@@ -191,71 +176,43 @@ worker_stop(struct mworker *w)
 	kill(w->pid, SIGKILL);
 }
 
-/* Take no more clients; the worker finishes what it has and exits. */
+/* In the master: the worker takes no more clients, finishes what it has and exits. */
 void
-worker_drain(struct master *m, struct mworker *w)
+pool_drain(struct master *m, struct mworker *w)
 {
 	if (w->state != WORKER_RUNNING)
 		return;
 	w->state = WORKER_DRAINING;
 	w->kill_at = now_usec() + w->gen->config->shutdown_timeout_usec;
-	targets_rebuild(m);
-	for (unsigned t = 0; t < w->n_threads; t++) {
-		w->chan[t].drain_wanted = true;
-		channel_flush(m, &w->chan[t]);
-	}
-}
-
-/* The config index of a listener, from a worker's generation to the current one. */
-static int
-listener_remap(const struct master *m, const struct generation *from, unsigned index)
-{
-	const struct config_listener *l;
-
-	if (from == m->gen)
-		return (int)index;
-	l = config_find_listener(m->gen->config, from->config->listeners[index].name);
-	return l ? (int)(l - m->gen->config->listeners) : -1;
+	pool_targets_update(m);
+	channel_drain(m, w);
 }
 
 /* Hand an unserved client of a dead worker to a living one, or keep it waiting; false if closed. */
 static bool
 redispatch(struct master *m, const struct mworker *dead, int fd, unsigned listener)
 {
-	int l = listener_remap(m, dead->gen, listener);
+	int l = listeners_remap(m->gen->config, dead->gen->config, listener);
 
 	if (l < 0 || m->stopping) {
 		safe_close(fd);
 		return false;
 	}
-	dispatch_fd(m, fd, (unsigned)l);
+	accept_dispatch(m, fd, (unsigned)l);
 	return true;
 }
 
 /*
- * A worker died.  Clients still in its channels were never served: the
- * pending ones never left, and the ones in the socket it never read we can
- * read back through the end we kept.  Hand them all to the living, or let
- * them wait for the respawn when nobody else can take them.
+ * A dead worker's unserved clients (channel_reclaim()) go to the living, or
+ * wait for the respawn when nobody else can take them.
  */
 static void
-worker_recover(struct master *m, struct mworker *w)
+recover_clients(struct master *m, struct mworker *w)
 {
-	size_t waiting = m->n_orphans, dropped = m->orphans_dropped, handed = 0;
+	size_t waiting = m->n_orphans, dropped = m->orphans_dropped, handed;
 
-	for (unsigned t = 0; t < w->n_threads; t++) {
-		struct mchannel *ch = &w->chan[t];
-		struct channel_msg msg;
-		int fds[CHANNEL_MAX_FDS];
-
-		for (size_t i = 0; i < ch->n_pending; i++)
-			handed += redispatch(m, w, ch->pending[i], ch->pending_listener[i]);
-		ch->n_pending = 0;
-		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0)
-			for (size_t i = 0; msg.type == CHANNEL_FDS && i < msg.count; i++)
-				handed += redispatch(m, w, fds[i], msg.listener[i]);
-	}
-	/* What dispatch_fd() could not place waits, or was closed past the bound. */
+	handed = channel_reclaim(m, w, redispatch);
+	/* What accept_dispatch() could not place waits, or was closed past the bound. */
 	waiting = m->n_orphans - waiting;
 	handed -= m->orphans_dropped - dropped + waiting;
 	if (handed)
@@ -302,7 +259,7 @@ pending_worker_exited(struct master *m, const struct mworker *w, int wstatus)
  * are expected; any other death is an error, draining or not.
  */
 static void
-worker_exited(struct master *m, struct mworker *w, int wstatus)
+reaped(struct master *m, struct mworker *w, int wstatus)
 {
 	bool leaving = w->state == WORKER_DRAINING || m->stopping;
 	bool clean = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
@@ -317,18 +274,18 @@ worker_exited(struct master *m, struct mworker *w, int wstatus)
 	pending_worker_exited(m, w, wstatus);
 	atomic_store(&status->slots[w->slot].pid, 0);
 	w->state = WORKER_FREE;
-	targets_rebuild(m);
-	worker_recover(m, w);
+	pool_targets_update(m);
+	recover_clients(m, w);
 	if (!leaving && w->gen == m->gen && w->index < m->pool_size)
 		schedule_respawn(m, w, now);
-	channels_close(m, w);
+	channel_close(m, w);
 	generation_unref(w->gen);
 	w->gen = NULL;
 	w->pid = 0;
 }
 
 void
-workers_reap(struct master *m)
+pool_reap(struct master *m)
 {
 	for (;;) {
 		int wstatus;
@@ -338,7 +295,7 @@ workers_reap(struct master *m)
 			return;
 		for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 			if (m->workers[i].state != WORKER_FREE && m->workers[i].pid == pid) {
-				worker_exited(m, &m->workers[i], wstatus);
+				reaped(m, &m->workers[i], wstatus);
 				break;
 			}
 	}
@@ -359,7 +316,7 @@ index_running(const struct master *m, unsigned index)
  * is killed.  A reload's new generation has a deadline of its own.
  */
 static void
-worker_check_alive(const struct master *m, struct mworker *w, uint64_t now)
+check_alive(const struct master *m, struct mworker *w, uint64_t now)
 {
 	struct status_worker *sw = &status->slots[w->slot];
 
@@ -367,8 +324,8 @@ worker_check_alive(const struct master *m, struct mworker *w, uint64_t now)
 		return; /* on its way out */
 	if (w->state == WORKER_DRAINING && now >= w->kill_at) {
 		log_warning("worker %d still has %u client(s) after the shutdown timeout, killing it",
-			    (int)w->pid, w->load);
-		worker_stop(w);
+			    (int)w->pid, load_worker(w));
+		pool_kill(w);
 		return;
 	}
 	if (w->gen == m->pending)
@@ -377,7 +334,7 @@ worker_check_alive(const struct master *m, struct mworker *w, uint64_t now)
 		if (now >= w->started_usec + WORKER_READY_TIMEOUT_USEC) {
 			log_error("worker %d not ready after %llus, killing it", (int)w->pid,
 				  (unsigned long long)(WORKER_READY_TIMEOUT_USEC / USEC_PER_SEC));
-			worker_stop(w);
+			pool_kill(w);
 		}
 		return;
 	}
@@ -386,7 +343,7 @@ worker_check_alive(const struct master *m, struct mworker *w, uint64_t now)
 		if (hb && now > hb + HUNG_USEC) {
 			log_error("worker %d thread %u hung for %llus, killing it", (int)w->pid, t,
 				  (unsigned long long)((now - hb) / USEC_PER_SEC));
-			worker_stop(w);
+			pool_kill(w);
 			return;
 		}
 	}
@@ -394,19 +351,19 @@ worker_check_alive(const struct master *m, struct mworker *w, uint64_t now)
 
 /* Once per loop: respawn what is due, kill what hangs or overstays. */
 void
-workers_check(struct master *m)
+pool_check(struct master *m)
 {
 	uint64_t now = now_usec();
 
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		if (m->workers[i].state != WORKER_FREE)
-			worker_check_alive(m, &m->workers[i], now);
+			check_alive(m, &m->workers[i], now);
 	if (m->stopping)
 		return;
 	for (unsigned i = 0; i < m->pool_size; i++) {
 		if (index_running(m, i) || now < m->respawn_at[i])
 			continue;
-		int r = worker_spawn(m, m->gen, i);
+		int r = pool_spawn(m, m->gen, i);
 		if (r < 0) {
 			log_error("cannot start worker %u: %s", i, strerror(-r));
 			m->respawn_at[i] = now + BACKOFF_MAX_USEC;
@@ -438,13 +395,15 @@ pool_adjust(struct master *m)
 		return;
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		struct mworker *w = &m->workers[i];
+		unsigned load;
 
 		if (w->state != WORKER_RUNNING || w->gen != m->gen)
 			continue;
+		load = load_worker(w);
 		running++;
 		starting |= w->ready < w->n_threads;
-		all_busy &= w->load >= c->worker_load_mark;
-		if (w->load > 0)
+		all_busy &= load >= c->worker_load_mark;
+		if (load > 0)
 			w->idle_since = 0;
 		else if (!w->idle_since)
 			w->idle_since = now;
@@ -457,7 +416,7 @@ pool_adjust(struct master *m)
 		m->next_spawn_at = now + POOL_COOLDOWN_USEC;
 		log_info("all %u workers hold %u+ clients: starting another (pool %u..%u)", running,
 			 c->worker_load_mark, c->workers_min, c->workers_max);
-		return; /* workers_check() starts it */
+		return; /* pool_check() starts it */
 	}
 	if (top && m->pool_size > c->workers_min && top->idle_since &&
 	    now - top->idle_since >= c->worker_idle_usec) {
@@ -465,77 +424,6 @@ pool_adjust(struct master *m)
 		log_info("worker %d idle for %llums: retiring it (pool %u..%u)", (int)top->pid,
 			 (unsigned long long)(c->worker_idle_usec / USEC_PER_MSEC), c->workers_min,
 			 c->workers_max);
-		worker_drain(m, top);
+		pool_drain(m, top);
 	}
-}
-
-/* No worker can take a client now: it waits here, first in, first out. */
-void
-orphan_hold(struct master *m, int fd, unsigned listener)
-{
-	if (m->n_orphans == m->max_orphans) {
-		safe_close(fd);
-		m->orphans_dropped++; /* logged once per round, by orphans_flush() */
-		return;
-	}
-	m->orphans[m->n_orphans++] = (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
-						      .since = now_usec() };
-}
-
-/* Once per loop: hand waiting clients to workers with room; close those that waited too long. */
-void
-orphans_flush(struct master *m)
-{
-	uint64_t now = now_usec();
-	size_t done = 0, expired = 0;
-
-	for (; done < m->n_orphans; done++) {
-		struct orphan *o = &m->orphans[done];
-
-		if (now - o->since >= ORPHAN_WAIT_USEC) {
-			safe_close(o->fd);
-			expired++;
-		} else if (!dispatch_try(m, o->fd, o->listener)) {
-			break;
-		}
-	}
-	m->n_orphans -= done;
-	memmove(m->orphans, m->orphans + done, m->n_orphans * sizeof(*m->orphans));
-	if (expired)
-		log_warning("closed %zu client(s) that waited %llus for a worker", expired,
-			    (unsigned long long)(ORPHAN_WAIT_USEC / USEC_PER_SEC));
-	if (m->orphans_dropped)
-		log_warning("closed %zu client(s) of dead workers: %zu already wait for a worker",
-			    m->orphans_dropped, m->max_orphans);
-	m->orphans_dropped = 0;
-}
-
-/* At a reload's switch: waiting clients follow their listener into the new config, if there. */
-void
-orphans_remap(struct master *m, const struct generation *from)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < m->n_orphans; i++) {
-		struct orphan o = m->orphans[i];
-		int l = listener_remap(m, from, o.listener);
-
-		if (l < 0) {
-			safe_close(o.fd);
-			continue;
-		}
-		o.listener = (uint8_t)l;
-		m->orphans[n++] = o;
-	}
-	m->n_orphans = n;
-}
-
-void
-orphans_drop(struct master *m, const char *why)
-{
-	if (m->n_orphans)
-		log_warning("%s: closing %zu client(s) that wait for a worker", why, m->n_orphans);
-	for (size_t i = 0; i < m->n_orphans; i++)
-		safe_close(m->orphans[i].fd);
-	m->n_orphans = 0;
 }
