@@ -15,9 +15,12 @@
  * Functions taking a struct master run in the master; channel_thread_*() run
  * in a worker thread; the wire format below is shared.
  *
- * Wire format: a fixed 8-byte header, then for CHANNEL_FDS one byte per fd
- * naming its listener.  SOCK_SEQPACKET keeps each message and its fds together,
- * so a message is received whole or not at all.
+ * Wire format: a fixed 8-byte header, then for CHANNEL_FDS and
+ * CHANNEL_MIGRATED one byte per fd naming its listener (an index in the
+ * worker's config, both ways), and for CHANNEL_DRAIN one byte per listener of
+ * the worker's config, 1 if its clients migrate (none: all drain).
+ * SOCK_SEQPACKET keeps each message and its fds together, so a message is
+ * received whole or not at all.
  */
 #define CHANNEL_HEADER 8
 
@@ -67,6 +70,7 @@ channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 	memcpy(&m.arg, p + 4, 4);
 	switch (m.type) {
 	case CHANNEL_FDS:
+	case CHANNEL_MIGRATED:
 		if (m.count == 0 || m.count > CHANNEL_MAX_FDS || m.count != n_fds ||
 		    len != CHANNEL_HEADER + (size_t)m.count)
 			return -EBADMSG;
@@ -76,6 +80,14 @@ channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 				return -EBADMSG;
 		break;
 	case CHANNEL_DRAIN:
+		if (m.count > n_listeners || m.count > CHANNEL_MAX_FDS || n_fds != 0 ||
+		    len != CHANNEL_HEADER + (size_t)m.count)
+			return -EBADMSG;
+		memcpy(m.listener, p + CHANNEL_HEADER, m.count);
+		for (size_t i = 0; i < m.count; i++)
+			if (m.listener[i] > 1)
+				return -EBADMSG;
+		break;
 	case CHANNEL_CLOSED:
 	case CHANNEL_READY:
 		if (m.count != 0 || n_fds != 0 || len != CHANNEL_HEADER)
@@ -194,7 +206,8 @@ channel_flush(struct master *m, struct mchannel *ch)
 		ch->n_pending = 0;
 	}
 	if (ch->drain_wanted) {
-		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, NULL, 0);
+		const struct mworker *w = ch->worker;
+		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, w->migrate, w->n_migrate);
 		if (r == -EAGAIN) {
 			channel_want_out(m, ch, true);
 			return;
@@ -229,7 +242,11 @@ channel_queue(struct master *m, struct mchannel *ch, int fd, unsigned listener)
 		channel_flush(m, ch);
 }
 
-/* Ask every thread of w to take no more clients, finish and exit. */
+/*
+ * Ask every thread of w to take no more clients, finish and exit, handing
+ * back the clients of the listeners in w->migrate as they reach a message
+ * boundary.  Sent again, it changes that set (a stop ends migration).
+ */
 void
 channel_drain(struct master *m, struct mworker *w)
 {
@@ -239,7 +256,34 @@ channel_drain(struct master *m, struct mworker *w)
 	}
 }
 
-/* What a worker thread says: READY once, CLOSED as a wakeup. */
+/*
+ * Clients a draining worker handed back at a message boundary go out as
+ * fresh clients would (they passed the allow-list already), to the listener
+ * of the same name in the current config; with no worker to take them they
+ * wait as a dead worker's clients do (accept_dispatch()).  A client that
+ * closed while its fd was in flight costs the new worker one read of EOF.
+ */
+static void
+channel_migrated(struct master *m, const struct mworker *w, const int *fds,
+		 const struct channel_msg *msg)
+{
+	size_t closed = 0;
+
+	for (size_t i = 0; i < msg->count; i++) {
+		int l = pool_migrate_index(m->gen, w->gen, msg->listener[i]);
+
+		if (l < 0 || m->stopping) {
+			safe_close(fds[i]);
+			closed++;
+			continue;
+		}
+		accept_dispatch(m, fds[i], (unsigned)l);
+	}
+	log_debug("worker %d handed back %u client(s)%s", (int)w->pid, msg->count,
+		  closed ? "; some closed: stopping, or their listener changed" : "");
+}
+
+/* What a worker thread says: READY once, CLOSED as a wakeup, MIGRATED clients. */
 void
 channel_read(struct master *m, struct mchannel *ch)
 {
@@ -262,6 +306,9 @@ channel_read(struct master *m, struct mchannel *ch)
 			/* Once per thread, whatever the worker sends. */
 			w->ready += !ch->ready;
 			ch->ready = true;
+			break;
+		case CHANNEL_MIGRATED:
+			channel_migrated(m, w, fds, &msg);
 			break;
 		default:
 			if (msg.type == CHANNEL_FDS)
@@ -329,7 +376,7 @@ channel_thread_read(struct wthread *t)
 			conn_open(t, fds[i], m.listener[i]);
 		break;
 	case CHANNEL_DRAIN:
-		worker_thread_drain(t);
+		worker_thread_drain(t, &m);
 		break;
 	default:
 		log_error("thread %u: unexpected message %u from master", t->index, m.type);
@@ -352,4 +399,28 @@ channel_thread_wake(struct wthread *t)
 	/* EAGAIN: the channel is full of earlier wakeups, which will do. */
 	(void)channel_send(t->chan, CHANNEL_CLOSED, 0, NULL, NULL, 0);
 	t->wake_master = false;
+}
+
+/*
+ * In a worker thread, at the end of a round: the clients it handed back
+ * leave in one message, and its copies close once the master has them.  On
+ * EAGAIN they wait for the next round (the thread then polls briefly).
+ * Assumption: the fds got sent if sendmsg sent anything.
+ */
+void
+channel_thread_migrated(struct wthread *t)
+{
+	int r;
+
+	if (t->n_migrated == 0)
+		return;
+	r = channel_send(t->chan, CHANNEL_MIGRATED, 0, t->migrated, t->migrated_listener,
+			 t->n_migrated);
+	if (r == -EAGAIN)
+		return;
+	if (r < 0)
+		log_error("thread %u: handing %zu client(s) back: %s; closing them", t->index,
+			  t->n_migrated, strerror(-r));
+	close_many(t->migrated, t->n_migrated);
+	t->n_migrated = 0;
 }

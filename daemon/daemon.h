@@ -102,10 +102,18 @@ void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_wor
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
 enum channel_type {
 	CHANNEL_FDS = 1, /* m→w: count fds, listener index of each */
-	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit */
+	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit; count bytes: listeners that migrate */
 	CHANNEL_CLOSED,  /* w→m: a client closed while the master waits for room */
 	CHANNEL_READY,   /* w→m: this thread serves */
+	CHANNEL_MIGRATED, /* w→m: count fds handed back at a message boundary, listener of each */
 };
+
+/*
+ * The channel's protocol version, carried across a binary upgrade: an image
+ * that adopts workers of another version speaks theirs (version 1 knows no
+ * CHANNEL_DRAIN payload and no CHANNEL_MIGRATED).
+ */
+#define CHANNEL_VERSION 2
 
 #define CHANNEL_MAX_FDS 64
 
@@ -113,7 +121,7 @@ struct channel_msg {
 	uint16_t type;
 	uint16_t count;
 	uint32_t arg;
-	uint8_t listener[CHANNEL_MAX_FDS];
+	uint8_t listener[CHANNEL_MAX_FDS]; /* CHANNEL_DRAIN: 1 if that listener's clients migrate */
 };
 
 int channel_pair(int *ret_master, int *ret_worker);
@@ -168,6 +176,12 @@ struct wthread {
 	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
 	bool done;
+	/* Migration (reload): clients of listener i at a message boundary go back to the master. */
+	bool migrate[CONFIG_MAX_LISTENERS];
+	bool migrate_retry; /* a client at a boundary found the batch full: look again */
+	size_t n_migrated;
+	int migrated[CHANNEL_MAX_FDS]; /* handed back, sent at the round's end */
+	uint8_t migrated_listener[CHANNEL_MAX_FDS];
 	uint64_t now;
 	uint64_t last_tick;
 	/* Output of the connection inside a callback, flushed with one send() after it. */
@@ -211,6 +225,7 @@ void conn_open(struct wthread *t, int fd, unsigned listener);
 void worker_client_done(struct wthread *t);
 void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
+bool conn_migrate(struct udsd_conn *c);
 void conn_timeout(struct udsd_conn *c);
 bool conn_expired(const struct udsd_conn *c, uint64_t now);
 void conn_trim(struct udsd_conn *c);
@@ -218,12 +233,13 @@ void conn_close(struct udsd_conn *c);
 void conn_reap(struct wthread *t);
 
 /* worker.c, for channel.c */
-void worker_thread_drain(struct wthread *t);
+void worker_thread_drain(struct wthread *t, const struct channel_msg *msg);
 
 /* channel.c, a worker thread's end */
 void channel_thread_read(struct wthread *t);
 int channel_thread_ready(struct wthread *t);
 void channel_thread_wake(struct wthread *t);
+void channel_thread_migrated(struct wthread *t);
 
 /* load.c, a worker thread's side of the room_wanted handshake */
 bool load_closed(struct status_thread *th, struct status *st);
@@ -284,6 +300,9 @@ struct mworker {
 	unsigned ready;
 	uint64_t started_usec;
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
+	/* Draining: the listeners (of its config) whose clients migrate, sent with CHANNEL_DRAIN. */
+	uint8_t migrate[CONFIG_MAX_LISTENERS];
+	unsigned n_migrate; /* 0: none migrate (stop, or a service that cannot) */
 	bool killed;	  /* the master stopped it on purpose: its SIGKILL is no crash */
 	uint64_t idle_since; /* no clients since then (0: busy) */
 	struct mchannel *chan;
@@ -401,7 +420,8 @@ void accept_orphans_drop(struct master *m, const char *why);
 
 /* pool.c */
 int pool_spawn(struct master *m, struct generation *g, unsigned index);
-void pool_drain(struct master *m, struct mworker *w);
+void pool_drain(struct master *m, struct mworker *w, bool migrate);
+int pool_migrate_index(const struct generation *to, const struct generation *from, unsigned index);
 void pool_kill(struct mworker *w);
 void pool_reap(struct master *m);
 void pool_check(struct master *m);

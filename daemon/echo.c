@@ -13,5 +13,6 @@ echo_data(struct udsd_conn *conn, const void *data, size_t len)
 const struct udsd_service service_echo = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 	.name = "echo",
+	.flags = UDSD_SERVICE_MIGRATE, /* no state: any moment between reads is a boundary */
 	.on_data = echo_data,
 };

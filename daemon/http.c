@@ -304,6 +304,18 @@ http_drain(struct udsd_conn *c)
 		udsd_conn_set_deadline(c, set->header_timeout_usec);
 }
 
+/*
+ * Between requests, with nothing held: the connection can move to the new
+ * generation, keep-alive and all (one that sent nothing yet too).
+ */
+static bool
+http_can_migrate(struct udsd_conn *c)
+{
+	const struct http_conn *h = udsd_conn_get_data(c);
+
+	return !h->partial && !h->discard && !h->held && !h->closing;
+}
+
 static void
 http_timeout(struct udsd_conn *c)
 {
@@ -347,6 +359,7 @@ http_fini(void *state)
 const struct udsd_service service_http = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 	.name = "http",
+	.flags = UDSD_SERVICE_MIGRATE,
 	.check = http_check,
 	.init = http_init,
 	.fini = http_fini,
@@ -355,4 +368,5 @@ const struct udsd_service service_http = {
 	.on_close = http_close,
 	.on_drain = http_drain,
 	.on_timeout = http_timeout,
+	.can_migrate = http_can_migrate,
 };

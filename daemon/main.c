@@ -280,7 +280,7 @@ reload_switch(struct master *m)
 	accept_orphans_remap(m, old);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 		if (m->workers[i].gen == old)
-			pool_drain(m, &m->workers[i]);
+			pool_drain(m, &m->workers[i], true);
 	pool_targets_update(m);
 	generation_unref(old);
 	m->ready_sent = true;
@@ -374,7 +374,7 @@ stop(struct master *m, const char *why)
 	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
 	accept_update_polling(m);
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
-		pool_drain(m, &m->workers[i]);
+		pool_drain(m, &m->workers[i], false);
 	notify_status(m, true, "");
 }
 

@@ -176,14 +176,60 @@ pool_kill(struct mworker *w)
 	kill(w->pid, SIGKILL);
 }
 
-/* In the master: the worker takes no more clients, finishes what it has and exits. */
-void
-pool_drain(struct master *m, struct mworker *w)
+/*
+ * Where a client of listener index of generation from goes in generation to,
+ * if it is to move there at a message boundary: the listener of the same
+ * name, of the same type and with the same service, whose old service said
+ * it can move (UDSD_SERVICE_MIGRATE).  -ENOENT if there is none.
+ */
+int
+pool_migrate_index(const struct generation *to, const struct generation *from, unsigned index)
 {
+	const struct config_listener *a = &from->config->listeners[index], *b;
+	int l = listeners_remap(to->config, from->config, index);
+
+	if (l < 0)
+		return l;
+	b = &to->config->listeners[l];
+	if (!(from->services[index].ops->flags & UDSD_SERVICE_MIGRATE) || a->type != b->type ||
+	    strcmp(a->service, b->service) != 0)
+		return -ENOENT;
+	return l;
+}
+
+/* Which of w's listeners may hand their clients over to the current generation. */
+static void
+migrate_set(const struct master *m, struct mworker *w, bool migrate)
+{
+	const struct config *c = w->gen->config;
+	bool any = false;
+
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		w->migrate[i] = migrate && !m->stopping && pool_migrate_index(m->gen, w->gen, (unsigned)i) >= 0;
+		any |= w->migrate[i];
+	}
+	w->n_migrate = any ? (unsigned)c->n_listeners : 0;
+}
+
+/*
+ * In the master: the worker takes no more clients, finishes what it has and
+ * exits; with migrate, its clients at a message boundary come back to be
+ * handed to the current generation.  A draining worker told again without
+ * migrate (a stop) stops handing clients back and drains the rest.
+ */
+void
+pool_drain(struct master *m, struct mworker *w, bool migrate)
+{
+	if (w->state == WORKER_DRAINING && !migrate && w->n_migrate) {
+		migrate_set(m, w, false);
+		channel_drain(m, w);
+		return;
+	}
 	if (w->state != WORKER_RUNNING)
 		return;
 	w->state = WORKER_DRAINING;
 	w->kill_at = now_usec() + w->gen->config->shutdown_timeout_usec;
+	migrate_set(m, w, migrate);
 	pool_targets_update(m);
 	channel_drain(m, w);
 }
@@ -275,6 +321,9 @@ reaped(struct master *m, struct mworker *w, int wstatus)
 	atomic_store(&status->slots[w->slot].pid, 0);
 	w->state = WORKER_FREE;
 	pool_targets_update(m);
+	/* What it handed back before it died is in our ends: read it before they close. */
+	for (unsigned t = 0; t < w->n_threads; t++)
+		channel_read(m, &w->chan[t]);
 	recover_clients(m, w);
 	if (!leaving && w->gen == m->gen && w->index < m->pool_size)
 		schedule_respawn(m, w, now);
@@ -424,6 +473,6 @@ pool_adjust(struct master *m)
 		log_info("worker %d idle for %llums: retiring it (pool %u..%u)", (int)top->pid,
 			 (unsigned long long)(c->worker_idle_usec / USEC_PER_MSEC), c->workers_min,
 			 c->workers_max);
-		pool_drain(m, top);
+		pool_drain(m, top, true);
 	}
 }

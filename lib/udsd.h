@@ -47,6 +47,16 @@ struct udsd_service_config {
 enum {
 	/* Receive SCM_RIGHTS descriptors that clients send with their bytes. */
 	UDSD_SERVICE_RECV_FDS = 1 << 0,
+	/*
+	 * A client may move to another worker between two messages (on reload,
+	 * binary upgrade, or when the pool shrinks) instead of being drained:
+	 * the service's per-connection state then starts afresh (on_close here,
+	 * on_open there).  udsd moves a connection only when every byte it read
+	 * was consumed and every answer has left; bytes the client sent since
+	 * stay in the kernel and go with it.  A service with state that spans
+	 * messages says "not now" with can_migrate.
+	 */
+	UDSD_SERVICE_MIGRATE = 1 << 1,
 };
 
 struct udsd_service {
@@ -98,6 +108,16 @@ struct udsd_service {
 	 * output for a whole timeout: it is closed at once, nothing would reach it.
 	 */
 	void (*on_timeout)(struct udsd_conn *conn);
+
+	/*
+	 * With UDSD_SERVICE_MIGRATE (read only then, so older plugins without
+	 * this member stay valid): may the connection move now?  Return false
+	 * while the service holds state that would be lost (half a request, a
+	 * body still to skip); udsd asks again after the next callback.  A
+	 * connection that never agrees is closed at shutdown_timeout.  Must not
+	 * write.  Optional: without it, every boundary is fine.
+	 */
+	bool (*can_migrate)(struct udsd_conn *conn);
 };
 
 /*
@@ -157,7 +177,10 @@ void udsd_conn_set_timeout(struct udsd_conn *conn, unsigned long long usec);
  */
 void udsd_conn_set_deadline(struct udsd_conn *conn, unsigned long long usec);
 
-/* True once the worker drains: finish the current exchange and close. */
+/*
+ * True once the worker drains: finish the current exchange and close.  A
+ * connection that will migrate (UDSD_SERVICE_MIGRATE) is not draining.
+ */
 bool udsd_conn_draining(const struct udsd_conn *conn);
 
 /* Count one request in the worker's live counters (shown by /status). */
