@@ -267,8 +267,9 @@ struct mlistener {
 	int type;
 	int fd;
 	struct listener_file file; /* ours: the socket file, only ever reached through this */
-	bool ours;      /* udsd created the file: it unlinks it at exit */
+	bool ours;      /* udsd created the file: it unlinks it at exit (unless stored) */
 	bool passed;    /* systemd passed it: never unlinked, chmod'ed or re-bound */
+	char *stored;   /* in systemd's fd store under this listener name (fdstore.c), or NULL */
 	bool polling;
 };
 
@@ -409,6 +410,12 @@ void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file
 bool listeners_pending(const struct master *m);
 bool listeners_all_passed(const struct master *m);
 int listeners_remap(const struct config *to, const struct config *from, unsigned index);
+
+/* fdstore.c */
+bool fdstore_enabled(void);
+const char *fdstore_listener(const char *fdname);
+int fdstore_put(const char *listener, int fd);
+void fdstore_remove(const char *listener);
 
 /* accept.c */
 void accept_listener(struct master *m, struct mlistener *l);

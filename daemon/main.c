@@ -539,8 +539,15 @@ signals_setup(struct master *m)
 static void
 cleanup(struct master *m)
 {
-	for (size_t i = 0; i < m->n_listeners; i++)
-		listeners_close_one(m, &m->listeners[i], true);
+	for (size_t i = 0; i < m->n_listeners; i++) {
+		struct mlistener *l = &m->listeners[i];
+
+		/* Its stored copy serves the path until systemd closes it: keep the file for it. */
+		if (l->stored && l->ours)
+			log_info("%s stays: systemd's fd store keeps its socket (across a restart; a stop closes it)",
+				 l->address);
+		listeners_close_one(m, l, !l->stored);
+	}
 	free(m->listeners);
 	free(m->load.targets);
 	free(m->orphans);
