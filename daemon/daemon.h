@@ -364,6 +364,8 @@ struct master {
 	unsigned pool_size; /* workers wanted now: workers, or workers_min..workers_max */
 	uint64_t next_spawn_at;
 	uint64_t idle_since; /* exit_idle_time: no client anywhere since then */
+	uint64_t started_usec;
+	uint64_t idle_exit_at; /* no idle exit before (startlimit.c); UINT64_MAX: not asked yet */
 	unsigned fd_limit;
 	uint64_t next_status;
 	uint64_t watchdog_usec;
@@ -410,6 +412,9 @@ void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file
 bool listeners_pending(const struct master *m);
 bool listeners_all_passed(const struct master *m);
 int listeners_remap(const struct config *to, const struct config *from, unsigned index);
+
+/* startlimit.c */
+uint64_t startlimit_min_run(void);
 
 /* fdstore.c */
 bool fdstore_enabled(void);

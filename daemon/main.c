@@ -394,6 +394,9 @@ idle_exit_check(struct master *m)
 
 	if (!limit || !m->activated || m->stopping || !listeners_all_passed(m))
 		return;
+	/* Not sooner than the unit's start limit allows (startlimit.c): idle or not, stay. */
+	if (m->idle_exit_at == UINT64_MAX)
+		m->idle_exit_at = m->started_usec + startlimit_min_run();
 	for (size_t i = 0; i < STATUS_MAX_SLOTS && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
 		busy = w->state == WORKER_DRAINING ||
@@ -403,7 +406,7 @@ idle_exit_check(struct master *m)
 		m->idle_since = now;
 		return;
 	}
-	if (now - m->idle_since < limit)
+	if (now - m->idle_since < limit || now < m->idle_exit_at)
 		return;
 	if (listeners_pending(m)) {
 		m->idle_since = now;
@@ -453,7 +456,8 @@ next_timeout_ms(const struct master *m)
 	if (m->watchdog_usec)
 		next = MIN(next, m->next_watchdog);
 	if (m->gen->config->exit_idle_usec && m->idle_since && !m->stopping)
-		next = MIN(next, m->idle_since + m->gen->config->exit_idle_usec);
+		next = MIN(next, MAX(m->idle_since + m->gen->config->exit_idle_usec,
+				     m->idle_exit_at == UINT64_MAX ? 0 : m->idle_exit_at));
 	return next <= now ? 0 : (int)((next - now + 999) / 1000);
 }
 
@@ -563,6 +567,8 @@ master_setup(struct master *m)
 {
 	int r;
 
+	m->started_usec = now_usec();
+	m->idle_exit_at = UINT64_MAX; /* not known yet: asked of systemd once it matters */
 	m->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (m->epfd < 0 || signals_setup(m) < 0)
 		fatalx("setting up the event loop: %s", strerror(errno));

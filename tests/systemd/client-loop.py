@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""client-loop.py STOPFILE [--long N] [--every SECONDS] SOCKET...
+"""client-loop.py STOPFILE [--long N] [--every SECONDS] [--count N] SOCKET...
 
 HTTP clients in a loop, one short connection (GET /healthz, Connection: close) after
-another over the sockets in turn, until STOPFILE exists; with --long, also N keep-alive
+another over the sockets in turn, until STOPFILE exists (or N were made, with --count),
+--every SECONDS apart if given; with --long, also N keep-alive
 connections opened once that each send a request every 50 ms and must never be cut.
 Prints one line of counts: ok, then every error by class (refused, enoent, reset, eof,
 wrong, timeout, other), and for --long how many connections were kept.
@@ -56,12 +57,14 @@ def one(path, counts):
 def main():
     args = sys.argv[1:]
     stop, args = args[0], args[1:]
-    n_long, every = 0, 0.0
+    n_long, every, count = 0, 0.0, 0
     while args and args[0].startswith("--"):
         if args[0] == "--long":
             n_long, args = int(args[1]), args[2:]
         elif args[0] == "--every":
             every, args = float(args[1]), args[2:]
+        elif args[0] == "--count":
+            count, args = int(args[1]), args[2:]
     counts = dict.fromkeys(("ok", "refused", "enoent", "reset", "eof", "wrong", "timeout",
                             "other"), 0)
     longs = []
@@ -89,7 +92,7 @@ def main():
     t = threading.Thread(target=long_loop)
     t.start()
     i = 0
-    while not os.path.exists(stop):
+    while not os.path.exists(stop) and (not count or i < count):
         one(args[i % len(args)], counts)
         i += 1
         if every:
