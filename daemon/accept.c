@@ -278,3 +278,29 @@ accept_orphans_drop(struct master *m, const char *why)
 		safe_close(m->orphans[i].fd);
 	m->n_orphans = 0;
 }
+
+/*
+ * Before a binary upgrade's exec: clients queued to a thread whose channel
+ * would not take them (EAGAIN) wait here instead, and go with the state.
+ */
+void
+accept_orphans_take_pending(struct master *m)
+{
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		struct mworker *w = &m->workers[i];
+
+		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++) {
+			struct mchannel *ch = &w->chan[t];
+
+			for (size_t k = 0; k < ch->n_pending; k++) {
+				int l = listeners_remap(m->gen->config, w->gen->config,
+							ch->pending_listener[k]);
+				if (l < 0)
+					safe_close(ch->pending[k]);
+				else
+					orphan_hold(m, ch->pending[k], (unsigned)l);
+			}
+			ch->n_pending = 0;
+		}
+	}
+}

@@ -170,6 +170,19 @@ channel_open(struct master *m, struct mworker *w)
 	return r;
 }
 
+/* A worker adopted in a binary upgrade: its channels, carried over, are polled again. */
+int
+channel_adopt(struct master *m, struct mworker *w)
+{
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &w->chan[t].watch };
+
+		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, w->chan[t].fd, &ev) < 0)
+			return negative_errno();
+	}
+	return 0;
+}
+
 static void
 channel_want_out(struct master *m, struct mchannel *ch, bool want)
 {
@@ -207,7 +220,9 @@ channel_flush(struct master *m, struct mchannel *ch)
 	}
 	if (ch->drain_wanted) {
 		const struct mworker *w = ch->worker;
-		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, w->migrate, w->n_migrate);
+		/* A version 1 worker (adopted in an upgrade) knows a DRAIN without a payload only. */
+		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, w->migrate,
+				 w->chan_version >= 2 ? w->n_migrate : 0);
 		if (r == -EAGAIN) {
 			channel_want_out(m, ch, true);
 			return;

@@ -36,6 +36,7 @@
 #include "fdpass.h"
 #include "listener.h"
 #include "macro.h"
+#include "sockact.h"
 #include "udsd.h"
 
 #ifndef UDSD_VERSION
@@ -307,6 +308,7 @@ struct mworker {
 	bool killed;	  /* the master stopped it on purpose: its SIGKILL is no crash */
 	uint64_t idle_since; /* no clients since then (0: busy) */
 	struct mchannel *chan;
+	unsigned chan_version; /* CHANNEL_VERSION, or an adopted worker's own */
 };
 
 /* load.c: one balancer's targets and caps (one per pool, once there are pools). */
@@ -330,6 +332,24 @@ struct orphan {
 
 /* A worker not READY this long after its start is hung (or a new generation failed). */
 #define WORKER_READY_TIMEOUT_USEC (10 * USEC_PER_SEC)
+
+/* upgrade.c: a same-PID binary upgrade in progress, and what it needs. */
+struct master_upgrade {
+	char **argv;	 /* ours, for the next exec */
+	char **old_argv; /* the first image's: a rollback runs the old binary as it was started */
+	char *exe_path;	 /* where our binary was started from: a new one is looked for there */
+	int exe_fd;	 /* our binary, open for a rollback even once the file is replaced */
+	int old_exe_fd;	 /* while adopting: the binary we came from, to roll back to */
+	char *binary;	 /* the one being checked */
+	pid_t check_pid; /* its "-t" run */
+	int check_out;
+	uint64_t check_deadline;
+	bool adopting; /* new image: the adopted workers wait for our generation */
+	uint64_t adopt_deadline;
+	bool rolled_back; /* this image is a rollback: never roll back again */
+	char *env_rollback;
+	char error[192]; /* why the last upgrade failed, in STATUS= until the next good one */
+};
 
 struct master {
 	int epfd;
@@ -373,6 +393,7 @@ struct master {
 	uint64_t refused_logged_at;
 	unsigned refused_unlogged;
 	char status_text[512];
+	struct master_upgrade up;
 };
 
 /* channel.c, the master's end */
@@ -384,6 +405,7 @@ void channel_flush(struct master *m, struct mchannel *ch);
 void channel_flush_all(struct master *m);
 void channel_drain(struct master *m, struct mworker *w);
 void channel_read(struct master *m, struct mchannel *ch);
+int channel_adopt(struct master *m, struct mworker *w);
 size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand);
 
 /* load.c */
@@ -402,6 +424,8 @@ void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned f
 int listeners_take_passed(void);
 void listeners_warn_unused_passed(void);
 void listeners_free_passed(void);
+void listeners_passed_get(struct sockact_fd **ret, size_t *ret_n);
+void listeners_passed_set(struct sockact_fd *fds, size_t n);
 int listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		    struct mlistener **ret);
 void listeners_install(struct master *m, struct mlistener *ls, size_t n);
@@ -412,6 +436,16 @@ void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file
 bool listeners_pending(const struct master *m);
 bool listeners_all_passed(const struct master *m);
 int listeners_remap(const struct config *to, const struct config *from, unsigned index);
+
+/* upgrade.c */
+void upgrade_init(struct master *m, char **argv);
+int master_upgrade_start(struct master *m, const char *binary, char *err, size_t errlen);
+bool upgrade_reaped(struct master *m, pid_t pid, int wstatus);
+void upgrade_tick(struct master *m);
+int upgrade_adopt(struct master *m, int fd, struct generation *g);
+_noreturn_ void upgrade_adopt_failed(struct master *m, int fd, const char *why);
+void upgrade_rollback(struct master *m, const char *why);
+
 
 /* startlimit.c */
 uint64_t startlimit_min_run(void);
@@ -429,6 +463,7 @@ void accept_update_polling(struct master *m);
 void accept_orphans_flush(struct master *m);
 void accept_orphans_remap(struct master *m, const struct generation *from);
 void accept_orphans_drop(struct master *m, const char *why);
+void accept_orphans_take_pending(struct master *m);
 
 /* pool.c */
 int pool_spawn(struct master *m, struct generation *g, unsigned index);
@@ -442,6 +477,7 @@ void pool_targets_update(struct master *m);
 unsigned pool_count(const struct master *m, enum worker_state state);
 int generation_new(struct master *m, struct config *c, struct service *s, struct generation **ret);
 void generation_unref(struct generation *g);
+bool generation_ready(const struct master *m, const struct generation *g, unsigned pool);
 
 static inline void
 generation_unrefp(struct generation **g)

@@ -50,6 +50,22 @@ listeners_warn_unused_passed(void)
 	}
 }
 
+/* For a binary upgrade: the sockets systemd passed go with the state, used or not. */
+void
+listeners_passed_get(struct sockact_fd **ret, size_t *ret_n)
+{
+	*ret = passed;
+	*ret_n = n_passed;
+}
+
+void
+listeners_passed_set(struct sockact_fd *fds, size_t n)
+{
+	listeners_free_passed();
+	passed = fds;
+	n_passed = n;
+}
+
 void
 listeners_free_passed(void)
 {

@@ -35,7 +35,9 @@ usage(void)
 	       "      --verbose        log debug messages\n"
 	       "  -v, --version        print the version and exit\n"
 	       "  -V                   print the version and build settings and exit\n"
-	       "  -h, --help           show this help\n");
+	       "  -h, --help           show this help\n\n"
+	       "SIGHUP reloads the configuration; SIGUSR2 upgrades to the binary now at udsd's\n"
+	       "path, in place (same PID), after checking it with -t.\n");
 	exit(EXIT_SUCCESS);
 }
 
@@ -97,7 +99,8 @@ notify_status(struct master *m, bool force, const char *also)
 {
 	uint64_t open, accepted, now = now_usec();
 	unsigned workers;
-	char text[sizeof(m->status_text)], failed[sizeof(m->reload_error) + 32] = "", pool[32] = "";
+	char text[sizeof(m->status_text)], pool[32] = "";
+	char failed[sizeof(m->reload_error) + sizeof(m->up.error) + 48] = "";
 
 	if (!force && !also[0] && now < m->next_status)
 		return;
@@ -106,8 +109,10 @@ notify_status(struct master *m, bool force, const char *also)
 	if (m->gen->config->workers_min != m->gen->config->workers_max)
 		snprintf(pool, sizeof(pool), " of %u..%u", m->gen->config->workers_min,
 			 m->gen->config->workers_max);
-	if (m->reload_error[0])
-		snprintf(failed, sizeof(failed), "reload failed: %s; ", m->reload_error);
+	if (m->reload_error[0] || m->up.error[0])
+		snprintf(failed, sizeof(failed), "%s%s%s%s%s%s", m->reload_error[0] ? "reload failed: " : "",
+			 m->reload_error, m->reload_error[0] ? "; " : "",
+			 m->up.error[0] ? "upgrade failed: " : "", m->up.error, m->up.error[0] ? "; " : "");
 	snprintf(text, sizeof(text), "%s%s%u workers%s (generation %u), %llu open, %llu served%s",
 		 m->stopping ? "stopping: " : "", failed, workers, pool, m->gen->id,
 		 (unsigned long long)open, (unsigned long long)accepted,
@@ -116,23 +121,6 @@ notify_status(struct master *m, bool force, const char *also)
 		return;
 	snprintf(m->status_text, sizeof(m->status_text), "%s", text);
 	sd_notifyf(0, "%sSTATUS=%s", also, text);
-}
-
-/* Every thread of g's workers serves, and g has as many workers as pool. */
-static bool
-generation_ready(const struct master *m, const struct generation *g, unsigned pool)
-{
-	unsigned ready = 0, total = 0;
-
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
-		const struct mworker *w = &m->workers[i];
-
-		if (w->state != WORKER_RUNNING || w->gen != g)
-			continue;
-		ready += w->ready;
-		total += w->n_threads;
-	}
-	return ready == total && total >= pool * g->config->threads;
 }
 
 /* READY=1 once every thread of the first generation serves (a reload sends its own). */
@@ -416,6 +404,16 @@ idle_exit_check(struct master *m)
 }
 
 static void
+upgrade_signal(struct master *m)
+{
+	char err[256];
+	int r = master_upgrade_start(m, NULL, err, sizeof(err));
+
+	if (r == -EBUSY)
+		log_warning("SIGUSR2: not upgrading: %s", err);
+}
+
+static void
 signal_readable(struct master *m)
 {
 	struct signalfd_siginfo si;
@@ -429,6 +427,9 @@ signal_readable(struct master *m)
 		case SIGHUP:
 			if (!m->stopping)
 				reload(m);
+			break;
+		case SIGUSR2:
+			upgrade_signal(m);
 			break;
 		case SIGCHLD:
 			pool_reap(m);
@@ -501,6 +502,7 @@ loop(struct master *m)
 		}
 		pool_check(m);
 		reload_check(m);
+		upgrade_tick(m);
 		accept_orphans_flush(m);
 		channel_flush_all(m);
 		accept_update_polling(m);
@@ -527,6 +529,7 @@ signals_setup(struct master *m)
 	sigaddset(&mask, SIGCHLD);
 	sigaddset(&mask, SIGPIPE);
 	sigaddset(&mask, SIGUSR1);
+	sigaddset(&mask, SIGUSR2);
 	/* Blocked before any fork: workers inherit the mask, so no thread takes a signal. */
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
@@ -582,11 +585,12 @@ master_setup(struct master *m)
 		fatalx("out of memory");
 }
 
-enum { OPT_VERBOSE = 0x100 };
+enum { OPT_VERBOSE = 0x100, OPT_UPGRADE_STATE };
 
 struct options {
 	const char *config_file;
 	bool test, dump, quiet;
+	int upgrade_fd; /* internal: the state an upgrading image left (upgrade.c) */
 };
 
 /* nginx's and php-fpm's habits: -v and -V are the version, -t tests, -T dumps, -q quiets -t. */
@@ -601,11 +605,12 @@ options_parse(int argc, char **argv, struct options *o)
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
 		{ "version", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "upgrade-state", required_argument, NULL, OPT_UPGRADE_STATE },
 		{ 0 },
 	};
 	int opt;
 
-	*o = (struct options){ .config_file = CONFIG_DEFAULT_FILE };
+	*o = (struct options){ .config_file = CONFIG_DEFAULT_FILE, .upgrade_fd = -EBADF };
 	while ((opt = getopt_long(argc, argv, "c:tTqvVh", options, NULL)) >= 0)
 		switch (opt) {
 		case 'c':
@@ -622,6 +627,9 @@ options_parse(int argc, char **argv, struct options *o)
 			break;
 		case OPT_VERBOSE:
 			log_set_level(LOG_DEBUG);
+			break;
+		case OPT_UPGRADE_STATE:
+			o->upgrade_fd = atoi(optarg);
 			break;
 		case 'v':
 		case 'V':
@@ -650,6 +658,29 @@ config_test(const struct options *o, const struct config *c)
 	return EXIT_SUCCESS;
 }
 
+/*
+ * What there is to serve with: systemd's sockets, or, in an upgrade, what
+ * the old image left (listeners, workers, waiting clients: upgrade.c).
+ */
+static void
+master_take_over(struct master *m, const struct options *o, struct generation *g)
+{
+	int r;
+
+	if (o->upgrade_fd >= 0) {
+		r = upgrade_adopt(m, o->upgrade_fd, g);
+		if (r < 0)
+			upgrade_adopt_failed(m, o->upgrade_fd, strerror(-r));
+		log_info("upgrade: took over from the old binary; generation %u starting", g->id);
+		return;
+	}
+	r = listeners_take_passed();
+	if (r < 0)
+		fatalx("reading sockets passed by systemd: %s", strerror(-r));
+	m->activated = r > 0;
+	m->gen = g;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -665,8 +696,12 @@ main(int argc, char **argv)
 	options_parse(argc, argv, &o);
 	m->config_file = o.config_file;
 	log_open();
-	if (generation_read(m, &g, err, sizeof(err)) < 0)
+	upgrade_init(m, argv);
+	if (generation_read(m, &g, err, sizeof(err)) < 0) {
+		if (o.upgrade_fd >= 0)
+			upgrade_adopt_failed(m, o.upgrade_fd, err);
 		return EXIT_FAILURE;
+	}
 	c = g->config;
 	if (o.test) {
 		r = config_test(&o, c);
@@ -675,19 +710,19 @@ main(int argc, char **argv)
 	}
 
 	master_setup(m);
-	r = listeners_take_passed();
-	if (r < 0)
-		fatalx("reading sockets passed by systemd: %s", strerror(-r));
-	m->activated = r > 0;
-	m->gen = g;
+	master_take_over(m, &o, g);
 	atomic_store(&status->generation, m->gen->id);
 	status_config = c;
 	update_caps(m);
-	if (listeners_build(c, NULL, 0, &ls) < 0) {
+	if (listeners_build(c, m->listeners, m->n_listeners, &ls) < 0) {
+		if (m->up.adopting)
+			upgrade_rollback(m, "the new configuration's listeners failed");
 		cleanup(m);
 		return EXIT_FAILURE;
 	}
 	listeners_install(m, ls, c->n_listeners);
+	if (m->up.adopting)
+		listeners_apply_perms(c, m->listeners);
 	listeners_warn_unused_passed();
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;

@@ -53,6 +53,23 @@ generation_unref(struct generation *g)
 	free(g);
 }
 
+/* Every thread of g's workers serves, and g has as many workers as pool. */
+bool
+generation_ready(const struct master *m, const struct generation *g, unsigned pool)
+{
+	unsigned ready = 0, total = 0;
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct mworker *w = &m->workers[i];
+
+		if (w->state != WORKER_RUNNING || w->gen != g)
+			continue;
+		ready += w->ready;
+		total += w->n_threads;
+	}
+	return ready == total && total >= pool * g->config->threads;
+}
+
 /* The workers that take clients changed: the balancer's targets follow. */
 void
 pool_targets_update(struct master *m)
@@ -133,7 +150,8 @@ pool_spawn(struct master *m, struct generation *g, unsigned index)
 	if (!w)
 		return -EAGAIN;
 	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = g,
-			       .n_threads = g->config->threads, .started_usec = now_usec() };
+			       .n_threads = g->config->threads, .started_usec = now_usec(),
+			       .chan_version = CHANNEL_VERSION };
 	r = channel_open(m, w);
 	if (r < 0)
 		return r;
@@ -342,6 +360,8 @@ pool_reap(struct master *m)
 
 		if (pid <= 0)
 			return;
+		if (upgrade_reaped(m, pid, wstatus))
+			continue;
 		for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
 			if (m->workers[i].state != WORKER_FREE && m->workers[i].pid == pid) {
 				reaped(m, &m->workers[i], wstatus);
