@@ -118,6 +118,37 @@ echo "killed master under load: $(counts)"
 check "killed master: 0 refused" test "$(class refused)" = 0
 check "killed master: 0 enoent" test "$(class enoent)" = 0
 
+# Binary upgrade in place (issue 14): a new file at udsd's path, SIGUSR2 to the main
+# process.  Same MainPID; under load, no client error and no long-lived connection cut.
+exe=/usr/local/sbin/udsd
+pid_before=$(prop MainPID udsd)
+upgrades() { run journalctl --no-pager -o cat -u udsd.service | grep -c '^upgraded: udsd' || true; }
+n_upgrades=$(upgrades)
+run rm -f /tmp/loop.stop
+run python3 "$loop" /tmp/loop.stop --long 20 /run/udsd/udsd.sock /run/udsd/own.sock > "$state/loop.out" < /dev/null &
+loop_pid=$!
+for i in 1 2 3; do
+	run sh -c "cp $build/daemon/udsd $exe.new && mv $exe.new $exe"
+	sc kill -s USR2 --kill-who=main udsd
+	wait_for "upgrade $i done" bash -c "[ \"\$($here/ns.sh run $state journalctl --no-pager -o cat -u udsd.service | grep -c '^upgraded: udsd')\" -ge $((n_upgrades + i)) ] && [ \"\$($here/ns.sh run $state systemctl show -P SubState udsd)\" = running ]"
+done
+run touch /tmp/loop.stop
+wait $loop_pid
+echo "3 upgrades under load: $(counts)"
+check "upgrades: same MainPID" test "$(prop MainPID udsd)" = "$pid_before"
+check "upgrades: the clients got answers" test "$(class ok)" -gt 100
+for c in refused enoent reset eof wrong timeout other; do
+	check "upgrades under load: 0 $c" test "$(class $c)" = 0
+done
+check "upgrades: every long-lived connection kept" grep -q 'long_kept 20 of 20' "$state/loop.out"
+# A binary that fails its check: nothing changes, and StatusText says why.
+run sh -c "printf '#!/bin/sh\\necho broken >&2\\nexit 1\\n' > $exe.new && chmod 755 $exe.new && mv $exe.new $exe"
+sc kill -s USR2 --kill-who=main udsd
+wait_for "StatusText says the upgrade failed" bash -c "[[ \"\$($here/ns.sh run $state systemctl show -P StatusText udsd)\" == *'upgrade failed: /usr/local/sbin/udsd -t: exit status 1: broken'* ]]"
+check "a failed upgrade: same MainPID" test "$(prop MainPID udsd)" = "$pid_before"
+check "a failed upgrade: still serving" test "$(get /healthz)" = ok
+run sh -c "cp $build/daemon/udsd $exe.new && mv $exe.new $exe"
+
 # The listener leaves the config: its stored socket is closed and dropped from the store.
 run sed -i '/^\[listener own\]$/,$d' "$conf"
 pace
