@@ -437,7 +437,14 @@ bool listeners_pending(const struct master *m);
 bool listeners_all_passed(const struct master *m);
 int listeners_remap(const struct config *to, const struct config *from, unsigned index);
 
-/* upgrade.c */
+/*
+ * upgrade.c.  master_upgrade_start() is what SIGUSR2 runs, for an admin
+ * command too: 0 means the check of the new binary started; the outcome is
+ * asynchronous.  Failure: m->up.error says why (also in the log and STATUS=),
+ * m->up.check_pid is 0 again.  Success: the process re-executes itself, and
+ * the new image's READY=1 (generation + 1, same PID) follows RELOADING=1; a
+ * rollback shows in its m->up.error.  -EBUSY: a reload, upgrade or stop runs.
+ */
 void upgrade_init(struct master *m, char **argv);
 int master_upgrade_start(struct master *m, const char *binary, char *err, size_t errlen);
 bool upgrade_reaped(struct master *m, pid_t pid, int wstatus);

@@ -425,7 +425,9 @@ signal_readable(struct master *m)
 			stop(m, sigabbrev_np((int)si.ssi_signo));
 			break;
 		case SIGHUP:
-			if (!m->stopping)
+			if (m->up.adopting)
+				log_warning("SIGHUP: not reloading: an upgrade is in progress");
+			else if (!m->stopping)
 				reload(m);
 			break;
 		case SIGUSR2:

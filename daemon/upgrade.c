@@ -79,10 +79,18 @@ struct blob {
 static void
 put(struct blob *b, const void *v, size_t n)
 {
-	if (b->bad || (b->len + n > b->cap && !(b->p = realloc(b->p, b->cap = (b->len + n) * 2)))) {
-		b->bad = true;
-		return;
+	if (!b->bad && b->len + n > b->cap) {
+		size_t cap = (b->len + n) * 2;
+		uint8_t *p = realloc(b->p, cap);
+
+		if (p) {
+			b->p = p;
+			b->cap = cap;
+		}
+		b->bad = !p;
 	}
+	if (b->bad)
+		return;
 	memcpy(b->p + b->len, v, n);
 	b->len += n;
 }
@@ -293,7 +301,9 @@ upgrade_reaped(struct master *m, pid_t pid, int wstatus)
 	if (!pid || pid != m->up.check_pid)
 		return false;
 	check_output(m, out, sizeof(out));
-	if (WIFSIGNALED(wstatus))
+	if (m->stopping || m->pending)
+		upgrade_failed(m, "%s", m->stopping ? "stopping" : "a reload started meanwhile");
+	else if (WIFSIGNALED(wstatus))
 		upgrade_failed(m, "%s -t: killed by signal %s", m->up.binary,
 			       sigabbrev_np(WTERMSIG(wstatus)));
 	else if (WEXITSTATUS(wstatus) != 0)
@@ -464,20 +474,25 @@ blob_write(const struct master *m, const char *rollback)
 	struct blob_header h = { .magic = BLOB_MAGIC, .version = BLOB_VERSION,
 				 .size = sizeof(h), .exe_fd = m->up.exe_fd,
 				 .flags = rollback ? BLOB_ROLLBACK : 0 };
+	_cleanup_free_ uint8_t *p = NULL;
 	struct blob b = { 0 };
-	int fd, r = 0;
+	int fd;
 
 	memcpy(h.magic, BLOB_MAGIC, sizeof(h.magic));
 	put(&b, &h, sizeof(h));
 	put_state(&b, m, rollback);
-	fd = b.bad ? -ENOMEM : memfd_create("udsd-upgrade-state", 0);
-	if (fd >= 0 && (write(fd, b.p, b.len) != (ssize_t)b.len || lseek(fd, 0, SEEK_SET) < 0)) {
-		r = negative_errno();
+	p = b.p;
+	if (b.bad)
+		return -ENOMEM;
+	/* Not close-on-exec: the next image reads it. */
+	fd = memfd_create("udsd-upgrade-state", 0);
+	if (fd < 0)
+		return negative_errno();
+	if (write(fd, b.p, b.len) != (ssize_t)b.len) {
 		safe_close(fd);
-		fd = r;
+		return -EIO;
 	}
-	free(b.p);
-	return fd < 0 && fd != -ENOMEM ? negative_errno() : fd;
+	return fd;
 }
 
 /* The argv for the next image: ours without an earlier --upgrade-state, then the new one. */
