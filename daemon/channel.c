@@ -272,35 +272,24 @@ channel_drain(struct master *m, struct mworker *w)
 }
 
 /*
- * Clients a draining worker handed back at a message boundary go out as
- * fresh clients would (they passed the allow-list already), to the listener
- * of the same name in the current config; with no worker to take them they
- * wait as a dead worker's clients do (accept_dispatch()).  A client that
- * closed while its fd was in flight costs the new worker one read of EOF.
+ * Clients a draining worker handed back at a message boundary, each to
+ * hand() with its listener index in the worker's config (pool_migrated()).
  */
 static void
 channel_migrated(struct master *m, const struct mworker *w, const int *fds,
-		 const struct channel_msg *msg)
+		 const struct channel_msg *msg, channel_hand_fn *hand)
 {
-	size_t closed = 0;
+	size_t kept = 0;
 
-	for (size_t i = 0; i < msg->count; i++) {
-		int l = pool_migrate_index(m->gen, w->gen, msg->listener[i]);
-
-		if (l < 0 || m->stopping) {
-			safe_close(fds[i]);
-			closed++;
-			continue;
-		}
-		accept_dispatch(m, fds[i], (unsigned)l);
-	}
+	for (size_t i = 0; i < msg->count; i++)
+		kept += hand(m, w, fds[i], msg->listener[i]);
 	log_debug("worker %d handed back %u client(s)%s", (int)w->pid, msg->count,
-		  closed ? "; some closed: stopping, or their listener changed" : "");
+		  kept < msg->count ? "; some closed: stopping, or their listener changed" : "");
 }
 
-/* What a worker thread says: READY once, CLOSED as a wakeup, MIGRATED clients. */
+/* What a worker thread says: READY once, CLOSED as a wakeup, MIGRATED clients (to migrated()). */
 void
-channel_read(struct master *m, struct mchannel *ch)
+channel_read(struct master *m, struct mchannel *ch, channel_hand_fn *migrated)
 {
 	struct mworker *w = ch->worker;
 	struct channel_msg msg;
@@ -323,7 +312,7 @@ channel_read(struct master *m, struct mchannel *ch)
 			ch->ready = true;
 			break;
 		case CHANNEL_MIGRATED:
-			channel_migrated(m, w, fds, &msg);
+			channel_migrated(m, w, fds, &msg, migrated);
 			break;
 		default:
 			if (msg.type == CHANNEL_FDS)

@@ -404,7 +404,7 @@ void channel_queue(struct master *m, struct mchannel *ch, int fd, unsigned liste
 void channel_flush(struct master *m, struct mchannel *ch);
 void channel_flush_all(struct master *m);
 void channel_drain(struct master *m, struct mworker *w);
-void channel_read(struct master *m, struct mchannel *ch);
+void channel_read(struct master *m, struct mchannel *ch, channel_hand_fn *migrated);
 int channel_adopt(struct master *m, struct mworker *w);
 size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand);
 
@@ -476,6 +476,7 @@ void accept_orphans_take_pending(struct master *m);
 int pool_spawn(struct master *m, struct generation *g, unsigned index);
 void pool_drain(struct master *m, struct mworker *w, bool migrate);
 int pool_migrate_index(const struct generation *to, const struct generation *from, unsigned index);
+bool pool_migrated(struct master *m, const struct mworker *from, int fd, unsigned listener);
 void pool_kill(struct mworker *w);
 void pool_reap(struct master *m);
 void pool_check(struct master *m);

@@ -479,7 +479,7 @@ dispatch_event(struct master *m, struct epoll_event *ev)
 	case WATCH_CHANNEL: {
 		struct mchannel *ch = (struct mchannel *)w;
 		if (ev->events & EPOLLIN)
-			channel_read(m, ch);
+			channel_read(m, ch, pool_migrated);
 		if (ev->events & EPOLLOUT && ch->worker->state != WORKER_FREE)
 			channel_flush(m, ch);
 		break;

@@ -215,6 +215,26 @@ pool_migrate_index(const struct generation *to, const struct generation *from, u
 	return l;
 }
 
+/*
+ * A client a draining worker handed back goes out as a fresh client would
+ * (it passed the allow-list already), to the listener of the same name in
+ * the current config; with no worker to take it, it waits as a dead
+ * worker's clients do (accept_dispatch()).  A client that closed while its
+ * fd was in flight costs the new worker one read of EOF.  False if closed.
+ */
+bool
+pool_migrated(struct master *m, const struct mworker *from, int fd, unsigned listener)
+{
+	int l = pool_migrate_index(m->gen, from->gen, listener);
+
+	if (l < 0 || m->stopping) {
+		safe_close(fd);
+		return false;
+	}
+	accept_dispatch(m, fd, (unsigned)l);
+	return true;
+}
+
 /* Which of w's listeners may hand their clients over to the current generation. */
 static void
 migrate_set(const struct master *m, struct mworker *w, bool migrate)
@@ -341,7 +361,7 @@ reaped(struct master *m, struct mworker *w, int wstatus)
 	pool_targets_update(m);
 	/* What it handed back before it died is in our ends: read it before they close. */
 	for (unsigned t = 0; t < w->n_threads; t++)
-		channel_read(m, &w->chan[t]);
+		channel_read(m, &w->chan[t], pool_migrated);
 	recover_clients(m, w);
 	if (!leaving && w->gen == m->gen && w->index < m->pool_size)
 		schedule_respawn(m, w, now);

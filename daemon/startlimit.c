@@ -106,8 +106,8 @@ startlimit_min_run(void)
 		return 0;
 	run = interval / burst;
 	run += MAX(MARGIN_MIN_USEC, run / 10);
-	log_info("start limit: %u starts in %llums; an idle exit comes %llums after the start at the earliest",
-		 burst, (unsigned long long)(interval / USEC_PER_MSEC),
-		 (unsigned long long)(run / USEC_PER_MSEC));
+	log_info("start limit: %u starts in %llums; "
+		 "an idle exit comes %llums after the start at the earliest", burst,
+		 (unsigned long long)(interval / USEC_PER_MSEC), (unsigned long long)(run / USEC_PER_MSEC));
 	return run;
 }

@@ -555,7 +555,8 @@ upgrade_exec(struct master *m, const char *binary, int fd, const char *rollback)
 /* ---- the new image: adopt, then serve or roll back ---- */
 
 /* The stub service of an adopted worker's listener: only its flags matter to the master. */
-static const struct udsd_service adopted_migrate = { .name = "(adopted)", .flags = UDSD_SERVICE_MIGRATE };
+static const struct udsd_service adopted_migrate = { .name = "(adopted)",
+						     .flags = UDSD_SERVICE_MIGRATE };
 static const struct udsd_service adopted_stay = { .name = "(adopted)" };
 
 static struct generation *
