@@ -11,8 +11,9 @@
  * fd-exhaustion pause) and the hand-off of each client to a worker thread
  * chosen by load.c.  Clients taken back from a dead worker that no worker
  * can take yet wait here too (the orphans): it is the same hand-off, retried
- * each round, and admission holds new clients back while any wait.  With
- * pools, each pool's dispatch will have such a queue of its own.
+ * each round, and admission holds new clients back while any wait.  Each
+ * pool has its own balancer and its own queue: a listener's clients go to
+ * its pool's workers only.
  */
 
 /* Accepts per readiness event; what is left waits for the next epoll round. */
@@ -26,11 +27,18 @@
  */
 #define ORPHAN_WAIT_USEC (10 * USEC_PER_SEC)
 
-/* Queue a client to the least loaded thread with room; false if there is none. */
-static bool
-dispatch_try(struct master *m, int fd, unsigned listener)
+/* The pool that serves a listener of the current config. */
+static struct mpool *
+listener_pool(struct master *m, unsigned listener)
 {
-	struct mchannel *ch = load_pick(&m->load, &m->caps);
+	return &m->pools[m->gen->config->listeners[listener].pool];
+}
+
+/* Queue a client to its pool's least loaded thread with room; false if there is none. */
+static bool
+dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener)
+{
+	struct mchannel *ch = load_pick(&p->load, &p->caps);
 
 	if (!ch)
 		return false;
@@ -38,26 +46,35 @@ dispatch_try(struct master *m, int fd, unsigned listener)
 	return true;
 }
 
-/* No worker can take a client now: it waits here, first in, first out. */
+/* No worker of the pool can take a client now: it waits here, first in, first out. */
 static void
-orphan_hold(struct master *m, int fd, unsigned listener)
+orphan_hold(struct master *m, struct mpool *p, struct orphan o)
 {
-	if (m->n_orphans == m->max_orphans) {
-		safe_close(fd);
-		m->orphans_dropped++; /* logged once per round, by accept_orphans_flush() */
-		return;
+	if (p->n_orphans == p->cap_orphans) {
+		size_t cap = MIN(MAX(p->cap_orphans * 2, 16), m->max_orphans);
+		struct orphan *t = cap > p->cap_orphans ? realloc(p->orphans, cap * sizeof(*t)) : NULL;
+
+		if (!t) {
+			safe_close(o.fd);
+			m->orphans_dropped++; /* logged once per round, by accept_orphans_flush() */
+			return;
+		}
+		p->orphans = t;
+		p->cap_orphans = cap;
 	}
-	m->orphans[m->n_orphans++] = (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
-						      .since = now_usec() };
+	p->orphans[p->n_orphans++] = o;
 }
 
 /* Hand a client to a worker thread, or let it wait for one (only clients of a dead worker can). */
 void
 accept_dispatch(struct master *m, int fd, unsigned listener)
 {
+	struct mpool *p = listener_pool(m, listener);
+
 	/* accept_listener() checks for room first: only clients of a dead worker find none. */
-	if (!dispatch_try(m, fd, listener))
-		orphan_hold(m, fd, listener);
+	if (!dispatch_try(m, p, fd, listener))
+		orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
+						   .since = now_usec() });
 }
 
 /*
@@ -153,7 +170,8 @@ void
 accept_listener(struct master *m, struct mlistener *l)
 {
 	const struct config_listener *cl = &m->gen->config->listeners[l->index];
-	unsigned avail = load_room(&m->load, &m->caps);
+	struct mpool *p = listener_pool(m, l->index);
+	unsigned avail = load_room(&p->load, &p->caps);
 
 	for (unsigned i = 0; i < ACCEPT_BATCH && avail > 0; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -182,36 +200,52 @@ accept_listener(struct master *m, struct mlistener *l)
 			refuse(m, cl, fd);
 			continue;
 		}
-		accept_dispatch(m, fd, l->index);
+		if (!dispatch_try(m, p, fd, l->index))
+			orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)l->index,
+							   .since = now_usec() });
 		avail--;
 	}
 }
 
-/* Poll the listeners only when a client accepted now can be handed to someone. */
+/*
+ * Whether pool p takes clients now: some worker has room (if none has, the
+ * workers are asked to wake us when a client closes) and nobody waits ahead.
+ */
+static bool
+pool_wants_clients(struct master *m, struct mpool *p, bool *waiting)
+{
+	bool serving = !m->stopping && p->load.n_targets > 0, room;
+
+	load_refresh(&p->load, status->slots);
+	room = serving && (load_room(&p->load, &p->caps) > 0 ||
+			   !load_wait_for_room(&p->load, &p->caps, status));
+	/* Clients that wait for a worker go first: accept nothing before them. */
+	p->waiting_for_room = serving && !(room && p->n_orphans == 0);
+	*waiting |= p->waiting_for_room;
+	return room && p->n_orphans == 0;
+}
+
+/* Poll each listener only when a client accepted now can be handed to one of its pool's workers. */
 void
 accept_update_polling(struct master *m)
 {
-	struct load_set *set = &m->load;
-	const struct load_caps *caps = &m->caps;
-	bool serving = !m->stopping && set->n_targets > 0, room, want;
+	bool waiting = false, paused = false;
 
-	load_refresh(set, status->slots);
-	/* With no room, the workers are asked to wake us (for the orphans too). */
-	room = serving && (load_room(set, caps) > 0 || !load_wait_for_room(set, caps, status));
-	/* Clients that wait for a worker go first: accept nothing before them. */
-	want = room && m->n_orphans == 0;
-	m->waiting_for_room = serving && !want;
-	if (!m->waiting_for_room)
+	for (size_t i = 0; i < m->n_pools; i++)
+		m->pools[i].polling = pool_wants_clients(m, &m->pools[i], &waiting);
+	/* room_wanted is one flag for every pool: cleared only once none waits. */
+	m->waiting_for_room = waiting;
+	if (!waiting)
 		load_wait_end(status);
-
 	if (m->accept_resume_at) {
 		if (now_usec() < m->accept_resume_at)
-			want = false;
+			paused = true;
 		else
 			m->accept_resume_at = 0;
 	}
 	for (size_t i = 0; i < m->n_listeners; i++) {
 		struct mlistener *l = &m->listeners[i];
+		bool want = !paused && listener_pool(m, l->index)->polling;
 
 		if (l->polling == want)
 			continue;
@@ -221,25 +255,36 @@ accept_update_polling(struct master *m)
 	}
 }
 
-/* Once per loop: hand waiting clients to workers with room; close those that waited too long. */
-void
-accept_orphans_flush(struct master *m)
+/* Hand pool p's waiting clients to its workers with room; close those that waited too long. */
+static size_t
+orphans_flush_pool(struct master *m, struct mpool *p, uint64_t now)
 {
-	uint64_t now = now_usec();
 	size_t done = 0, expired = 0;
 
-	for (; done < m->n_orphans; done++) {
-		struct orphan *o = &m->orphans[done];
+	for (; done < p->n_orphans; done++) {
+		struct orphan *o = &p->orphans[done];
 
 		if (now - o->since >= ORPHAN_WAIT_USEC) {
 			safe_close(o->fd);
 			expired++;
-		} else if (!dispatch_try(m, o->fd, o->listener)) {
+		} else if (!dispatch_try(m, p, o->fd, o->listener)) {
 			break;
 		}
 	}
-	m->n_orphans -= done;
-	memmove(m->orphans, m->orphans + done, m->n_orphans * sizeof(*m->orphans));
+	p->n_orphans -= done;
+	memmove(p->orphans, p->orphans + done, p->n_orphans * sizeof(*p->orphans));
+	return expired;
+}
+
+/* Once per loop: every pool's waiting clients. */
+void
+accept_orphans_flush(struct master *m)
+{
+	uint64_t now = now_usec();
+	size_t expired = 0;
+
+	for (size_t i = 0; i < m->n_pools; i++)
+		expired += orphans_flush_pool(m, &m->pools[i], now);
 	if (expired)
 		log_warning("closed %zu client(s) that waited %llus for a worker", expired,
 			    (unsigned long long)(ORPHAN_WAIT_USEC / USEC_PER_SEC));
@@ -249,32 +294,49 @@ accept_orphans_flush(struct master *m)
 	m->orphans_dropped = 0;
 }
 
-/* At a reload's switch: waiting clients follow their listener into the new config, if there. */
+/*
+ * At a reload's switch: clients that waited in the old pools follow their
+ * listener (and so its pool) into the new config, if it is still there.
+ */
 void
-accept_orphans_remap(struct master *m, const struct generation *from)
+accept_orphans_remap(struct master *m, struct mpool *old, size_t n_old,
+		     const struct generation *from)
 {
-	size_t n = 0;
+	for (size_t k = 0; k < n_old; k++)
+		for (size_t i = 0; i < old[k].n_orphans; i++) {
+			struct orphan o = old[k].orphans[i];
+			int l = listeners_remap(m->gen->config, from->config, o.listener);
 
-	for (size_t i = 0; i < m->n_orphans; i++) {
-		struct orphan o = m->orphans[i];
-		int l = listeners_remap(m->gen->config, from->config, o.listener);
-
-		if (l < 0) {
-			safe_close(o.fd);
-			continue;
+			if (l < 0) {
+				safe_close(o.fd);
+				continue;
+			}
+			o.listener = (uint8_t)l;
+			orphan_hold(m, listener_pool(m, (unsigned)l), o);
 		}
-		o.listener = (uint8_t)l;
-		m->orphans[n++] = o;
-	}
-	m->n_orphans = n;
+}
+
+void
+accept_orphans_free(struct mpool *p)
+{
+	free(p->orphans);
+	p->orphans = NULL;
+	p->n_orphans = p->cap_orphans = 0;
 }
 
 void
 accept_orphans_drop(struct master *m, const char *why)
 {
-	if (m->n_orphans)
-		log_warning("%s: closing %zu client(s) that wait for a worker", why, m->n_orphans);
-	for (size_t i = 0; i < m->n_orphans; i++)
-		safe_close(m->orphans[i].fd);
-	m->n_orphans = 0;
+	size_t n = 0;
+
+	for (size_t k = 0; k < m->n_pools; k++) {
+		struct mpool *p = &m->pools[k];
+
+		for (size_t i = 0; i < p->n_orphans; i++)
+			safe_close(p->orphans[i].fd);
+		n += p->n_orphans;
+		p->n_orphans = 0;
+	}
+	if (n)
+		log_warning("%s: closing %zu client(s) that wait for a worker", why, n);
 }

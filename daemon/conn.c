@@ -638,11 +638,15 @@ void
 conn_open(struct wthread *t, int fd, unsigned listener)
 {
 	const struct service *s = &t->spec->services[listener];
-	struct udsd_conn *c = conn_new(t, fd, listener);
+	/* Another pool's client: the master never sends one; a worker never serves one. */
+	bool ours = t->spec->config->listeners[listener].pool == t->spec->pool_index;
+	struct udsd_conn *c = ours ? conn_new(t, fd, listener) : NULL;
 	static const int one = 1;
 
 	atomic_fetch_add_explicit(&t->stats->accepted, 1, memory_order_relaxed);
 	if (!c) {
+		if (!ours)
+			log_error("thread %u: a client of another pool's listener; closing it", t->index);
 		safe_close(fd);
 		atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
 		worker_client_done(t);

@@ -58,6 +58,16 @@ _printf_(1, 2) _noreturn_ void fatalx(const char *fmt, ...);
 
 uint64_t now_usec(void);
 
+/* Why the master turned a client away, counted apart in /status. */
+enum refuse_reason {
+	REFUSE_UID,	 /* not on allow_uids/allow_gids */
+	REFUSE_UNIT,	 /* not in one of allow_units */
+	REFUSE_PER_UID, /* max_connections_per_uid reached */
+	REFUSE_REASONS,
+};
+
+extern const char *const refuse_reason_names[REFUSE_REASONS];
+
 /*
  * status.c: one shared mapping, made by the master before any fork.  Each
  * worker slot sits on pages of its own, so that a worker can be left write
@@ -78,7 +88,8 @@ struct status_thread {
 struct status_worker {
 	_Atomic pid_t pid; /* 0: free slot */
 	unsigned generation;
-	unsigned index; /* position in its generation */
+	unsigned pool;	/* index in its generation's config */
+	unsigned index; /* position in its pool */
 	unsigned n_threads;
 	uint64_t started_usec;
 	struct status_thread threads[CONFIG_MAX_THREADS];
@@ -89,6 +100,7 @@ struct status {
 	uint64_t start_usec;
 	_Atomic unsigned generation;
 	_Atomic uint64_t refused; /* clients the master turned away (allow-lists) */
+	_Atomic uint64_t refused_by[REFUSE_REASONS]; /* the same, by reason (accept.c) */
 	_Atomic int room_wanted;   /* the master waits for a worker to have room (load.c) */
 	struct status_worker slots[STATUS_MAX_SLOTS];
 };
@@ -98,6 +110,7 @@ extern const struct config *status_config; /* the listeners /status shows */
 int status_map(void);
 int status_restrict(unsigned slot);
 void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
+unsigned status_pool_workers(unsigned pool);
 
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
 enum channel_type {
@@ -128,6 +141,8 @@ int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *f
 struct service {
 	const struct udsd_service *ops;
 	void *dl; /* dlopen handle, or NULL for a built-in */
+	const char *name; /* ops->name */
+	unsigned flags;	  /* ops->flags */
 	struct udsd_service_config config;
 	struct udsd_kv *kv;
 };
@@ -143,6 +158,8 @@ void service_free(struct service *s, size_t n);
 /* worker.c */
 struct worker_spec {
 	const struct config *config;
+	const struct config_pool *pool; /* the one this worker serves */
+	unsigned pool_index;
 	const struct service *services;
 	unsigned slot;
 	unsigned generation;
@@ -278,7 +295,8 @@ struct mworker {
 	enum worker_state state;
 	pid_t pid;
 	unsigned slot; /* in status->slots and master->workers */
-	unsigned index; /* in its generation, for respawn */
+	unsigned pool;	/* in its generation's config */
+	unsigned index; /* in its pool, for respawn */
 	struct generation *gen;
 	unsigned n_threads;
 	unsigned ready;
@@ -286,10 +304,16 @@ struct mworker {
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
 	bool killed;	  /* the master stopped it on purpose: its SIGKILL is no crash */
 	uint64_t idle_since; /* no clients since then (0: busy) */
+	/*
+	 * Being replaced (recycled, or stuck past request_timeout): it takes no
+	 * new client, and drains once a worker of the same pool and index is
+	 * ready in its place.
+	 */
+	bool retiring;
 	struct mchannel *chan;
 };
 
-/* load.c: one balancer's targets and caps (one per pool, once there are pools). */
+/* load.c: one balancer's targets and caps, one per pool. */
 struct load_set {
 	struct mchannel **targets; /* threads that take clients, each worker's together */
 	size_t n_targets;
@@ -311,6 +335,23 @@ struct orphan {
 /* A worker not READY this long after its start is hung (or a new generation failed). */
 #define WORKER_READY_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
+/* One pool of the current generation, as the master runs it. */
+struct mpool {
+	unsigned index; /* in the current config's pools */
+	struct load_set load; /* its running workers */
+	struct load_caps caps;
+	unsigned size; /* workers wanted now: workers, or workers_min..workers_max */
+	uint64_t next_spawn_at;
+	uint64_t respawn_at[CONFIG_MAX_WORKERS];
+	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
+	unsigned crashes;
+	bool waiting_for_room;
+	bool polling; /* its listeners are polled (accept.c) */
+	/* Clients no worker of the pool can take yet (accept.c): a FIFO. */
+	struct orphan *orphans;
+	size_t n_orphans, cap_orphans;
+};
+
 struct master {
 	int epfd;
 	struct watch signal_watch;
@@ -326,23 +367,17 @@ struct master {
 	uint64_t pending_deadline;
 	char pending_error[128]; /* why pending failed, set where a worker of it is reaped */
 	char reload_error[192];	 /* why the last reload failed; cleared by the next good one */
-	struct orphan *orphans;	 /* FIFO */
-	size_t n_orphans, max_orphans, orphans_dropped;
+	size_t max_orphans, orphans_dropped; /* clients waiting for a worker, per pool at most */
 	struct mworker workers[STATUS_MAX_SLOTS];
-	struct load_set load;  /* the current generation's running workers */
-	struct load_caps caps;
-	uint64_t respawn_at[CONFIG_MAX_WORKERS];
-	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
-	unsigned crashes;
+	struct mpool pools[CONFIG_MAX_POOLS]; /* the current generation's */
+	size_t n_pools;
 	bool activated; /* started by socket activation: systemd passed sockets */
 	bool stopping;
 	bool ready_sent;
 	unsigned stop_signals;
 	uint64_t stop_deadline;
 	uint64_t accept_resume_at; /* after EMFILE and friends */
-	bool waiting_for_room;
-	unsigned pool_size; /* workers wanted now: workers, or workers_min..workers_max */
-	uint64_t next_spawn_at;
+	bool waiting_for_room; /* some pool is */
 	uint64_t idle_since; /* exit_idle_time: no client anywhere since then */
 	unsigned fd_limit;
 	uint64_t next_status;
@@ -368,13 +403,14 @@ size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *han
 unsigned load_thread(const struct mchannel *ch);
 unsigned load_worker(const struct mworker *w);
 void load_set_build(struct load_set *set, struct mworker *workers, size_t n,
-		    const struct generation *g);
+		    const struct generation *g, unsigned pool);
 void load_refresh(struct load_set *set, const struct status_worker *slots);
 unsigned load_room(const struct load_set *set, const struct load_caps *caps);
 struct mchannel *load_pick(struct load_set *set, const struct load_caps *caps);
 bool load_wait_for_room(struct load_set *set, const struct load_caps *caps, struct status *st);
 void load_wait_end(struct status *st);
-void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned fd_limit);
+void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned pool,
+		   unsigned fd_limit);
 
 /* listeners.c */
 int listeners_take_passed(void);
@@ -396,11 +432,16 @@ void accept_listener(struct master *m, struct mlistener *l);
 void accept_dispatch(struct master *m, int fd, unsigned listener);
 void accept_update_polling(struct master *m);
 void accept_orphans_flush(struct master *m);
-void accept_orphans_remap(struct master *m, const struct generation *from);
+void accept_orphans_remap(struct master *m, struct mpool *old, size_t n_old,
+			  const struct generation *from);
 void accept_orphans_drop(struct master *m, const char *why);
+void accept_orphans_free(struct mpool *p);
 
 /* pool.c */
-int pool_spawn(struct master *m, struct generation *g, unsigned index);
+int pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index);
+void pools_setup(struct master *m, const struct generation *old);
+unsigned pools_wanted(const struct master *m);
+unsigned pools_crashes(const struct master *m);
 void pool_drain(struct master *m, struct mworker *w);
 void pool_kill(struct mworker *w);
 void pool_reap(struct master *m);

@@ -53,11 +53,78 @@ generation_unref(struct generation *g)
 	free(g);
 }
 
-/* The workers that take clients changed: the balancer's targets follow. */
+/* The workers that take clients changed: each pool's balancer's targets follow. */
 void
 pool_targets_update(struct master *m)
 {
-	load_set_build(&m->load, m->workers, STATUS_MAX_SLOTS, m->gen);
+	for (size_t i = 0; i < m->n_pools; i++)
+		load_set_build(&m->pools[i].load, m->workers, STATUS_MAX_SLOTS, m->gen, (unsigned)i);
+}
+
+/* The caps of a pool (load_caps_set()), and a word when the fd limit lowers one. */
+static void
+pool_caps_update(struct master *m, struct mpool *p)
+{
+	const struct config_pool *c = &m->gen->config->pools[p->index];
+
+	load_caps_set(&p->caps, m->gen, p->index, m->fd_limit);
+	if (p->caps.per_worker < c->max_connections)
+		log_notice("pool %s: max_connections %u is above what the open file limit allows; using %u per worker",
+			   c->name, c->max_connections, p->caps.per_worker);
+}
+
+/*
+ * The current generation's pools, fresh: sizes, caps, no backoff.  Clients
+ * that waited for a worker of old's pools follow their listeners into the
+ * new ones (old is NULL at start).
+ */
+void
+pools_setup(struct master *m, const struct generation *old)
+{
+	const struct config *c = m->gen->config;
+	struct mpool prev[CONFIG_MAX_POOLS];
+	size_t n_prev = m->n_pools;
+
+	memcpy(prev, m->pools, sizeof(prev));
+	for (size_t i = 0; i < c->n_pools; i++) {
+		struct mpool *p = &m->pools[i];
+
+		*p = (struct mpool){ .index = (unsigned)i, .size = c->pools[i].workers };
+		p->load.targets = calloc(STATUS_MAX_SLOTS * c->pools[i].threads,
+					 sizeof(*p->load.targets));
+		if (!p->load.targets)
+			fatalx("out of memory");
+		pool_caps_update(m, p);
+	}
+	m->n_pools = c->n_pools;
+	pool_targets_update(m);
+	if (old)
+		accept_orphans_remap(m, prev, n_prev, old);
+	for (size_t i = 0; i < n_prev; i++) {
+		free(prev[i].load.targets);
+		accept_orphans_free(&prev[i]);
+	}
+}
+
+/* Workers wanted now, in all pools. */
+unsigned
+pools_wanted(const struct master *m)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < m->n_pools; i++)
+		n += m->pools[i].size;
+	return n;
+}
+
+unsigned
+pools_crashes(const struct master *m)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < m->n_pools; i++)
+		n += m->pools[i].crashes;
+	return n;
 }
 
 unsigned
@@ -102,6 +169,8 @@ worker_child(struct mworker *w)
 	int channels[CONFIG_MAX_THREADS];
 	struct worker_spec spec = {
 		.config = w->gen->config,
+		.pool = &w->gen->config->pools[w->pool],
+		.pool_index = w->pool,
 		.services = w->gen->services,
 		.slot = w->slot,
 		.generation = w->gen->id,
@@ -120,9 +189,9 @@ worker_child(struct mworker *w)
 	worker_main(&spec);
 }
 
-/* A worker of generation g; only workers of the current generation take clients. */
+/* A worker of generation g's pool; only workers of the current generation take clients. */
 int
-pool_spawn(struct master *m, struct generation *g, unsigned index)
+pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index)
 {
 	struct mworker *w = NULL;
 	int r;
@@ -132,8 +201,9 @@ pool_spawn(struct master *m, struct generation *g, unsigned index)
 			w = &m->workers[i];
 	if (!w)
 		return -EAGAIN;
-	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = g,
-			       .n_threads = g->config->threads, .started_usec = now_usec() };
+	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .pool = pool, .index = index,
+			       .gen = g, .n_threads = g->config->pools[pool].threads,
+			       .started_usec = now_usec() };
 	r = channel_open(m, w);
 	if (r < 0)
 		return r;
@@ -141,6 +211,7 @@ pool_spawn(struct master *m, struct generation *g, unsigned index)
 	struct status_worker *sw = &status->slots[w->slot];
 	memset(sw, 0, sizeof(*sw));
 	sw->generation = g->id;
+	sw->pool = pool;
 	sw->index = index;
 	sw->n_threads = w->n_threads;
 	sw->started_usec = w->started_usec;
@@ -159,7 +230,8 @@ pool_spawn(struct master *m, struct generation *g, unsigned index)
 	g->refs++;
 	atomic_store(&sw->pid, pid);
 	pool_targets_update(m);
-	log_debug("worker %u.%u started as pid %d", g->id, index, (int)pid);
+	log_debug("worker %u.%u of pool %s started as pid %d", g->id, index,
+		  g->config->pools[pool].name, (int)pid);
 	return 0;
 }
 
@@ -206,14 +278,24 @@ redispatch(struct master *m, const struct mworker *dead, int fd, unsigned listen
  * A dead worker's unserved clients (channel_reclaim()) go to the living, or
  * wait for the respawn when nobody else can take them.
  */
+static size_t
+orphans_waiting(const struct master *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n_pools; i++)
+		n += m->pools[i].n_orphans;
+	return n;
+}
+
 static void
 recover_clients(struct master *m, struct mworker *w)
 {
-	size_t waiting = m->n_orphans, dropped = m->orphans_dropped, handed;
+	size_t waiting = orphans_waiting(m), dropped = m->orphans_dropped, handed;
 
 	handed = channel_reclaim(m, w, redispatch);
 	/* What accept_dispatch() could not place waits, or was closed past the bound. */
-	waiting = m->n_orphans - waiting;
+	waiting = orphans_waiting(m) - waiting;
 	handed -= m->orphans_dropped - dropped + waiting;
 	if (handed)
 		log_notice("handed %zu unserved client(s) of worker %d to other workers", handed,
@@ -224,17 +306,18 @@ recover_clients(struct master *m, struct mworker *w)
 }
 
 static void
-schedule_respawn(struct master *m, struct mworker *w, uint64_t now)
+schedule_respawn(struct mpool *p, struct mworker *w, uint64_t now)
 {
-	uint64_t *b = &m->backoff_usec[w->index];
+	uint64_t *b = &p->backoff_usec[w->index];
 
 	if (now - w->started_usec >= STABLE_USEC)
 		*b = 0;
 	*b = *b ? MIN(*b * 2, BACKOFF_MAX_USEC) : BACKOFF_FIRST_USEC;
-	m->respawn_at[w->index] = now + *b;
-	m->crashes++;
+	p->respawn_at[w->index] = now + *b;
+	p->crashes++;
 	if (*b >= BACKOFF_MAX_USEC)
-		log_error("worker %u crash loop: respawning every %llus", w->index,
+		log_error("pool %s: worker %u crash loop: respawning every %llus",
+			  w->gen->config->pools[w->pool].name, w->index,
 			  (unsigned long long)(*b / USEC_PER_SEC));
 }
 
@@ -276,8 +359,8 @@ reaped(struct master *m, struct mworker *w, int wstatus)
 	w->state = WORKER_FREE;
 	pool_targets_update(m);
 	recover_clients(m, w);
-	if (!leaving && w->gen == m->gen && w->index < m->pool_size)
-		schedule_respawn(m, w, now);
+	if (!leaving && w->gen == m->gen && w->index < m->pools[w->pool].size)
+		schedule_respawn(&m->pools[w->pool], w, now);
 	channel_close(m, w);
 	generation_unref(w->gen);
 	w->gen = NULL;
@@ -301,13 +384,17 @@ pool_reap(struct master *m)
 	}
 }
 
+/* A worker of the current generation serves (or is starting to) at pool's index. */
 static bool
-index_running(const struct master *m, unsigned index)
+index_running(const struct master *m, unsigned pool, unsigned index)
 {
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
-		if (m->workers[i].state == WORKER_RUNNING && m->workers[i].gen == m->gen &&
-		    m->workers[i].index == index)
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct mworker *w = &m->workers[i];
+
+		if (w->state == WORKER_RUNNING && w->gen == m->gen && w->pool == pool &&
+		    w->index == index && !w->retiring)
 			return true;
+	}
 	return false;
 }
 
@@ -349,6 +436,22 @@ check_alive(const struct master *m, struct mworker *w, uint64_t now)
 	}
 }
 
+/* Start what pool p lacks, as its backoff allows. */
+static void
+pool_fill(struct master *m, struct mpool *p, uint64_t now)
+{
+	for (unsigned i = 0; i < p->size; i++) {
+		if (index_running(m, p->index, i) || now < p->respawn_at[i])
+			continue;
+		int r = pool_spawn(m, m->gen, p->index, i);
+		if (r < 0) {
+			log_error("pool %s: cannot start worker %u: %s",
+				  m->gen->config->pools[p->index].name, i, strerror(-r));
+			p->respawn_at[i] = now + BACKOFF_MAX_USEC;
+		}
+	}
+}
+
 /* Once per loop: respawn what is due, kill what hangs or overstays. */
 void
 pool_check(struct master *m)
@@ -360,15 +463,8 @@ pool_check(struct master *m)
 			check_alive(m, &m->workers[i], now);
 	if (m->stopping)
 		return;
-	for (unsigned i = 0; i < m->pool_size; i++) {
-		if (index_running(m, i) || now < m->respawn_at[i])
-			continue;
-		int r = pool_spawn(m, m->gen, i);
-		if (r < 0) {
-			log_error("cannot start worker %u: %s", i, strerror(-r));
-			m->respawn_at[i] = now + BACKOFF_MAX_USEC;
-		}
-	}
+	for (size_t i = 0; i < m->n_pools; i++)
+		pool_fill(m, &m->pools[i], now);
 }
 
 /* A new worker in a dynamic pool: at most one starting at a time, and a pause between. */
@@ -381,23 +477,22 @@ pool_check(struct master *m)
  * an old generation: it takes no new client, and what was queued to it is
  * served before it exits (or recovered, if it dies).
  */
-void
-pool_adjust(struct master *m)
+static void
+pool_adjust_one(struct master *m, struct mpool *p, uint64_t now)
 {
-	const struct config *c = m->gen->config;
-	uint64_t now = now_usec();
+	const struct config_pool *c = &m->gen->config->pools[p->index];
 	struct mworker *top = NULL;
 	bool all_busy = true, starting = false;
 	unsigned running = 0;
 
-	/* Not while a reload is pending: the new generation brings its own pool. */
-	if (c->workers_min == c->workers_max || m->stopping || m->pending)
+	if (c->workers_min == c->workers_max)
 		return;
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		struct mworker *w = &m->workers[i];
 		unsigned load;
 
-		if (w->state != WORKER_RUNNING || w->gen != m->gen)
+		if (w->state != WORKER_RUNNING || w->gen != m->gen || w->pool != p->index ||
+		    w->retiring)
 			continue;
 		load = load_worker(w);
 		running++;
@@ -407,23 +502,36 @@ pool_adjust(struct master *m)
 			w->idle_since = 0;
 		else if (!w->idle_since)
 			w->idle_since = now;
-		if (w->index == m->pool_size - 1)
+		if (w->index == p->size - 1)
 			top = w;
 	}
-	if (all_busy && !starting && running == m->pool_size && m->pool_size < c->workers_max &&
-	    now >= m->next_spawn_at) {
-		m->pool_size++;
-		m->next_spawn_at = now + POOL_COOLDOWN_USEC;
-		log_info("all %u workers hold %u+ clients: starting another (pool %u..%u)", running,
-			 c->worker_load_mark, c->workers_min, c->workers_max);
+	if (all_busy && !starting && running == p->size && p->size < c->workers_max &&
+	    now >= p->next_spawn_at) {
+		p->size++;
+		p->next_spawn_at = now + POOL_COOLDOWN_USEC;
+		log_info("all %u workers of pool %s hold %u+ clients: starting another (pool %u..%u)",
+			 running, c->name, c->worker_load_mark, c->workers_min, c->workers_max);
 		return; /* pool_check() starts it */
 	}
-	if (top && m->pool_size > c->workers_min && top->idle_since &&
+	if (top && p->size > c->workers_min && top->idle_since &&
 	    now - top->idle_since >= c->worker_idle_usec) {
-		m->pool_size--;
-		log_info("worker %d idle for %llums: retiring it (pool %u..%u)", (int)top->pid,
+		p->size--;
+		log_info("worker %d of pool %s idle for %llums: retiring it (pool %u..%u)",
+			 (int)top->pid, c->name,
 			 (unsigned long long)(c->worker_idle_usec / USEC_PER_MSEC), c->workers_min,
 			 c->workers_max);
 		pool_drain(m, top);
 	}
+}
+
+void
+pool_adjust(struct master *m)
+{
+	uint64_t now = now_usec();
+
+	/* Not while a reload is pending: the new generation brings its own pools. */
+	if (m->stopping || m->pending)
+		return;
+	for (size_t i = 0; i < m->n_pools; i++)
+		pool_adjust_one(m, &m->pools[i], now);
 }

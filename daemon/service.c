@@ -98,6 +98,10 @@ service_resolve(const struct config *c, struct service **ret, char *err, size_t 
 		r = service_load(&s[i], c, &c->listeners[i], err, errlen);
 		if (r >= 0)
 			r = service_configure(&s[i], c, &c->listeners[i], err, errlen);
+		if (r >= 0) {
+			s[i].name = s[i].ops->name;
+			s[i].flags = s[i].ops->flags;
+		}
 	}
 	if (r < 0) {
 		service_free(s, c->n_listeners);

@@ -138,6 +138,21 @@ status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers)
 	*ret_workers = workers;
 }
 
+/* Workers of the current generation in a pool of its config. */
+unsigned
+status_pool_workers(unsigned pool)
+{
+	unsigned gen = atomic_load(&status->generation), n = 0;
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct status_worker *w = &status->slots[i];
+
+		n += atomic_load_explicit((_Atomic pid_t *)&w->pid, memory_order_relaxed) != 0 &&
+		     w->generation == gen && w->pool == pool;
+	}
+	return n;
+}
+
 /* snprintf into a moving window that remembers how much it would have needed. */
 struct out {
 	char *buf;
@@ -188,17 +203,66 @@ out_worker(struct out *o, const struct status_worker *w, bool first)
 		requests += load(&th->requests);
 		refused += load(&th->refused);
 	}
+	out_printf(o, "%s{\"pool\":", first ? "" : ",");
+	if (status_config && w->generation == atomic_load(&status->generation) &&
+	    w->pool < status_config->n_pools)
+		out_json_string(o, status_config->pools[w->pool].name);
+	else
+		out_printf(o, "null"); /* an old generation's: its config is not ours to read */
 	out_printf(o,
-		   "%s{\"pid\":%d,\"generation\":%u,\"index\":%u,\"threads\":%u,"
+		   ",\"pid\":%d,\"generation\":%u,\"index\":%u,\"threads\":%u,"
 		   "\"open\":%llu,\"accepted\":%llu,\"requests\":%llu,\"refused\":%llu,"
 		   "\"per_thread_accepted\":[",
-		   first ? "" : ",", (int)w->pid, w->generation, w->index, w->n_threads,
+		   (int)w->pid, w->generation, w->index, w->n_threads,
 		   (unsigned long long)open, (unsigned long long)accepted,
 		   (unsigned long long)requests, (unsigned long long)refused);
 	for (unsigned t = 0; t < w->n_threads && t < CONFIG_MAX_THREADS; t++)
 		out_printf(o, "%s%llu", t ? "," : "",
 			   (unsigned long long)load((_Atomic uint64_t *)&w->threads[t].accepted));
 	out_printf(o, "]}");
+}
+
+/* Each pool of the current config: who its workers run as, how many, which listeners. */
+static void
+out_pool(struct out *o, size_t i)
+{
+	const struct config_pool *p = &status_config->pools[i];
+	bool first = true;
+
+	out_printf(o, "%s{\"name\":", i ? "," : "");
+	out_json_string(o, p->name);
+	out_printf(o, ",\"user\":");
+	if (p->user_name)
+		out_json_string(o, p->user_name);
+	else
+		out_printf(o, "null");
+	out_printf(o, ",\"workers\":%u,\"workers_min\":%u,\"workers_max\":%u,\"threads\":%u,"
+		      "\"listeners\":[",
+		   status_pool_workers((unsigned)i), p->workers_min, p->workers_max, p->threads);
+	for (size_t k = 0; k < status_config->n_listeners; k++) {
+		if (status_config->listeners[k].pool != i)
+			continue;
+		out_printf(o, "%s", first ? "" : ",");
+		out_json_string(o, status_config->listeners[k].name);
+		first = false;
+	}
+	out_printf(o, "]}");
+}
+
+/*
+ * The pools; workers_min and workers_max at the top level are the first
+ * pool's, as they were before there were pools.
+ */
+static void
+out_pools(struct out *o)
+{
+	if (!status_config)
+		return;
+	out_printf(o, ",\"workers_min\":%u,\"workers_max\":%u,\"pools\":[",
+		   status_config->pools[0].workers_min, status_config->pools[0].workers_max);
+	for (size_t i = 0; i < status_config->n_pools; i++)
+		out_pool(o, i);
+	out_printf(o, "]");
 }
 
 size_t
@@ -225,11 +289,8 @@ udsd_status_json(char *buf, size_t size)
 			out_printf(&o, ",\"mode\":\"%04o\"", (unsigned)l->mode);
 		out_printf(&o, "}");
 	}
-	if (status_config)
-		out_printf(&o, "],\"workers_min\":%u,\"workers_max\":%u", status_config->workers_min,
-			   status_config->workers_max);
-	else
-		out_printf(&o, "]");
+	out_printf(&o, "]");
+	out_pools(&o);
 	out_printf(&o, ",\"workers\":[");
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		const struct status_worker *w = &status->slots[i];

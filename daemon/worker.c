@@ -16,7 +16,7 @@
 #include "fd-util.h"
 
 /*
- * A worker process runs config->threads threads.  Each owns an epoll set and
+ * A worker process runs its pool's threads.  Each owns an epoll set and
  * its own channel to the master, so an fd reaches its thread with no lock and
  * no shared queue.  Threads share nothing but the read-only config, the
  * service code and their counters in shared memory.
@@ -116,6 +116,9 @@ thread_setup(struct wthread *t)
 		return -ENOMEM;
 	for (size_t i = 0; i < config->n_listeners; i++) {
 		const struct service *s = &spec->services[i];
+
+		if (config->listeners[i].pool != spec->pool_index)
+			continue; /* another pool's: this worker never sees its clients */
 		if (s->ops->init && (r = s->ops->init(&s->config, &t->state[i])) < 0) {
 			log_error("listener %s: service %s: init failed: %s",
 				  config->listeners[i].name, s->ops->name, strerror(-r));
@@ -136,7 +139,7 @@ thread_teardown(struct wthread *t)
 		conn_close(t->conns);
 	conn_reap(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
-		if (spec->services[i].ops->fini)
+		if (spec->config->listeners[i].pool == spec->pool_index && spec->services[i].ops->fini)
 			spec->services[i].ops->fini(t->state[i]);
 	free(t->state);
 	free(t->cork);
@@ -153,7 +156,7 @@ thread_teardown(struct wthread *t)
 static int
 busy_poll(struct wthread *t, struct epoll_event *events)
 {
-	uint64_t spin = t->spec->config->busy_poll_usec, until;
+	uint64_t spin = t->spec->pool->busy_poll_usec, until;
 	int n;
 
 	if (!spin || t->last_events <= 0 || t->last_events > BUSY_POLL_MAX_EVENTS)
@@ -287,7 +290,7 @@ set_groups(uid_t user, gid_t group)
  * should refuse) changes only the groups and says so.
  */
 static void
-drop_privileges(const struct config *c)
+drop_privileges(const struct config_pool *c)
 {
 	if (geteuid() != 0 || (c->user == (uid_t)-1 && c->group == (gid_t)-1))
 		return;
@@ -313,13 +316,18 @@ void
 worker_main(const struct worker_spec *spec)
 {
 	const struct config *config = spec->config;
+	const struct config_pool *pool = spec->pool;
 	struct status_worker *sw = &status->slots[spec->slot];
 	struct wthread *threads;
-	char prefix[32];
+	char prefix[64];
 	pid_t master = status->master_pid;
 	int failed = 0;
 
-	snprintf(prefix, sizeof(prefix), "worker %u.%u", spec->generation, sw->index);
+	if (config->n_pools > 1)
+		snprintf(prefix, sizeof(prefix), "worker %u.%s.%u", spec->generation, pool->name,
+			 sw->index);
+	else
+		snprintf(prefix, sizeof(prefix), "worker %u.%u", spec->generation, sw->index);
 	log_set_prefix(prefix);
 	(void)prctl(PR_SET_NAME, "udsd-worker");
 	unsetenv("LISTEN_PID");
@@ -328,7 +336,7 @@ worker_main(const struct worker_spec *spec)
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_PID");
 	unsetenv("WATCHDOG_USEC");
-	drop_privileges(config);
+	drop_privileges(pool);
 	/*
 	 * Die with the master.  Only now: a change of credentials clears the
 	 * parent-death signal.  The getppid() check closes the race with a
@@ -339,18 +347,18 @@ worker_main(const struct worker_spec *spec)
 	log_credentials();
 	status_config = config;
 
-	threads = calloc(config->threads, sizeof(*threads));
+	threads = calloc(pool->threads, sizeof(*threads));
 	if (!threads)
 		fatalx("out of memory");
-	for (unsigned i = 0; i < config->threads; i++)
+	for (unsigned i = 0; i < pool->threads; i++)
 		threads[i] = (struct wthread){ .spec = spec, .index = i, .epfd = -EBADF,
 					       .chan = spec->channels[i], .stats = &sw->threads[i] };
-	for (unsigned i = 1; i < config->threads; i++)
+	for (unsigned i = 1; i < pool->threads; i++)
 		if ((errno = pthread_create(&threads[i].self, NULL, thread_run, &threads[i])) != 0)
 			fatalx("pthread_create: %s", strerror(errno));
 	if (thread_run(&threads[0]) != NULL)
 		failed = 1;
-	for (unsigned i = 1; i < config->threads; i++) {
+	for (unsigned i = 1; i < pool->threads; i++) {
 		void *ret;
 		pthread_join(threads[i].self, &ret);
 		if (ret != NULL)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A service for tests: echoes, crashes on "crash", answers "probe" with what
+ * A service for tests: echoes, crashes on "crash", answers "whoami" with the
+ * worker's pid and uid and the client's as SO_PEERCRED tells, answers "probe" with what
  * it may write of udsd's shared status mapping, answers each byte 0xfe with
  * 64 KiB (and stops consuming while congested, as udsd.h asks), fails init
  * when the listener sets fail_init = yes and takes init_sleep = SECONDS to
@@ -83,9 +84,28 @@ amplify(struct udsd_conn *conn, const unsigned char *p, size_t len)
 	return (ssize_t)i;
 }
 
+/* Who serves this client, and who the client is, as the service sees them. */
+static void
+test_whoami(struct udsd_conn *conn)
+{
+	pid_t peer_pid = 0;
+	uid_t peer_uid = (uid_t)-1;
+	char out[128];
+	int n;
+
+	udsd_conn_peer(conn, &peer_pid, &peer_uid, NULL);
+	n = snprintf(out, sizeof(out), "pid=%d uid=%u peer_pid=%d peer_uid=%u\n", (int)getpid(),
+		     (unsigned)getuid(), (int)peer_pid, (unsigned)peer_uid);
+	udsd_conn_write(conn, out, (size_t)n);
+}
+
 static ssize_t
 test_data(struct udsd_conn *conn, const void *data, size_t len)
 {
+	if (len >= 6 && memcmp(data, "whoami", 6) == 0) {
+		test_whoami(conn);
+		return (ssize_t)len;
+	}
 	if (len >= 5 && memcmp(data, "crash", 5) == 0)
 		abort();
 	if (len >= 5 && memcmp(data, "probe", 5) == 0) {
