@@ -10,9 +10,12 @@
  *   channel.c    the master<->worker channel, both ends: the wire format; the
  *                master's open, close, queue, flush, read and reclaim of a dead
  *                worker's fds; a worker thread's receive and dispatch
- *   service.c    built-in and loadable services: resolved in the master, run in workers
+ *   service.c    built-in and loadable services: built-ins resolved in the master,
+ *                plugins loaded only in their pool's workers
+ *   plugin.c     a pool's plugins loaded and checked in a child with its credentials
  *   log.c        one line per event, journal-aware
  * Worker process
+ *   credentials.c  a pool's user and groups, for its workers and plugin checks
  *   worker.c     the process (privileges, threads) and its threads' event loops
  *   conn.c       a client connection in a worker thread (the udsd_conn API)
  *   echo.c, http.c, http-parser.c, http-settings.c: the built-in services
@@ -109,6 +112,7 @@ extern struct status *status;
 extern const struct config *status_config; /* the listeners /status shows */
 int status_map(void);
 int status_restrict(unsigned slot);
+void status_forget(void);
 void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
 unsigned status_pool_workers(unsigned pool);
 
@@ -139,10 +143,11 @@ int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *f
 
 /* service.c */
 struct service {
+	/* A built-in's everywhere; a plugin's only in its pool's workers (service_open()). */
 	const struct udsd_service *ops;
 	void *dl; /* dlopen handle, or NULL for a built-in */
-	const char *name; /* ops->name */
-	unsigned flags;	  /* ops->flags */
+	char name[64];	/* ops->name, also where ops is not known */
+	unsigned flags; /* ops->flags, likewise */
 	struct udsd_service_config config;
 	struct udsd_kv *kv;
 };
@@ -150,10 +155,23 @@ struct service {
 extern const struct udsd_service service_echo;
 extern const struct udsd_service service_http;
 
+bool service_is_plugin(const struct config_listener *l);
 int service_resolve(const struct config *c, struct service **ret, char *err, size_t errlen);
+int service_load_plugin(struct service *s, const struct config *c, const struct config_listener *l,
+			char *err, size_t errlen);
+int service_check(const struct service *s, const struct config *c, const struct config_listener *l,
+		  char *err, size_t errlen);
+int service_open(struct service *s, const struct config *c, unsigned pool, char *err, size_t errlen);
 void service_free(struct service *s, size_t n);
 
+/* plugin.c: each pool's plugins loaded and checked in a child with its credentials. */
+int plugin_check(const struct config *c, struct service *s, char *err, size_t errlen);
+
 /* ======== Worker process ======== */
+
+/* credentials.c: a pool's user and groups, taken for good (fatal on failure). */
+void credentials_drop(const struct config_pool *pool);
+void credentials_log(void);
 
 /* worker.c */
 struct worker_spec {

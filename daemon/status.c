@@ -110,6 +110,18 @@ status_restrict(unsigned slot)
 	return 0;
 }
 
+/* In a child that runs no part of udsd's protocol (a plugin check): no shared memory at all. */
+void
+status_forget(void)
+{
+	if (status_ro)
+		munmap(status_ro, sizeof(struct status));
+	if (status)
+		munmap(status, sizeof(struct status));
+	status_ro = NULL;
+	status = NULL;
+}
+
 static uint64_t
 load(_Atomic uint64_t *v)
 {

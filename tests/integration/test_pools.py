@@ -139,3 +139,99 @@ def test_bad_pool_configs_name_the_file_and_line(udsd_factory):
             assert r.returncode == 1, r
             assert "%s:%d: %s" % (d.conf_path, line, msg) in r.stderr, r.stderr
             assert not os.path.exists(d.sock)
+
+
+PLUGIN_POOL = """
+[pool p]
+user = nobody
+workers = 1
+threads = 2
+[listener t]
+path = {sock}
+service = %s
+pool = p
+uid_log = %s
+%s
+"""
+
+
+def shared_dir():
+    """A directory the pool's user may write in (pytest's own are root's, mode 0700)."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="udsd-pools-")
+    os.chmod(d, 0o1777)
+    return d
+
+
+def test_plugin_code_never_runs_as_root(udsd_factory):
+    import shutil
+    tmp = shared_dir()
+    try:
+        log = os.path.join(tmp, "uids.log")
+        d = udsd_factory(PLUGIN_POOL % (TESTSVC, log, ""))
+        r = d.run_check("-t")
+        assert r.returncode == 0, r.stderr
+        nobody = pwd.getpwnam("nobody").pw_uid
+        with open(log) as f:
+            assert f.read() == "check %d\n" % nobody  # udsd -t checked as the pool's user
+        d.start()
+        s = connect(d.sock)
+        s.sendall(b"uids")
+        # check() and init() in the worker, and on_data: all as nobody.
+        assert s.recv(100) == b"check=%d init=%d data=%d\n" % (nobody, nobody, nobody)
+        # The master never loaded the plugin at all.
+        with open("/proc/%d/maps" % d.proc.pid) as f:
+            assert "testsvc.so" not in f.read()
+        n = len(d.notify.messages)
+        d.send(signal.SIGHUP)
+        d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
+        with open(log) as f:
+            checks = f.read().split("\n")[:-1]
+        assert len(checks) >= 3  # -t, start, reload: each in a child as nobody
+        assert set(checks) == {"check %d" % nobody}
+    finally:
+        shutil.rmtree(tmp)
+
+
+def test_a_failing_check_fails_t_start_and_reload_with_its_line(udsd_factory):
+    d = udsd_factory(PLUGIN_POOL % (TESTSVC, "/dev/null", "fail_check = yes"))
+    nobody = pwd.getpwnam("nobody").pw_uid
+    want = "%s:11: fail_check: failing as asked, as uid %d" % (d.conf_path, nobody)
+    for args in (("-t",), ()):
+        r = d.run_check(*args)
+        assert r.returncode == 1 and want in r.stderr, r.stderr
+        assert not os.path.exists(d.sock)
+    d.write_config(PLUGIN_POOL % (TESTSVC, "/dev/null", ""))
+    d.start()
+    pids = set(d.workers())
+    d.write_config(PLUGIN_POOL % (TESTSVC, "/dev/null", "fail_check = yes"))
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
+    assert want in d.log and "reload failed; still serving generation 1" in d.log
+    assert set(d.workers()) == pids
+    assert echo(d.sock, b"old") == b"old"
+
+
+def test_a_plugin_global_named_like_udsd_is_its_own(udsd_factory):
+    """With export_dynamic, the plugin's "status" was udsd's: it read 0 where it wrote 7."""
+    d = udsd_factory("[daemon]\nworkers = 1\nthreads = 1\n[listener i]\npath = {sock}\n"
+                     "service = {build}/tests/plugins/interpose.so\n")
+    d.start()
+    s = connect(d.sock)
+    s.sendall(b"show")
+    assert s.recv(200) == b"status=7 status_config=plugin now_usec=42 log_msg=43\n"
+
+
+def test_udsd_exports_the_service_api_only():
+    import subprocess
+    from conftest import UDSD
+    out = subprocess.run(["nm", "-D", "--defined-only", UDSD], capture_output=True, text=True,
+                         check=True).stdout
+    names = [l.split()[-1] for l in out.splitlines() if l.strip()]
+    # libc's copy-relocated variables (stderr@GLIBC_2.2.5) and a sanitizer's own aside.
+    ours = [n for n in names if "@" not in n and not n.startswith("__") and n != "_IO_stdin_used"]
+    assert ours and all(n.startswith("udsd_") for n in ours), ours
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "lib", "udsd.h")) as f:
+        api = set(re.findall(r"^UDSD_API [^(]*?(udsd_\w+)\(", f.read(), re.M))
+    assert set(ours) == api
