@@ -60,6 +60,11 @@ _printf_(1, 2) _noreturn_ void fatalx(const char *fmt, ...);
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 
 uint64_t now_usec(void);
+/* Async-signal-safe, for the stuck-thread handler. */
+void fmt_long(char *buf, long v);
+void log_signal_safe(int level, const char *const *parts);
+void log_backtrace_prepare(void);
+void log_backtrace(void);
 
 /* Why the master turned a client away, counted apart in /status. */
 enum refuse_reason {
@@ -86,6 +91,9 @@ struct status_thread {
 	_Atomic uint64_t refused;
 	_Atomic uint64_t closed; /* clients this thread is done with, ever: for load.c */
 	_Atomic uint64_t heartbeat_usec;
+	_Atomic uint64_t busy_since; /* when the current service callback began; 0: in none */
+	_Atomic uint32_t busy_listener; /* whose service that callback is */
+	_Atomic int32_t tid;	       /* the thread, for the master's stuck signal */
 } __attribute__((aligned(64))); /* one cache line each: threads never share a line */
 
 struct status_worker {
@@ -186,6 +194,9 @@ struct worker_spec {
 
 _noreturn_ void worker_main(const struct worker_spec *spec);
 
+/* The master's word to a worker thread stuck in a service callback (request_timeout). */
+#define SIGNAL_STUCK (SIGRTMIN + 1)
+
 /* worker.c and conn.c: one worker thread and the connections it serves. */
 struct wthread {
 	const struct worker_spec *spec;
@@ -203,6 +214,9 @@ struct wthread {
 	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
 	bool done;
+	/* The service callback running now (conn.c), for the stuck handler. */
+	struct udsd_conn *current;
+	const char *current_callback;
 	uint64_t now;
 	uint64_t last_tick;
 	/* Output of the connection inside a callback, flushed with one send() after it. */
@@ -223,6 +237,7 @@ struct udsd_conn {
 	bool lingering; /* output done, discarding input until the client closes */
 	bool read_full; /* the last read filled its buffer: more was likely coming */
 	bool stalled; /* the service left input while congested: hand it over again first */
+	bool sent_in_callback; /* the running callback's output reached the socket already */
 	size_t lingered;
 	uint32_t events;
 	struct wthread *thread;
@@ -251,6 +266,7 @@ bool conn_expired(const struct udsd_conn *c, uint64_t now);
 void conn_trim(struct udsd_conn *c);
 void conn_close(struct udsd_conn *c);
 void conn_reap(struct wthread *t);
+void conn_stuck(struct wthread *t);
 
 /* worker.c, for channel.c */
 void worker_thread_drain(struct wthread *t);
@@ -328,6 +344,7 @@ struct mworker {
 	 * ready in its place.
 	 */
 	bool retiring;
+	uint64_t stuck; /* its threads found stuck in a callback, one bit each */
 	struct mchannel *chan;
 };
 
@@ -423,6 +440,7 @@ unsigned load_worker(const struct mworker *w);
 void load_set_build(struct load_set *set, struct mworker *workers, size_t n,
 		    const struct generation *g, unsigned pool);
 void load_refresh(struct load_set *set, const struct status_worker *slots);
+void load_refresh_worker(struct mworker *w, const struct status_worker *slot);
 unsigned load_room(const struct load_set *set, const struct load_caps *caps);
 struct mchannel *load_pick(struct load_set *set, const struct load_caps *caps);
 bool load_wait_for_room(struct load_set *set, const struct load_caps *caps, struct status *st);

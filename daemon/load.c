@@ -74,6 +74,18 @@ load_refresh(struct load_set *set, const struct status_worker *slots)
 	}
 }
 
+/* The same for one worker that may be in no set (a draining one). */
+void
+load_refresh_worker(struct mworker *w, const struct status_worker *slot)
+{
+	for (unsigned t = 0; w->chan && t < w->n_threads; t++) {
+		struct mchannel *ch = &w->chan[t];
+		uint64_t closed = atomic_load((_Atomic uint64_t *)&slot->threads[t].closed);
+
+		ch->closed = MIN(MAX(closed, ch->closed), ch->sent);
+	}
+}
+
 /*
  * How many more clients the set can take: per worker, up to caps->per_worker
  * and what its threads' queues hold; in all, up to caps->total.

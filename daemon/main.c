@@ -207,7 +207,8 @@ workers_healthy(const struct master *m)
 		const struct mworker *w = &m->workers[i];
 		const struct status_worker *sw = &status->slots[i];
 
-		if (w->state != WORKER_RUNNING || w->ready < w->n_threads)
+		/* A worker being replaced is not the master's to worry about any more. */
+		if (w->state != WORKER_RUNNING || w->ready < w->n_threads || w->retiring)
 			continue;
 		for (unsigned t = 0; t < w->n_threads; t++) {
 			uint64_t hb = atomic_load_explicit((_Atomic uint64_t *)&sw->threads[t].heartbeat_usec,

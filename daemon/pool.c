@@ -21,8 +21,6 @@
 #define BACKOFF_FIRST_USEC (100 * USEC_PER_MSEC)
 #define BACKOFF_MAX_USEC (10 * USEC_PER_SEC)
 #define STABLE_USEC (60 * USEC_PER_SEC)
-/* A thread that has not ticked for this long is hung: its worker is killed and replaced. */
-#define HUNG_USEC (10 * USEC_PER_SEC)
 
 /* A generation of config c and its services s, which it owns from now on, even on failure. */
 int
@@ -399,16 +397,154 @@ index_running(const struct master *m, unsigned pool, unsigned index)
 }
 
 /*
- * A worker that is hung, never got ready, or is draining past its deadline,
- * is killed.  A reload's new generation has a deadline of its own.
+ * Replace a worker: it takes no new client from now on, pool_fill() starts
+ * a worker at its index, and once that one is ready the old one drains
+ * (pool_retire_check()).  Only a worker of the current generation's pool
+ * as it is now has a successor; any other drains at once.
  */
 static void
-check_alive(const struct master *m, struct mworker *w, uint64_t now)
+pool_replace(struct master *m, struct mworker *w, const char *why)
 {
+	if (w->state != WORKER_RUNNING || w->retiring)
+		return;
+	if (w->gen != m->gen || w->index >= m->pools[w->pool].size || m->stopping) {
+		pool_drain(m, w);
+		return;
+	}
+	w->retiring = true;
+	pool_targets_update(m);
+	log_notice("worker %d %s: starting its replacement, then it drains", (int)w->pid, why);
+}
+
+/* A worker of w's generation, pool and index, not itself being replaced, that serves. */
+static const struct mworker *
+successor(const struct master *m, const struct mworker *w)
+{
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct mworker *o = &m->workers[i];
+
+		if (o != w && o->state == WORKER_RUNNING && !o->retiring && o->gen == w->gen &&
+		    o->pool == w->pool && o->index == w->index && o->ready == o->n_threads)
+			return o;
+	}
+	return NULL;
+}
+
+/* A worker being replaced drains once its successor serves. */
+static void
+pool_retire_check(struct master *m, struct mworker *w)
+{
+	const struct mworker *next;
+
+	if (w->state != WORKER_RUNNING || !w->retiring)
+		return;
+	if (w->gen != m->gen || w->index >= m->pools[w->pool].size) {
+		pool_drain(m, w);
+		return;
+	}
+	next = successor(m, w);
+	if (!next)
+		return;
+	log_info("worker %d serves in place of worker %d, which drains", (int)next->pid, (int)w->pid);
+	pool_drain(m, w);
+}
+
+/* The threads of w that are not stuck hold no client: only the stuck ones are left. */
+static bool
+only_stuck_left(struct mworker *w)
+{
+	load_refresh_worker(w, &status->slots[w->slot]);
+	for (unsigned t = 0; t < w->n_threads; t++)
+		if (!(w->stuck & (UINT64_C(1) << t)) && load_thread(&w->chan[t]) > 0)
+			return false;
+	return true;
+}
+
+static const char *
+listener_name(const struct config *c, uint32_t listener)
+{
+	return listener < c->n_listeners ? c->listeners[listener].name : "?";
+}
+
+/*
+ * request_timeout: a thread in one service callback for longer than that is
+ * stuck.  The master names the listener and service; SIGNAL_STUCK makes the
+ * thread itself log its client and its backtrace and give the client the
+ * service's last word (worker.c).  The worker is replaced.
+ */
+static void
+check_stuck(struct master *m, struct mworker *w, uint64_t now)
+{
+	const struct config *c = w->gen->config;
+	uint64_t limit = c->pools[w->pool].request_timeout_usec;
+	struct status_worker *sw = &status->slots[w->slot];
+	bool stuck = false;
+
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		struct status_thread *th = &sw->threads[t];
+		uint64_t since = atomic_load_explicit(&th->busy_since, memory_order_relaxed);
+		uint32_t l = atomic_load_explicit(&th->busy_listener, memory_order_relaxed);
+		pid_t tid = atomic_load_explicit(&th->tid, memory_order_relaxed);
+
+		if (!since || now < since + limit || w->stuck & (UINT64_C(1) << t))
+			continue;
+		log_error("slowlog: worker %d thread %u has run one callback of listener %s (service %s) for %llums, past request_timeout %llums",
+			  (int)w->pid, t, listener_name(c, l),
+			  l < c->n_listeners ? w->gen->services[l].name : "?",
+			  (unsigned long long)((now - since) / USEC_PER_MSEC),
+			  (unsigned long long)(limit / USEC_PER_MSEC));
+		w->stuck |= UINT64_C(1) << t;
+		if (tid > 0 && tgkill(w->pid, tid, SIGNAL_STUCK) < 0)
+			log_warning("worker %d thread %u: cannot signal it: %s", (int)w->pid, t,
+				    strerror(errno));
+		stuck = true;
+	}
+	if (stuck)
+		pool_replace(m, w, "is stuck");
+}
+
+/*
+ * A thread that stopped ticking outside any callback (a stopped process, a
+ * loop in udsd itself) is hung: its worker is killed at once, there is
+ * nothing to drain.  It is given two ticks more than a callback.
+ */
+static bool
+check_hung(struct mworker *w, uint64_t now)
+{
+	/* A draining thread that is done stops ticking: the drain has its own deadline. */
+	if (w->state == WORKER_DRAINING)
+		return false;
+	uint64_t limit = w->gen->config->pools[w->pool].request_timeout_usec + 2 * CONFIG_TICK_USEC;
 	struct status_worker *sw = &status->slots[w->slot];
 
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		uint64_t hb = atomic_load(&sw->threads[t].heartbeat_usec);
+
+		if (!hb || now <= hb + limit || atomic_load(&sw->threads[t].busy_since))
+			continue;
+		log_error("worker %d thread %u hung for %llus outside any callback, killing it",
+			  (int)w->pid, t, (unsigned long long)((now - hb) / USEC_PER_SEC));
+		pool_kill(w);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * A worker that is hung, stuck, never got ready, or is draining past its
+ * deadline (or only its stuck threads are left), is killed or replaced.  A
+ * reload's new generation has a deadline of its own.
+ */
+static void
+check_alive(struct master *m, struct mworker *w, uint64_t now)
+{
 	if (w->killed)
 		return; /* on its way out */
+	if (w->state == WORKER_DRAINING && w->stuck && only_stuck_left(w)) {
+		log_notice("worker %d: its other clients are done; killing it", (int)w->pid);
+		pool_kill(w);
+		return;
+	}
 	if (w->state == WORKER_DRAINING && now >= w->kill_at) {
 		log_warning("worker %d still has %u client(s) after the shutdown timeout, killing it",
 			    (int)w->pid, load_worker(w));
@@ -425,15 +561,10 @@ check_alive(const struct master *m, struct mworker *w, uint64_t now)
 		}
 		return;
 	}
-	for (unsigned t = 0; t < w->n_threads; t++) {
-		uint64_t hb = atomic_load_explicit(&sw->threads[t].heartbeat_usec, memory_order_relaxed);
-		if (hb && now > hb + HUNG_USEC) {
-			log_error("worker %d thread %u hung for %llus, killing it", (int)w->pid, t,
-				  (unsigned long long)((now - hb) / USEC_PER_SEC));
-			pool_kill(w);
-			return;
-		}
-	}
+	if (check_hung(w, now))
+		return;
+	check_stuck(m, w, now);
+	pool_retire_check(m, w);
 }
 
 /* Start what pool p lacks, as its backoff allows. */

@@ -29,6 +29,34 @@
 /* The channel's epoll tag: any pointer that is not a connection. */
 static char channel_tag;
 
+/* This thread, for the stuck handler; and who may say a thread is stuck. */
+static __thread struct wthread *self;
+static pid_t master_pid;
+
+/*
+ * The master found this thread in one service callback for longer than
+ * request_timeout (pool.c) and tgkill()ed it with SIGNAL_STUCK: say where it
+ * is stuck, with a backtrace, and give its client the service's last word.
+ * The master replaces the worker meanwhile.  Nobody else may ask for this.
+ */
+static void
+stuck_handler(int sig, siginfo_t *si, void *ucontext)
+{
+	if (self && si->si_code == SI_TKILL && si->si_pid == master_pid)
+		conn_stuck(self);
+}
+
+static void
+stuck_handler_install(void)
+{
+	struct sigaction sa = { .sa_sigaction = stuck_handler, .sa_flags = SA_SIGINFO | SA_RESTART };
+
+	log_backtrace_prepare();
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGNAL_STUCK, &sa, NULL) < 0)
+		fatalx("sigaction: %s", strerror(errno));
+}
+
 /* A client is gone: the master's load count, and its wakeup if it waits for room (load.c). */
 void
 worker_client_done(struct wthread *t)
@@ -171,6 +199,8 @@ thread_run(void *userdata)
 	struct epoll_event events[MAX_EVENTS];
 	int r;
 
+	self = t;
+	atomic_store_explicit(&t->stats->tid, (int32_t)gettid(), memory_order_relaxed);
 	r = thread_setup(t);
 	if (r < 0) {
 		/* A worker that cannot serve on every thread is no worker: the master respawns it. */
@@ -260,6 +290,8 @@ worker_main(const struct worker_spec *master_spec)
 		_exit(EXIT_FAILURE);
 	credentials_log();
 	status_config = config;
+	master_pid = master;
+	stuck_handler_install();
 	own.services = worker_services(master_spec);
 
 	threads = calloc(pool->threads, sizeof(*threads));

@@ -55,6 +55,8 @@ struct udsd_service_config {
 enum {
 	/* Receive SCM_RIGHTS descriptors that clients send with their bytes. */
 	UDSD_SERVICE_RECV_FDS = 1 << 0,
+	/* The service has a deadline_reply (a struct built before it had none, has not). */
+	UDSD_SERVICE_DEADLINE_REPLY = 1 << 1,
 };
 
 struct udsd_service {
@@ -106,6 +108,16 @@ struct udsd_service {
 	 * output for a whole timeout: it is closed at once, nothing would reach it.
 	 */
 	void (*on_timeout)(struct udsd_conn *conn);
+
+	/*
+	 * What a client is sent when a callback for it ran past its pool's
+	 * request_timeout (an HTTP 503, say), before its connection is shut
+	 * down and the stuck worker replaced: sent as is, from a signal
+	 * handler, and only if none of the stuck callback's output reached the
+	 * client and none waits for it.  Read only with
+	 * UDSD_SERVICE_DEADLINE_REPLY in flags.  Optional.
+	 */
+	const char *deadline_reply;
 };
 
 /*

@@ -235,3 +235,88 @@ def test_udsd_exports_the_service_api_only():
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "lib", "udsd.h")) as f:
         api = set(re.findall(r"^UDSD_API [^(]*?(udsd_\w+)\(", f.read(), re.M))
     assert set(ours) == api
+
+
+DEADLINE = """
+[daemon]
+shutdown_timeout = 30s
+[pool slow]
+workers = 1
+threads = 2
+request_timeout = 1s
+[listener t]
+path = {sock}
+service = %s
+pool = slow
+[listener web]
+path = {tmp}/http.sock
+service = http
+pool = slow
+debug_sleep = 60s
+""" % TESTSVC
+
+
+def wait_log(d, text, what, timeout=20):
+    for _ in deadline_loop(timeout, what):
+        if text in d.log:
+            return
+
+
+def test_a_stuck_callback_is_logged_answered_and_its_worker_replaced(udsd_factory):
+    d = udsd_factory(DEADLINE)
+    d.start()
+    (old,) = d.workers()
+    bystander = connect(d.sock)
+    bystander.sendall(b"hi")
+    assert bystander.recv(2) == b"hi"
+    stuck = connect(d.sock, timeout=30)
+    stuck.sendall(b"sleep 60")  # the other thread: the least loaded one
+    # The master names the listener and the service; the thread, its client and its stack.
+    wait_log(d, "slowlog: end of backtrace", "the stuck thread's backtrace")
+    assert re.search(r"slowlog: worker %d thread \d has run one callback of listener t "
+                     r"\(service testsvc\) for \d+ms, past request_timeout 1000ms" % old, d.log)
+    assert re.search(r"slowlog: thread \d stuck in on_data of listener t \(service testsvc\) "
+                     r"for client pid=%d uid=0; backtrace:" % os.getpid(), d.log)
+    trace = d.log.split("backtrace:\n", 1)[1].split("slowlog: end of backtrace")[0]
+    assert "testsvc.so(" in trace and "nanosleep" in trace, trace
+    # Its client got the service's last word, then the end.
+    assert recv_until_eof(stuck) == b"testsvc: too slow\n"
+    # A replacement serves new clients; the stuck worker's other client is still served.
+    for _ in deadline_loop(20, "the replacement to serve"):
+        if len(d.workers()) == 2:
+            break
+    new = next(p for p in d.workers() if p != old)
+    wait_log(d, "worker %d serves in place of worker %d" % (new, old), "the replacement")
+    assert whoami(d.sock)["pid"] == new
+    bystander.sendall(b"still here")
+    assert bystander.recv(10) == b"still here"
+    # Once that client is done, the stuck worker goes.
+    bystander.close()
+    wait_log(d, "worker %d: its other clients are done; killing it" % old, "the stuck worker's end")
+    for _ in deadline_loop(20, "the stuck worker to be reaped"):
+        if d.workers() == [new]:
+            break
+    assert echo(d.sock, b"after") == b"after"
+
+
+def recv_until_eof(s):
+    data = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            return data
+        data += b
+
+
+def test_http_answers_503_when_a_request_overruns_request_timeout(udsd_factory):
+    d = udsd_factory(DEADLINE)
+    d.start()
+    (old,) = d.workers()
+    status, headers, body = http_get(os.path.join(d.tmp, "http.sock"), "/debug/sleep", timeout=30)
+    assert (status, headers["connection"]) == (503, "close")
+    assert body == b"503 Service Unavailable: the request took too long\n"
+    assert "slowlog: end of backtrace; the client got the service's deadline reply" in d.log
+    for _ in deadline_loop(20, "the stuck worker to be replaced and killed"):
+        if len(d.workers()) == 1 and d.workers() != [old]:
+            break
+    assert http_get(os.path.join(d.tmp, "http.sock"), "/healthz")[2] == b"ok\n"

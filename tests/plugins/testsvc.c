@@ -201,6 +201,8 @@ const struct udsd_service udsd_service_v1 = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 #endif
 	.name = "testsvc",
+	.flags = UDSD_SERVICE_DEADLINE_REPLY,
+	.deadline_reply = "testsvc: too slow\n",
 	.check = test_check,
 	.init = test_init,
 	.on_data = test_data,
