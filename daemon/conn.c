@@ -157,6 +157,9 @@ conn_close(struct udsd_conn *c)
 	t->closed = c;
 	t->n_conns--;
 	atomic_fetch_sub_explicit(&t->stats->open, 1, memory_order_relaxed);
+	/* A service that counts no requests (echo) served one per client: max_requests counts it. */
+	if (!c->counted)
+		atomic_fetch_add_explicit(&t->stats->requests, 1, memory_order_relaxed);
 	worker_client_done(t);
 }
 
@@ -868,6 +871,7 @@ udsd_conn_draining(const struct udsd_conn *c)
 void
 udsd_conn_count_request(struct udsd_conn *c)
 {
+	c->counted = true;
 	atomic_fetch_add_explicit(&c->thread->stats->requests, 1, memory_order_relaxed);
 }
 

@@ -238,6 +238,7 @@ struct udsd_conn {
 	bool read_full; /* the last read filled its buffer: more was likely coming */
 	bool stalled; /* the service left input while congested: hand it over again first */
 	bool sent_in_callback; /* the running callback's output reached the socket already */
+	bool counted; /* the service counted a request (udsd_conn_count_request()) */
 	size_t lingered;
 	uint32_t events;
 	struct wthread *thread;
@@ -344,6 +345,9 @@ struct mworker {
 	 * ready in its place.
 	 */
 	bool retiring;
+	bool recycling; /* replaced for max_requests or max_rss: one per pool at a time */
+	unsigned max_requests; /* its pool's, plus its own jitter; 0: no limit */
+	uint64_t next_rss_check;
 	uint64_t stuck; /* its threads found stuck in a callback, one bit each */
 	struct mchannel *chan;
 };

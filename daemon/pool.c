@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -187,6 +188,19 @@ worker_child(struct mworker *w)
 	worker_main(&spec);
 }
 
+/* max_requests plus a random share of max_requests_jitter, so that workers part ways. */
+static unsigned
+max_requests_jittered(const struct config_pool *c)
+{
+	unsigned r = 0;
+
+	if (!c->max_requests)
+		return 0;
+	if (c->max_requests_jitter && getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (unsigned)now_usec();
+	return c->max_requests + (c->max_requests_jitter ? r % (c->max_requests_jitter + 1) : 0);
+}
+
 /* A worker of generation g's pool; only workers of the current generation take clients. */
 int
 pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index)
@@ -205,6 +219,7 @@ pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index
 	r = channel_open(m, w);
 	if (r < 0)
 		return r;
+	w->max_requests = max_requests_jittered(&g->config->pools[pool]);
 
 	struct status_worker *sw = &status->slots[w->slot];
 	memset(sw, 0, sizeof(*sw));
@@ -567,6 +582,80 @@ check_alive(struct master *m, struct mworker *w, uint64_t now)
 	pool_retire_check(m, w);
 }
 
+/* Requests w served: what its services counted, or one per client (conn.c). */
+static uint64_t
+served(const struct mworker *w)
+{
+	const struct status_worker *sw = &status->slots[w->slot];
+	uint64_t n = 0;
+
+	for (unsigned t = 0; t < w->n_threads; t++)
+		n += atomic_load_explicit((_Atomic uint64_t *)&sw->threads[t].requests,
+					  memory_order_relaxed);
+	return n;
+}
+
+/* Resident memory of a process, in bytes; 0 if it cannot be read. */
+static uint64_t
+rss_bytes(pid_t pid)
+{
+	char path[64];
+	unsigned long long size = 0, resident = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A worker of the pool is being recycled, from its marking until it has exited. */
+static bool
+pool_recycling(const struct master *m, unsigned pool)
+{
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		if (m->workers[i].state != WORKER_FREE && m->workers[i].recycling &&
+		    m->workers[i].gen == m->gen && m->workers[i].pool == pool)
+			return true;
+	return false;
+}
+
+/*
+ * max_requests and max_rss: replace a worker past either, one per pool at a
+ * time (gunicorn#3427: workers that all restart together leave nobody to
+ * serve), its replacement ready before it drains.
+ */
+static void
+check_recycle(struct master *m, struct mworker *w, uint64_t now)
+{
+	const struct config_pool *c = &w->gen->config->pools[w->pool];
+	char why[128] = "";
+	uint64_t n, rss;
+
+	if ((!w->max_requests && !c->max_rss) || w->state != WORKER_RUNNING || w->retiring ||
+	    w->gen != m->gen || w->ready < w->n_threads)
+		return;
+	if (w->max_requests && (n = served(w)) >= w->max_requests) {
+		snprintf(why, sizeof(why), "has served %llu requests (max_requests %u)",
+			 (unsigned long long)n, w->max_requests);
+	} else if (c->max_rss && now >= w->next_rss_check) {
+		w->next_rss_check = now + CONFIG_TICK_USEC;
+		rss = rss_bytes(w->pid);
+		if (rss > c->max_rss)
+			snprintf(why, sizeof(why), "uses %llu KiB (max_rss %llu KiB)",
+				 (unsigned long long)(rss / 1024),
+				 (unsigned long long)(c->max_rss / 1024));
+	}
+	if (!why[0] || pool_recycling(m, w->pool))
+		return;
+	w->recycling = true;
+	pool_replace(m, w, why);
+}
+
 /* Start what pool p lacks, as its backoff allows. */
 static void
 pool_fill(struct master *m, struct mpool *p, uint64_t now)
@@ -594,6 +683,9 @@ pool_check(struct master *m)
 			check_alive(m, &m->workers[i], now);
 	if (m->stopping)
 		return;
+	for (size_t i = 0; i < STATUS_MAX_SLOTS && !m->pending; i++)
+		if (m->workers[i].state == WORKER_RUNNING)
+			check_recycle(m, &m->workers[i], now);
 	for (size_t i = 0; i < m->n_pools; i++)
 		pool_fill(m, &m->pools[i], now);
 }

@@ -320,3 +320,69 @@ def test_http_answers_503_when_a_request_overruns_request_timeout(udsd_factory):
         if len(d.workers()) == 1 and d.workers() != [old]:
             break
     assert http_get(os.path.join(d.tmp, "http.sock"), "/healthz")[2] == b"ok\n"
+
+
+RECYCLE = """
+[daemon]
+shutdown_timeout = 10s
+[pool web]
+workers = 2
+threads = 2
+max_requests = 100
+max_requests_jitter = 20
+[listener web]
+path = {tmp}/http.sock
+service = http
+pool = web
+"""
+
+
+def test_max_requests_recycles_one_worker_at_a_time_without_client_errors(udsd_factory):
+    import threading
+    d = udsd_factory(RECYCLE)
+    d.start()
+    path = os.path.join(d.tmp, "http.sock")
+    errors, done = [], []
+
+    def client():
+        for _ in range(300):
+            try:
+                status, _, body = http_get(path, "/hello")
+                if status != 200 or b'"url":"/hello"' not in body:
+                    errors.append((status, body))
+            except OSError as e:
+                errors.append(repr(e))
+        done.append(1)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(done) == 4 and errors == []
+    lines = d.log.splitlines()
+    started = [(i, int(m.group(1))) for i, l in enumerate(lines)
+               for m in [re.search(r"worker (\d+) has served (\d+) requests \(max_requests (\d+)\)", l)] if m]
+    assert len(started) >= 5, d.log[-3000:]
+    for i, pid in started:
+        # Its replacement serves before it drains, and it is gone before the next one starts.
+        served = next(j for j, l in enumerate(lines) if "serves in place of worker %d," % pid in l)
+        gone = next((j for j, l in enumerate(lines) if "worker %d exited with status 0" % pid in l),
+                    len(lines))
+        assert i < served < gone
+        later = [j for j, _ in started if j > i]
+        assert not later or later[0] > gone, "two workers of the pool recycled at once"
+    for m in re.finditer(r"has served (\d+) requests \(max_requests (\d+)\)", d.log):
+        assert 100 <= int(m.group(2)) <= 120 and int(m.group(1)) >= int(m.group(2))
+
+
+def test_max_rss_recycles_a_worker_that_grew(udsd_factory):
+    d = udsd_factory(RECYCLE.replace("max_requests = 100\nmax_requests_jitter = 20",
+                                     "workers = 1\nmax_rss = 4k").replace("workers = 2\n", ""))
+    d.start()
+    (old,) = d.workers()
+    wait_log(d, "worker %d uses " % old, "max_rss to replace the worker")
+    assert re.search(r"worker %d uses \d+ KiB \(max_rss 4 KiB\): starting its replacement" % old,
+                     d.log)
+    wait_log(d, "serves in place of worker %d" % old, "its replacement")
+    assert http_get(os.path.join(d.tmp, "http.sock"), "/healthz")[2] == b"ok\n"
