@@ -34,16 +34,15 @@ listener_pool(struct master *m, unsigned listener)
 	return &m->pools[m->gen->config->listeners[listener].pool];
 }
 
-/* Queue a client to its pool's least loaded thread with room; false if there is none. */
-static bool
+/* Queue a client to its pool's least loaded thread with room; NULL if there is none. */
+static struct mchannel *
 dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener)
 {
 	struct mchannel *ch = load_pick(&p->load, &p->caps);
 
-	if (!ch)
-		return false;
-	channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
-	return true;
+	if (ch)
+		channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	return ch;
 }
 
 /* No worker of the pool can take a client now: it waits here, first in, first out. */
@@ -77,77 +76,121 @@ accept_dispatch(struct master *m, int fd, unsigned listener)
 						   .since = now_usec() });
 }
 
-/*
- * The client's supplementary groups into small, or a heap buffer in *big: a
- * client may be in up to NGROUPS_MAX (65536) groups, and SO_PEERGROUPS answers
- * a short buffer with ERANGE and the length it needs.  On failure, none (the
- * caller then admits by uid and primary group only).
- */
-static size_t
-peer_groups(int fd, gid_t *small, size_t n_small, gid_t **big, const gid_t **ret)
+/* Clients of listener l's name and uid, held by workers now (their per-uid counts). */
+static unsigned
+peer_open(const struct master *m, const struct config_listener *l, uid_t uid)
 {
-	socklen_t len = (socklen_t)(n_small * sizeof(gid_t));
+	unsigned n = 0;
 
-	*ret = small;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, small, &len) == 0)
-		return len / sizeof(gid_t);
-	if (errno != ERANGE || !(*big = malloc(len)) ||
-	    getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, *big, &len) < 0)
-		return 0;
-	*ret = *big;
-	return len / sizeof(gid_t);
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct mworker *w = &m->workers[i];
+
+		for (size_t k = 0; w->state != WORKER_FREE && k < w->n_uids; k++)
+			if (w->uids[k].uid == uid &&
+			    strcmp(w->gen->config->listeners[w->uids[k].listener].name, l->name) == 0)
+				n += w->uids[k].n;
+	}
+	return n;
 }
 
-/* Is this client on the listener's allow-lists?  Empty lists admit everyone. */
+/* A client's systemd unit is one of allow_units; the unit it is in, for the log. */
 static bool
-peer_allowed(const struct config_listener *cl, int fd)
+unit_allowed(const struct config_listener *cl, int fd, pid_t pid, char *unit, size_t size)
 {
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	gid_t small[64];
-	_cleanup_free_ gid_t *big = NULL;
-	const gid_t *groups = NULL;
-	size_t n = 0;
+	_cleanup_free_ char *u = NULL;
+	int r = peer_unit(fd, pid, &u);
 
-	if (cl->n_allow_uids == 0 && cl->n_allow_gids == 0)
-		return true;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-		return false;
-	for (size_t i = 0; i < cl->n_allow_uids; i++)
-		if (cl->allow_uids[i] == cred.uid)
+	snprintf(unit, size, "%s", r < 0 ? strerror(-r) : u);
+	for (size_t i = 0; r >= 0 && i < cl->n_allow_units; i++)
+		if (strcmp(cl->allow_units[i], u) == 0)
 			return true;
-	if (cl->n_allow_gids > 0)
-		n = peer_groups(fd, small, ELEMENTSOF(small), &big, &groups);
-	for (size_t i = 0; i < cl->n_allow_gids; i++) {
-		if (cl->allow_gids[i] == cred.gid)
-			return true;
-		for (size_t k = 0; k < n; k++)
-			if (cl->allow_gids[i] == groups[k])
-				return true;
-	}
 	return false;
 }
 
-static void
-refuse(struct master *m, const struct config_listener *cl, int fd)
+/*
+ * Admission: the listener's peer policy, in the master before a client
+ * reaches any worker.  Returns -1 to admit, else why not (enum
+ * refuse_reason), with the client's credentials (and unit) in *cred and
+ * unit.  A listener without any policy costs no system call here.
+ */
+static int
+admit(const struct master *m, const struct config_listener *cl, int fd, struct ucred *cred,
+      char *unit, size_t size)
 {
-	struct ucred cred = { 0 };
-	socklen_t len = sizeof(cred);
+	socklen_t len = sizeof(*cred);
+
+	if (cl->n_allow_uids == 0 && cl->n_allow_gids == 0 && cl->n_allow_units == 0 &&
+	    cl->max_per_uid == 0)
+		return -1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) < 0)
+		return REFUSE_UID;
+	if (!peer_ids_allowed(cl, fd, cred))
+		return REFUSE_UID;
+	if (cl->n_allow_units && !unit_allowed(cl, fd, cred->pid, unit, size))
+		return REFUSE_UNIT;
+	if (cl->max_per_uid && peer_open(m, cl, cred->uid) >= cl->max_per_uid)
+		return REFUSE_PER_UID;
+	return -1;
+}
+
+static void
+refuse(struct master *m, const struct config_listener *cl, int fd, int why,
+       const struct ucred *cred, const char *unit)
+{
 	uint64_t now = now_usec();
+	char detail[160];
 
 	atomic_fetch_add_explicit(&status->refused, 1, memory_order_relaxed);
-	(void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+	atomic_fetch_add_explicit(&status->refused_by[why], 1, memory_order_relaxed);
 	safe_close(fd);
 	/* At most one line a second, so a flood of refused clients cannot flood the log. */
 	if (now - m->refused_logged_at < USEC_PER_SEC) {
 		m->refused_unlogged++;
 		return;
 	}
-	log_warning("listener %s: refused client uid=%u gid=%u pid=%d (not allowed)%s", cl->name,
-		    (unsigned)cred.uid, (unsigned)cred.gid, (int)cred.pid,
+	if (why == REFUSE_UNIT)
+		snprintf(detail, sizeof(detail), "unit %s is not in allow_units", unit);
+	else if (why == REFUSE_PER_UID)
+		snprintf(detail, sizeof(detail), "max_connections_per_uid %u reached", cl->max_per_uid);
+	else
+		snprintf(detail, sizeof(detail), "not allowed");
+	log_warning("listener %s: refused client uid=%u gid=%u pid=%d (%s)%s", cl->name,
+		    (unsigned)cred->uid, (unsigned)cred->gid, (int)cred->pid, detail,
 		    m->refused_unlogged ? " (and more not logged)" : "");
 	m->refused_logged_at = now;
 	m->refused_unlogged = 0;
+}
+
+/* max_connections_per_uid: the worker that got the client holds one more of uid's. */
+static void
+peer_count(struct mworker *w, unsigned listener, uid_t uid)
+{
+	for (size_t k = 0; k < w->n_uids; k++)
+		if (w->uids[k].uid == uid && w->uids[k].listener == listener) {
+			w->uids[k].n++;
+			return;
+		}
+	if (w->n_uids == w->cap_uids) {
+		size_t cap = MAX(8, 2 * w->cap_uids);
+		struct uid_count *t = realloc(w->uids, cap * sizeof(*t));
+		if (!t)
+			return; /* uncounted: the limit errs on the client's side */
+		w->uids = t;
+		w->cap_uids = cap;
+	}
+	w->uids[w->n_uids++] = (struct uid_count){ .listener = (uint8_t)listener, .uid = uid, .n = 1 };
+}
+
+/* A worker says one of uid's clients of listener (in its config) closed. */
+void
+accept_peer_gone(struct mworker *w, unsigned listener, uid_t uid)
+{
+	for (size_t k = 0; k < w->n_uids; k++)
+		if (w->uids[k].uid == uid && w->uids[k].listener == listener) {
+			if (--w->uids[k].n == 0)
+				w->uids[k] = w->uids[--w->n_uids];
+			return;
+		}
 }
 
 /*
@@ -172,6 +215,10 @@ accept_listener(struct master *m, struct mlistener *l)
 	const struct config_listener *cl = &m->gen->config->listeners[l->index];
 	struct mpool *p = listener_pool(m, l->index);
 	unsigned avail = load_room(&p->load, &p->caps);
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	struct mchannel *ch;
+	char unit[128] = "";
+	int why;
 
 	for (unsigned i = 0; i < ACCEPT_BATCH && avail > 0; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -196,13 +243,17 @@ accept_listener(struct master *m, struct mlistener *l)
 				return;
 			}
 		}
-		if (!peer_allowed(cl, fd)) {
-			refuse(m, cl, fd);
+		why = admit(m, cl, fd, &cred, unit, sizeof(unit));
+		if (why >= 0) {
+			refuse(m, cl, fd, why, &cred, unit);
 			continue;
 		}
-		if (!dispatch_try(m, p, fd, l->index))
+		ch = dispatch_try(m, p, fd, l->index);
+		if (!ch)
 			orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)l->index,
 							   .since = now_usec() });
+		else if (cl->max_per_uid)
+			peer_count(ch->worker, l->index, cred.uid);
 		avail--;
 	}
 }

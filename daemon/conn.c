@@ -119,6 +119,28 @@ conn_update_events(struct udsd_conn *c)
 		c->dead = true;
 }
 
+/* A client the master counts for max_connections_per_uid: tell it whose it was. */
+static void
+conn_gone(struct udsd_conn *c)
+{
+	struct wthread *t = c->thread;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return;
+	if (t->n_gone == t->cap_gone) {
+		size_t cap = MAX(16, 2 * t->cap_gone);
+		void *g = realloc(t->gone, cap * sizeof(*t->gone));
+		if (!g)
+			return;
+		t->gone = g;
+		t->cap_gone = cap;
+	}
+	t->gone[t->n_gone].listener = c->listener;
+	t->gone[t->n_gone++].uid = cred.uid;
+}
+
 /*
  * Close a connection at once, but free it only at the end of the round
  * (conn_reap): later events of the same epoll_wait() batch may point at it,
@@ -146,6 +168,8 @@ conn_close(struct udsd_conn *c)
 	 * arrive for a closed connection in later rounds too.  Remove it explicitly.
 	 */
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	if (t->spec->config->listeners[c->listener].max_per_uid)
+		conn_gone(c);
 	c->fd = safe_close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;

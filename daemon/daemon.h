@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <syslog.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -130,6 +131,7 @@ enum channel_type {
 	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit */
 	CHANNEL_CLOSED,  /* w→m: a client closed while the master waits for room */
 	CHANNEL_READY,   /* w→m: this thread serves */
+	CHANNEL_GONE,    /* w→m: a client of uid (arg) on the listener closed (max_connections_per_uid) */
 };
 
 #define CHANNEL_MAX_FDS 64
@@ -211,6 +213,9 @@ struct wthread {
 	struct udsd_conn *closed; /* closed during this round, freed at its end */
 	size_t freed; /* buffer bytes freed since the last malloc_trim() */
 	bool wake_master;
+	/* Closed clients of max_connections_per_uid listeners, not yet told to the master. */
+	struct { uint8_t listener; uid_t uid; } *gone;
+	size_t n_gone, cap_gone;
 	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
 	bool done;
@@ -276,6 +281,7 @@ void worker_thread_drain(struct wthread *t);
 void channel_thread_read(struct wthread *t);
 int channel_thread_ready(struct wthread *t);
 void channel_thread_wake(struct wthread *t);
+void channel_thread_gone(struct wthread *t);
 
 /* load.c, a worker thread's side of the room_wanted handshake */
 bool load_closed(struct status_thread *th, struct status *st);
@@ -326,6 +332,13 @@ struct mchannel {
 
 enum worker_state { WORKER_FREE, WORKER_RUNNING, WORKER_DRAINING };
 
+/* max_connections_per_uid: a worker holds n clients of uid on a listener of its config. */
+struct uid_count {
+	uint8_t listener;
+	uid_t uid;
+	unsigned n;
+};
+
 struct mworker {
 	enum worker_state state;
 	pid_t pid;
@@ -349,6 +362,8 @@ struct mworker {
 	unsigned max_requests; /* its pool's, plus its own jitter; 0: no limit */
 	uint64_t next_rss_check;
 	uint64_t stuck; /* its threads found stuck in a callback, one bit each */
+	struct uid_count *uids; /* clients of listeners with max_connections_per_uid */
+	size_t n_uids, cap_uids;
 	struct mchannel *chan;
 };
 
@@ -476,6 +491,11 @@ void accept_orphans_remap(struct master *m, struct mpool *old, size_t n_old,
 			  const struct generation *from);
 void accept_orphans_drop(struct master *m, const char *why);
 void accept_orphans_free(struct mpool *p);
+void accept_peer_gone(struct mworker *w, unsigned listener, uid_t uid);
+
+/* peer.c */
+bool peer_ids_allowed(const struct config_listener *cl, int fd, const struct ucred *cred);
+int peer_unit(int fd, pid_t pid, char **ret_unit);
 
 /* pool.c */
 int pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index);

@@ -375,6 +375,9 @@ reaped(struct master *m, struct mworker *w, int wstatus)
 	if (!leaving && w->gen == m->gen && w->index < m->pools[w->pool].size)
 		schedule_respawn(&m->pools[w->pool], w, now);
 	channel_close(m, w);
+	free(w->uids); /* its clients died with it */
+	w->uids = NULL;
+	w->n_uids = w->cap_uids = 0;
 	generation_unref(w->gen);
 	w->gen = NULL;
 	w->pid = 0;

@@ -234,6 +234,17 @@ out_worker(struct out *o, const struct status_worker *w, bool first)
 	out_printf(o, "]}");
 }
 
+/* The clients the master refused, by reason: "refused_by":{"allow_uids":2,...}. */
+static void
+out_refused_by(struct out *o)
+{
+	out_printf(o, ",\"refused_by\":{");
+	for (size_t i = 0; i < REFUSE_REASONS; i++)
+		out_printf(o, "%s\"%s\":%llu", i ? "," : "", refuse_reason_names[i],
+			   (unsigned long long)load(&status->refused_by[i]));
+	out_printf(o, "}");
+}
+
 /* Each pool of the current config: who its workers run as, how many, which listeners. */
 static void
 out_pool(struct out *o, size_t i)
@@ -284,10 +295,12 @@ udsd_status_json(char *buf, size_t size)
 	bool first = true;
 
 	out_printf(&o, "{\"version\":\"%s\",\"uptime_sec\":%llu,\"master_pid\":%d,\"generation\":%u,"
-		       "\"refused\":%llu,\"listeners\":[",
+		       "\"refused\":%llu",
 		   UDSD_VERSION, (unsigned long long)((now_usec() - status->start_usec) / USEC_PER_SEC),
 		   (int)status->master_pid, atomic_load(&status->generation),
 		   (unsigned long long)load(&status->refused));
+	out_refused_by(&o);
+	out_printf(&o, ",\"listeners\":[");
 	for (size_t i = 0; status_config && i < status_config->n_listeners; i++) {
 		const struct config_listener *l = &status_config->listeners[i];
 

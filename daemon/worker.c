@@ -167,6 +167,7 @@ thread_teardown(struct wthread *t)
 			spec->services[i].ops->fini(t->state[i]);
 	free(t->state);
 	free(t->cork);
+	free(t->gone);
 	safe_close(t->epfd);
 	safe_close(t->chan);
 }
@@ -225,6 +226,8 @@ thread_run(void *userdata)
 		}
 		if (t->wake_master) /* rarely: only while the master waits for room */
 			channel_thread_wake(t);
+		if (t->n_gone)
+			channel_thread_gone(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
 		if (t->closed)

@@ -384,3 +384,82 @@ def test_max_rss_recycles_a_worker_that_grew(udsd_factory):
     old = int(re.search(r"worker (\d+) uses \d+ KiB \(max_rss 4 KiB\)", d.log).group(1))
     wait_log(d, "serves in place of worker %d" % old, "its replacement")
     assert http_get(os.path.join(d.tmp, "http.sock"), "/healthz")[2] == b"ok\n"
+
+
+POLICY = """
+[daemon]
+workers = 1
+threads = 2
+[listener t]
+path = {sock}
+service = %s
+max_connections_per_uid = 2
+[listener units]
+path = {tmp}/units.sock
+service = echo
+allow_units = allowed.service
+[listener web]
+path = {tmp}/http.sock
+service = http
+""" % TESTSVC
+
+
+def served(path):
+    """Whether a new client is served (echoed) or refused (closed at once)."""
+    s = connect(path)
+    try:
+        s.sendall(b"ping")
+        return s.recv(4) == b"ping"
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def test_max_connections_per_uid(udsd_factory):
+    import shutil
+    import subprocess
+    tmp = shared_dir()  # where nobody may connect too
+    try:
+        d = udsd_factory(POLICY.replace("path = {sock}", "path = %s/t.sock\nmode = 0666" % tmp))
+        d.sock = os.path.join(tmp, "t.sock")
+        d.start()
+        per_uid_limit(d)
+    finally:
+        shutil.rmtree(tmp)
+
+
+def per_uid_limit(d):
+    import subprocess
+    held = [connect(d.sock) for _ in range(2)]
+    for s in held:
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+    assert not served(d.sock)  # a third of root's: refused
+    # Another user's client counts on its own.
+    nobody = pwd.getpwnam("nobody")
+    code = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+            "s.sendall(b'hi'); assert s.recv(2) == b'hi'")
+    subprocess.run(["setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid,
+                    "--clear-groups", "/usr/bin/python3", "-c", code, d.sock], check=True, timeout=30)
+    st = d.status(os.path.join(d.tmp, "http.sock"))
+    assert st["refused"] == 1 and st["refused_by"]["max_connections_per_uid"] == 1
+    assert "refused client uid=0 gid=0 pid=%d (max_connections_per_uid 2 reached)" % os.getpid() \
+        in d.log
+    # One of root's closes: the worker tells the master, and root may connect again.
+    held.pop().close()
+    for _ in deadline_loop(10, "the closed client to be counted out"):
+        if served(d.sock):
+            break
+
+
+def test_allow_units_refuses_a_client_of_another_unit(udsd_factory):
+    d = udsd_factory(POLICY)
+    d.start()
+    for _ in range(3):
+        assert not served(os.path.join(d.tmp, "units.sock"))
+    st = d.status(os.path.join(d.tmp, "http.sock"))
+    assert st["refused_by"] == {"allow_uids": 0, "allow_units": 3, "max_connections_per_uid": 0}
+    # Logged once a second at most: the first of the burst, not three lines.
+    assert d.log.count("is not in allow_units") == 1
+    assert echo(d.sock, b"others") == b"others"
