@@ -477,6 +477,8 @@ void listeners_install(struct master *m, struct mlistener *ls, size_t n);
 void listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use,
 		       size_t n_in_use);
 void listeners_apply_perms(const struct config *c, struct mlistener *ls);
+void listeners_apply_passrights(const struct generation *g, struct mlistener *ls,
+				bool only_enable);
 void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file);
 bool listeners_pending(const struct master *m);
 bool listeners_all_passed(const struct master *m);

@@ -291,6 +291,7 @@ reload_switch(struct master *m)
 
 	listeners_install(m, m->pending_listeners, g->config->n_listeners);
 	listeners_apply_perms(g->config, m->listeners);
+	listeners_apply_passrights(g, m->listeners, false);
 	m->pending_listeners = NULL;
 	m->pending = NULL;
 	m->gen = g;
@@ -348,6 +349,7 @@ reload_start(struct master *m, char *err, size_t errlen)
 		snprintf(err, errlen, "listeners: %s", strerror(-r));
 		return r;
 	}
+	listeners_apply_passrights(g, ls, true);
 	m->pending_listeners = ls;
 	m->pending = TAKE_PTR(g);
 	m->pending_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
@@ -697,6 +699,7 @@ main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	listeners_install(m, ls, c->n_listeners);
+	listeners_apply_passrights(g, m->listeners, false);
 	listeners_warn_unused_passed();
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
