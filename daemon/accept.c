@@ -322,6 +322,8 @@ orphans_flush_pool(struct master *m, struct mpool *p, uint64_t now)
 			break;
 		}
 	}
+	if (done == 0)
+		return 0;
 	p->n_orphans -= done;
 	memmove(p->orphans, p->orphans + done, p->n_orphans * sizeof(*p->orphans));
 	return expired;
