@@ -82,7 +82,7 @@ peer_open(const struct master *m, const struct config_listener *l, uid_t uid)
 {
 	unsigned n = 0;
 
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		const struct mworker *w = &m->workers[i];
 
 		for (size_t k = 0; w->state != WORKER_FREE && k < w->n_uids; k++)

@@ -423,6 +423,7 @@ struct master {
 	char reload_error[192];	 /* why the last reload failed; cleared by the next good one */
 	size_t max_orphans, orphans_dropped; /* clients waiting for a worker, per pool at most */
 	struct mworker workers[STATUS_MAX_SLOTS];
+	unsigned n_slots; /* 1 + the highest slot ever used: where loops over workers stop */
 	struct mpool pools[CONFIG_MAX_POOLS]; /* the current generation's */
 	size_t n_pools;
 	bool activated; /* started by socket activation: systemd passed sockets */

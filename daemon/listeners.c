@@ -257,7 +257,9 @@ void
 listeners_apply_passrights(const struct generation *g, struct mlistener *ls, bool only_enable)
 {
 	for (size_t i = 0; i < g->config->n_listeners; i++) {
-		int on = !!(g->services[i].flags & UDSD_SERVICE_RECV_FDS);
+		/* A seqpacket service is handed what arrives with each message (conn.c, load.c). */
+		int on = g->services[i].flags & UDSD_SERVICE_RECV_FDS ||
+			 g->config->listeners[i].type == SOCK_SEQPACKET;
 
 		if (g->config->listeners[i].kind == LISTENER_TCP || (only_enable && !on))
 			continue;

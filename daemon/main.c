@@ -154,7 +154,7 @@ generation_ready(const struct master *m, const struct generation *g, const struc
 {
 	unsigned ready = 0, total = 0, per_pool[CONFIG_MAX_POOLS] = { 0 };
 
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		const struct mworker *w = &m->workers[i];
 
 		if (w->state != WORKER_RUNNING || w->gen != g || w->retiring)
@@ -263,7 +263,7 @@ pending_abandon(struct master *m, const char *why)
 		return;
 	if (why)
 		log_notice("reload of generation %u abandoned: %s", g->id, why);
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].gen == g)
 			pool_kill(&m->workers[i]);
 	listeners_discard(m->pending_listeners, g->config->n_listeners, m->listeners,
@@ -299,7 +299,7 @@ reload_switch(struct master *m)
 	status_config = g->config;
 	m->reload_error[0] = '\0';
 	pools_setup(m, old);
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].gen == old)
 			pool_drain(m, &m->workers[i]);
 	pool_targets_update(m);
@@ -396,7 +396,7 @@ stop(struct master *m, const char *why)
 	accept_orphans_drop(m, "stopping");
 	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
 	accept_update_polling(m);
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		pool_drain(m, &m->workers[i]);
 	notify_status(m, true, "");
 }
@@ -417,7 +417,7 @@ idle_exit_check(struct master *m)
 
 	if (!limit || !m->activated || m->stopping || !listeners_all_passed(m))
 		return;
-	for (size_t i = 0; i < STATUS_MAX_SLOTS && !busy; i++) {
+	for (size_t i = 0; i < m->n_slots && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
 		busy = w->state == WORKER_DRAINING ||
 		       (w->state == WORKER_RUNNING && load_worker(w) > 0);
@@ -509,7 +509,7 @@ loop(struct master *m)
 {
 	struct epoll_event events[64];
 
-	while (!(m->stopping && pool_count(m, WORKER_FREE) == STATUS_MAX_SLOTS)) {
+	while (!(m->stopping && pool_count(m, WORKER_FREE) == m->n_slots)) {
 		int n = epoll_wait(m->epfd, events, ELEMENTSOF(events), next_timeout_ms(m));
 		if (n < 0 && errno != EINTR)
 			fatalx("epoll_wait: %s", strerror(errno));
@@ -530,7 +530,7 @@ loop(struct master *m)
 		notify_status(m, false, "");
 		watchdog_feed(m);
 		if (m->stopping && now_usec() >= m->stop_deadline)
-			for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+			for (size_t i = 0; i < m->n_slots; i++)
 				pool_kill(&m->workers[i]);
 	}
 }

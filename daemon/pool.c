@@ -57,7 +57,7 @@ void
 pool_targets_update(struct master *m)
 {
 	for (size_t i = 0; i < m->n_pools; i++)
-		load_set_build(&m->pools[i].load, m->workers, STATUS_MAX_SLOTS, m->gen, (unsigned)i);
+		load_set_build(&m->pools[i].load, m->workers, m->n_slots, m->gen, (unsigned)i);
 }
 
 /* The caps of a pool (load_caps_set()), and a word when the fd limit lowers one. */
@@ -131,7 +131,7 @@ pool_count(const struct master *m, enum worker_state state)
 {
 	unsigned n = 0;
 
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		n += m->workers[i].state == state;
 	return n;
 }
@@ -213,6 +213,8 @@ pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index
 			w = &m->workers[i];
 	if (!w)
 		return -EAGAIN;
+	/* Slots are taken lowest first: the master's loops stop at the highest ever used. */
+	m->n_slots = MAX(m->n_slots, (unsigned)(w - m->workers) + 1);
 	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .pool = pool, .index = index,
 			       .gen = g, .n_threads = g->config->pools[pool].threads,
 			       .started_usec = now_usec() };
@@ -392,7 +394,7 @@ pool_reap(struct master *m)
 
 		if (pid <= 0)
 			return;
-		for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		for (size_t i = 0; i < m->n_slots; i++)
 			if (m->workers[i].state != WORKER_FREE && m->workers[i].pid == pid) {
 				reaped(m, &m->workers[i], wstatus);
 				break;
@@ -404,7 +406,7 @@ pool_reap(struct master *m)
 static bool
 index_running(const struct master *m, unsigned pool, unsigned index)
 {
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		const struct mworker *w = &m->workers[i];
 
 		if (w->state == WORKER_RUNNING && w->gen == m->gen && w->pool == pool &&
@@ -438,7 +440,7 @@ pool_replace(struct master *m, struct mworker *w, const char *why)
 static const struct mworker *
 successor(const struct master *m, const struct mworker *w)
 {
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		const struct mworker *o = &m->workers[i];
 
 		if (o != w && o->state == WORKER_RUNNING && !o->retiring && o->gen == w->gen &&
@@ -620,7 +622,7 @@ rss_bytes(pid_t pid)
 static bool
 pool_recycling(const struct master *m, unsigned pool)
 {
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].state != WORKER_FREE && m->workers[i].recycling &&
 		    m->workers[i].gen == m->gen && m->workers[i].pool == pool)
 			return true;
@@ -681,16 +683,24 @@ pool_check(struct master *m)
 {
 	uint64_t now = now_usec();
 
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
-		if (m->workers[i].state != WORKER_FREE)
-			check_alive(m, &m->workers[i], now);
+	unsigned running[CONFIG_MAX_POOLS] = { 0 };
+
+	for (size_t i = 0; i < m->n_slots; i++) {
+		struct mworker *w = &m->workers[i];
+
+		if (w->state == WORKER_FREE)
+			continue;
+		check_alive(m, w, now);
+		if (!m->stopping && !m->pending)
+			check_recycle(m, w, now);
+		running[w->pool] += w->state == WORKER_RUNNING && w->gen == m->gen && !w->retiring;
+	}
 	if (m->stopping)
 		return;
-	for (size_t i = 0; i < STATUS_MAX_SLOTS && !m->pending; i++)
-		if (m->workers[i].state == WORKER_RUNNING)
-			check_recycle(m, &m->workers[i], now);
+	/* Only a pool that lacks a worker is looked at index by index. */
 	for (size_t i = 0; i < m->n_pools; i++)
-		pool_fill(m, &m->pools[i], now);
+		if (running[i] < m->pools[i].size)
+			pool_fill(m, &m->pools[i], now);
 }
 
 /* A new worker in a dynamic pool: at most one starting at a time, and a pause between. */
@@ -713,7 +723,7 @@ pool_adjust_one(struct master *m, struct mpool *p, uint64_t now)
 
 	if (c->workers_min == c->workers_max)
 		return;
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		struct mworker *w = &m->workers[i];
 		unsigned load;
 

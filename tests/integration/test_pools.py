@@ -315,7 +315,8 @@ def test_http_answers_503_when_a_request_overruns_request_timeout(udsd_factory):
     status, headers, body = http_get(os.path.join(d.tmp, "http.sock"), "/debug/sleep", timeout=30)
     assert (status, headers["connection"]) == (503, "close")
     assert body == b"503 Service Unavailable: the request took too long\n"
-    assert "slowlog: end of backtrace; the client got the service's deadline reply" in d.log
+    wait_log(d, "slowlog: end of backtrace; the client got the service's deadline reply",
+             "the stuck thread to say its client got the 503")
     for _ in deadline_loop(20, "the stuck worker to be replaced and killed"):
         if len(d.workers()) == 1 and d.workers() != [old]:
             break
