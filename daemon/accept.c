@@ -76,23 +76,6 @@ accept_dispatch(struct master *m, int fd, unsigned listener)
 						   .since = now_usec() });
 }
 
-/* Clients of listener l's name and uid, held by workers now (their per-uid counts). */
-static unsigned
-peer_open(const struct master *m, const struct config_listener *l, uid_t uid)
-{
-	unsigned n = 0;
-
-	for (size_t i = 0; i < m->n_slots; i++) {
-		const struct mworker *w = &m->workers[i];
-
-		for (size_t k = 0; w->state != WORKER_FREE && k < w->n_uids; k++)
-			if (w->uids[k].uid == uid &&
-			    strcmp(w->gen->config->listeners[w->uids[k].listener].name, l->name) == 0)
-				n += w->uids[k].n;
-	}
-	return n;
-}
-
 /* A client's systemd unit is one of allow_units; the unit it is in, for the log. */
 static bool
 unit_allowed(const struct config_listener *cl, int fd, pid_t pid, char *unit, size_t size)
@@ -159,38 +142,6 @@ refuse(struct master *m, const struct config_listener *cl, int fd, int why,
 		    m->refused_unlogged ? " (and more not logged)" : "");
 	m->refused_logged_at = now;
 	m->refused_unlogged = 0;
-}
-
-/* max_connections_per_uid: the worker that got the client holds one more of uid's. */
-static void
-peer_count(struct mworker *w, unsigned listener, uid_t uid)
-{
-	for (size_t k = 0; k < w->n_uids; k++)
-		if (w->uids[k].uid == uid && w->uids[k].listener == listener) {
-			w->uids[k].n++;
-			return;
-		}
-	if (w->n_uids == w->cap_uids) {
-		size_t cap = MAX(8, 2 * w->cap_uids);
-		struct uid_count *t = realloc(w->uids, cap * sizeof(*t));
-		if (!t)
-			return; /* uncounted: the limit errs on the client's side */
-		w->uids = t;
-		w->cap_uids = cap;
-	}
-	w->uids[w->n_uids++] = (struct uid_count){ .listener = (uint8_t)listener, .uid = uid, .n = 1 };
-}
-
-/* A worker says one of uid's clients of listener (in its config) closed. */
-void
-accept_peer_gone(struct mworker *w, unsigned listener, uid_t uid)
-{
-	for (size_t k = 0; k < w->n_uids; k++)
-		if (w->uids[k].uid == uid && w->uids[k].listener == listener) {
-			if (--w->uids[k].n == 0)
-				w->uids[k] = w->uids[--w->n_uids];
-			return;
-		}
 }
 
 /*

@@ -265,7 +265,7 @@ channel_read(struct master *m, struct mchannel *ch)
 		case CHANNEL_CLOSED:
 			break; /* a wakeup: the loads are in shared memory */
 		case CHANNEL_GONE:
-			accept_peer_gone(w, msg.listener[0], (uid_t)msg.arg);
+			peer_gone(w, msg.listener[0], (uid_t)msg.arg);
 			break;
 		case CHANNEL_READY:
 			/* Once per thread, whatever the worker sends. */

@@ -494,11 +494,13 @@ void accept_orphans_remap(struct master *m, struct mpool *old, size_t n_old,
 			  const struct generation *from);
 void accept_orphans_drop(struct master *m, const char *why);
 void accept_orphans_free(struct mpool *p);
-void accept_peer_gone(struct mworker *w, unsigned listener, uid_t uid);
 
 /* peer.c */
 bool peer_ids_allowed(const struct config_listener *cl, int fd, const struct ucred *cred);
 int peer_unit(int fd, pid_t pid, char **ret_unit);
+unsigned peer_open(const struct master *m, const struct config_listener *l, uid_t uid);
+void peer_count(struct mworker *w, unsigned listener, uid_t uid);
+void peer_gone(struct mworker *w, unsigned listener, uid_t uid);
 
 /* pool.c */
 int pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index);

@@ -13,8 +13,9 @@ $cc tests/fuzz/fuzz-config.c lib/config.c $(pkg-config --cflags --libs inih) -o 
 # channel.c holds both ends of the channel: the worker side brings the worker thread with it.
 $cc tests/fuzz/fuzz-channel.c daemon/channel.c daemon/conn.c daemon/worker.c daemon/log.c \
 	daemon/status.c daemon/load.c daemon/credentials.c daemon/service.c daemon/plugin.c \
-	daemon/echo.c daemon/http.c daemon/http-parser.c daemon/http-settings.c lib/config.c \
-	lib/fdpass.c lib/fd-util.c $(pkg-config --cflags --libs inih) -lpthread -ldl \
+	daemon/peer.c daemon/echo.c daemon/http.c daemon/http-parser.c daemon/http-settings.c \
+	lib/config.c lib/fdpass.c lib/fd-util.c $(pkg-config --cflags --libs inih libsystemd) \
+	-lpthread -ldl \
 	-o "$out/fuzz-channel"
 for t in http config channel; do
 	mkdir -p "$out/corpus-$t"
