@@ -22,9 +22,11 @@
  * Master process
  *   main.c       setup, signals, reload (the pending generation), shutdown, sd_notify
  *   listeners.c  sockets bound here or passed by systemd, kept across reloads
- *   pool.c       generations; forking, reaping, respawning, killing hung workers;
- *                the dynamic pool
+ *   pool.c       generations and pools; forking, reaping, respawning; stuck and hung
+ *                workers (request_timeout); recycling (max_requests, max_rss); the
+ *                dynamic pool
  *   accept.c     accept, admission, hand-off to a worker thread, clients waiting for one
+ *   peer.c       who a client is: credentials, groups, systemd unit, per-uid counts
  *   load.c       load, least-loaded choice, room, caps, the room_wanted handshake
  */
 
