@@ -163,7 +163,7 @@ get_fd(struct blob *b)
 }
 
 static char *
-get_str(struct blob *b)
+get_str_max(struct blob *b, size_t max)
 {
 	uint32_t n;
 	char *s;
@@ -171,12 +171,18 @@ get_str(struct blob *b)
 	get(b, &n, sizeof(n));
 	if (b->bad || n == UINT32_MAX)
 		return NULL;
-	if (n > STR_MAX || b->len - b->off < n || !(s = strndup((char *)b->p + b->off, n))) {
+	if (n > max || b->len - b->off < n || !(s = strndup((char *)b->p + b->off, n))) {
 		b->bad = true;
 		return NULL;
 	}
 	b->off += n;
 	return s;
+}
+
+static char *
+get_str(struct blob *b)
+{
+	return get_str_max(b, STR_MAX);
 }
 
 /* ---- the running image: start, check, hand off ---- */
@@ -343,20 +349,32 @@ put_listeners(struct blob *b, const struct master *m)
 	}
 }
 
-/* What the new image needs of a generation whose workers it adopts. */
+/*
+ * A generation whose workers the new image adopts: its configuration as
+ * "udsd -T" prints it (parsed back there: every pool and listener key the
+ * master reads of an old worker), and each listener's service name and
+ * flags, which the master knows without loading a plugin.
+ */
 static void
 put_generation(struct blob *b, const struct generation *g)
 {
-	const struct config *c = g->config;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
 
+	if (!f || config_dump(g->config, f) < 0) {
+		b->bad = true;
+		if (f)
+			fclose(f);
+		return;
+	}
+	fclose(f);
 	put_u64(b, g->id);
-	put_u64(b, c->shutdown_timeout_usec);
-	put_u64(b, c->n_listeners);
-	for (size_t i = 0; i < c->n_listeners; i++) {
-		put_str(b, c->listeners[i].name);
-		put_u64(b, (uint64_t)c->listeners[i].type);
-		put_str(b, c->listeners[i].service);
-		put_u64(b, g->services[i].ops->flags);
+	put_str(b, text);
+	put_u64(b, g->config->n_listeners);
+	for (size_t i = 0; i < g->config->n_listeners; i++) {
+		put_str(b, g->services[i].name);
+		put_u64(b, g->services[i].flags);
 	}
 }
 
@@ -364,7 +382,10 @@ static void
 put_worker(struct blob *b, const struct mworker *w)
 {
 	put_u64(b, w->slot);
+	put_u64(b, w->pool);
 	put_u64(b, w->index);
+	put_u64(b, w->retiring);
+	put_u64(b, w->max_requests);
 	put_u64(b, (uint64_t)w->pid);
 	put_u64(b, w->gen->id);
 	put_u64(b, w->state);
@@ -386,6 +407,16 @@ put_worker(struct blob *b, const struct mworker *w)
 	}
 }
 
+static size_t
+orphans_count(const struct master *m)
+{
+	size_t n = 0;
+
+	for (size_t p = 0; p < m->n_pools; p++)
+		n += m->pools[p].n_orphans;
+	return n;
+}
+
 /* Every generation a living worker (or a waiting client) refers to, once. */
 static size_t
 generations_in_use(const struct master *m, const struct generation **gens)
@@ -393,7 +424,7 @@ generations_in_use(const struct master *m, const struct generation **gens)
 	size_t n = 0;
 
 	gens[n++] = m->gen;
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		const struct generation *g = m->workers[i].gen;
 		bool seen = m->workers[i].state == WORKER_FREE;
 
@@ -425,18 +456,21 @@ put_state(struct blob *b, const struct master *m, const char *rollback)
 	put_u64(b, n_gens);
 	for (size_t i = 0; i < n_gens; i++)
 		put_generation(b, gens[i]);
-	n_workers = STATUS_MAX_SLOTS - pool_count(m, WORKER_FREE);
+	n_workers = pool_count(m, WORKER_RUNNING) + pool_count(m, WORKER_DRAINING);
 	put_u64(b, n_workers);
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].state != WORKER_FREE)
 			put_worker(b, &m->workers[i]);
 	/* Waiting clients, their listener an index of the current generation (gens[0]). */
-	put_u64(b, m->n_orphans);
-	for (size_t i = 0; i < m->n_orphans; i++) {
-		put_u64(b, (uint64_t)m->orphans[i].fd);
-		put_u64(b, m->orphans[i].listener);
-		put_u64(b, m->orphans[i].since);
-	}
+	put_u64(b, orphans_count(m));
+	for (size_t p = 0; p < m->n_pools; p++)
+		for (size_t i = 0; i < m->pools[p].n_orphans; i++) {
+			const struct orphan *o = &m->pools[p].orphans[i];
+
+			put_u64(b, (uint64_t)o->fd);
+			put_u64(b, o->listener);
+			put_u64(b, o->since);
+		}
 	put_str(b, m->up.error);
 }
 
@@ -454,14 +488,15 @@ carry_fds(const struct master *m, bool carry)
 		(void)fd_set_cloexec(m->listeners[i].fd, !carry);
 		(void)fd_set_cloexec(m->listeners[i].file.dir_fd, !carry);
 	}
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		for (unsigned t = 0; m->workers[i].state != WORKER_FREE && t < m->workers[i].n_threads;
 		     t++) {
 			(void)fd_set_cloexec(m->workers[i].chan[t].fd, !carry);
 			(void)fd_set_cloexec(m->workers[i].chan[t].peer, !carry);
 		}
-	for (size_t i = 0; i < m->n_orphans; i++)
-		(void)fd_set_cloexec(m->orphans[i].fd, !carry);
+	for (size_t p = 0; p < m->n_pools; p++)
+		for (size_t i = 0; i < m->pools[p].n_orphans; i++)
+			(void)fd_set_cloexec(m->pools[p].orphans[i].fd, !carry);
 	(void)fd_set_cloexec(m->up.exe_fd, !carry);
 	if (!carry) /* the next image's way back, then ours: for now, it stays */
 		(void)fd_set_cloexec(m->up.old_exe_fd, true);
@@ -554,42 +589,38 @@ upgrade_exec(struct master *m, const char *binary, int fd, const char *rollback)
 
 /* ---- the new image: adopt, then serve or roll back ---- */
 
-/* The stub service of an adopted worker's listener: only its flags matter to the master. */
-static const struct udsd_service adopted_migrate = { .name = "(adopted)",
-						     .flags = UDSD_SERVICE_MIGRATE };
-static const struct udsd_service adopted_stay = { .name = "(adopted)" };
-
+/* A generation of adopted workers: its configuration parsed back, its services by name and flags. */
 static struct generation *
 get_generation(struct blob *b)
 {
+	_cleanup_free_ char *text = NULL;
 	struct generation *g = calloc(1, sizeof(*g));
-	struct config *c = calloc(1, sizeof(*c));
+	char err[256];
 	size_t n;
 
-	if (!g || !c) {
-		free(g);
-		free(c);
+	if (!g) {
 		b->bad = true;
 		return NULL;
 	}
-	g->config = c;
 	g->id = (unsigned)get_u64(b);
-	c->shutdown_timeout_usec = get_u64(b);
+	text = get_str_max(b, 1 << 20);
+	if (!text || config_load_string("(the old binary's configuration)", text, &g->config, err,
+					sizeof(err)) < 0) {
+		log_error("upgrade: the old binary's configuration of generation %u: %s", g->id,
+			  text ? err : "missing");
+		b->bad = true;
+		free(g);
+		return NULL;
+	}
 	n = get_count(b, CONFIG_MAX_LISTENERS);
-	c->listeners = calloc(MAX(n, 1), sizeof(*c->listeners));
 	g->services = calloc(MAX(n, 1), sizeof(*g->services));
-	if (!c->listeners || !g->services)
+	if (!g->services || n != g->config->n_listeners)
 		b->bad = true;
 	for (size_t i = 0; i < n && !b->bad; i++) {
-		c->listeners[i].name = get_str(b);
-		c->listeners[i].type = (int)get_u64(b);
-		c->listeners[i].service = get_str(b);
-		c->listeners[i].address = strdup("");
-		g->services[i].ops = get_u64(b) & UDSD_SERVICE_MIGRATE ? &adopted_migrate :
-									  &adopted_stay;
-		c->n_listeners = i + 1;
-		if (!c->listeners[i].name || !c->listeners[i].service)
-			b->bad = true;
+		_cleanup_free_ char *name = get_str(b);
+
+		snprintf(g->services[i].name, sizeof(g->services[i].name), "%s", name ? name : "?");
+		g->services[i].flags = (unsigned)get_u64(b);
 	}
 	return g;
 }
@@ -611,7 +642,10 @@ get_worker(struct blob *b, struct master *m, struct generation **gens, size_t n_
 
 	if (slot >= STATUS_MAX_SLOTS || w->state != WORKER_FREE)
 		b->bad = true;
-	*w = (struct mworker){ .slot = slot, .index = (unsigned)get_u64(b) };
+	*w = (struct mworker){ .slot = slot, .pool = (unsigned)get_u64(b) };
+	w->index = (unsigned)get_u64(b);
+	w->retiring = get_u64(b);
+	w->max_requests = (unsigned)get_u64(b);
 	w->pid = (pid_t)get_u64(b);
 	w->gen = find_generation(gens, n_gens, (unsigned)get_u64(b));
 	w->state = (enum worker_state)get_u64(b);
@@ -622,7 +656,8 @@ get_worker(struct blob *b, struct master *m, struct generation **gens, size_t n_
 	w->killed = get_u64(b);
 	w->n_migrate = (unsigned)get_count(b, CONFIG_MAX_LISTENERS);
 	get(b, w->migrate, w->n_migrate);
-	if (!w->gen || w->n_threads == 0 || w->n_threads > CONFIG_MAX_THREADS ||
+	if (!w->gen || w->pool >= w->gen->config->n_pools || w->n_threads == 0 ||
+	    w->n_threads > CONFIG_MAX_THREADS ||
 	    (w->state != WORKER_RUNNING && w->state != WORKER_DRAINING) ||
 	    !(w->chan = calloc(w->n_threads, sizeof(*w->chan))))
 		b->bad = true;
@@ -647,6 +682,7 @@ get_worker(struct blob *b, struct master *m, struct generation **gens, size_t n_
 		return;
 	}
 	w->gen->refs++;
+	m->n_slots = MAX(m->n_slots, slot + 1);
 	log_info("adopted worker %d of generation %u (%s)", (int)w->pid, w->gen->id,
 		 w->state == WORKER_RUNNING ? "serving until the new generation is ready" :
 					      "draining");
@@ -695,12 +731,13 @@ get_listeners(struct blob *b, struct master *m)
 
 /*
  * Clients that waited for a worker in the old image wait here, in the new
- * config's terms.  Read whole before any is closed: a bad blob goes back as it came.
+ * config's terms (the pools exist by now).  Read whole before any is closed
+ * or placed: a bad blob goes back as it came.
  */
 static void
 get_orphans(struct blob *b, struct master *m, const struct generation *from)
 {
-	size_t n = get_count(b, m->max_orphans);
+	size_t n = get_count(b, (size_t)m->max_orphans * CONFIG_MAX_POOLS);
 	_cleanup_free_ struct orphan *o = calloc(MAX(n, 1), sizeof(*o));
 
 	if (!o)
@@ -714,12 +751,10 @@ get_orphans(struct blob *b, struct master *m, const struct generation *from)
 		int l = from && o[i].listener < from->config->n_listeners ?
 				listeners_remap(m->gen->config, from->config, o[i].listener) : -ENOENT;
 
-		if (l < 0 || m->n_orphans == m->max_orphans) {
+		if (l < 0)
 			safe_close(o[i].fd);
-			continue;
-		}
-		o[i].listener = (uint8_t)l;
-		m->orphans[m->n_orphans++] = o[i];
+		else
+			accept_dispatch(m, o[i].fd, (unsigned)l);
 	}
 }
 
@@ -810,7 +845,7 @@ upgrade_rollback(struct master *m, const char *why)
 		return;
 	}
 	log_error("upgrade: %s; rolling back to the old binary", why);
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].state != WORKER_FREE && m->workers[i].gen == m->gen)
 			pool_kill(&m->workers[i]);
 	upgrade_exec(m, m->up.old_argv[0], m->up.old_exe_fd, why);
@@ -837,8 +872,11 @@ upgrade_adopt(struct master *m, int fd, struct generation *g)
 	r = blob_read(fd, &b);
 	if (r >= 0)
 		r = restore(m, &b, gens, &n_gens, &rollback);
-	if (r >= 0)
+	if (r >= 0 && !b.bad) {
+		g->id = ++m->last_gen_id;
+		pools_setup(m, NULL);
 		get_orphans(&b, m, gens[0]);
+	}
 	free(get_str(&b)); /* the old image's last upgrade error: superseded */
 	free(b.p);
 	if (r >= 0 && b.bad)
@@ -847,7 +885,6 @@ upgrade_adopt(struct master *m, int fd, struct generation *g)
 		return r;
 	safe_close(fd);
 	carry_fds(m, false);
-	g->id = ++m->last_gen_id;
 	for (size_t i = 0; i < n_gens; i++)
 		if (gens[i] && gens[i]->refs == 0) {
 			gens[i]->refs = 1;
@@ -877,8 +914,11 @@ upgrade_adopt_failed(struct master *m, int fd, const char *why)
 {
 	struct blob_header h;
 
+	/* A rollback that cannot read its own state either: never exec in a loop. */
+	if (m->up.env_rollback || getenv(ROLLBACK_ENV))
+		fatalx("upgrade: %s, and this is already the rollback", why);
 	if (pread(fd, &h, sizeof(h), 0) != sizeof(h) || memcmp(h.magic, BLOB_MAGIC, 8) != 0 ||
-	    h.exe_fd < 0 || getenv(ROLLBACK_ENV))
+	    h.exe_fd < 0)
 		fatalx("upgrade: %s, and no way back", why);
 	log_error("upgrade: %s; rolling back to the old binary", why);
 	sd_notifyf(0, "STATUS=upgrade failed (%s); rolling back", why);
@@ -904,8 +944,8 @@ upgrade_tick(struct master *m)
 	}
 	if (!m->up.adopting || m->stopping)
 		return;
-	if (generation_ready(m, m->gen, m->pool_size)) {
-		for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	if (generation_ready(m, m->gen, m->pools)) {
+		for (size_t i = 0; i < m->n_slots; i++)
 			if (m->workers[i].state == WORKER_RUNNING && m->workers[i].gen != m->gen)
 				pool_drain(m, &m->workers[i], true);
 		m->up.adopting = false;
@@ -914,7 +954,7 @@ upgrade_tick(struct master *m)
 			 m->up.rolled_back ? ", after a rollback" : "");
 		return;
 	}
-	if (m->crashes && !m->up.rolled_back)
+	if (pools_crashes(m) && !m->up.rolled_back)
 		upgrade_rollback(m, "a worker of the new binary died before it was ready");
 	else if (now >= m->up.adopt_deadline && !m->up.rolled_back)
 		upgrade_rollback(m, "the new binary's workers were not ready in time");

@@ -22,8 +22,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		assert(!fds || (m.count == n_fds && m.count <= CHANNEL_MAX_FDS));
 		assert(fds || n_fds == 0);
+		assert(m.type != CHANNEL_GONE || m.count == 1);
 		for (size_t i = 0; i < m.count; i++)
-			assert(fds ? m.listener[i] < n_listeners : m.listener[i] <= 1);
+			assert(fds || m.type == CHANNEL_GONE ? m.listener[i] < n_listeners :
+							      m.listener[i] <= 1);
 	}
 	return 0;
 }
