@@ -28,6 +28,9 @@
  *   accept.c     accept, admission, hand-off to a worker thread, clients waiting for one
  *   peer.c       who a client is: credentials, groups, systemd unit, per-uid counts
  *   load.c       load, least-loaded choice, room, caps, the room_wanted handshake
+ *   upgrade.c    same-PID binary upgrade: check, state hand-off across execve, rollback
+ *   fdstore.c    the sockets udsd binds, kept in systemd's fd store across restarts
+ *   startlimit.c idle exits no more often than the unit's start limit allows
  */
 
 #include <pthread.h>

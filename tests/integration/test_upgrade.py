@@ -8,6 +8,8 @@ import os
 import shutil
 import signal
 import stat
+import struct
+import subprocess
 
 import pytest
 
@@ -197,3 +199,22 @@ def test_a_new_binary_whose_workers_fail_rolls_back(udsd_factory, exe, tmp_path)
     assert "rolling back to the old binary" in d.log
     assert not os.path.exists(os.path.join(d.tmp, "t.sock"))
     assert alive(pid)
+
+
+def test_a_state_version_it_does_not_know_is_handed_back(tmp_path):
+    """A new image that cannot read the old one's state execs the old binary (here /bin/true)."""
+    conf = tmp_path / "c.conf"
+    conf.write_text(CONF.format(sock=str(tmp_path / "s.sock"), tmp=str(tmp_path)))
+    exe = os.open("/bin/true", os.O_RDONLY)
+    state = tmp_path / "state"
+    state.write_bytes(b"udsdstat" + struct.pack("<IIiI", 99, 24, exe, 0))
+    fd = os.open(state, os.O_RDONLY)
+    try:
+        p = subprocess.run([REAL, "-c", str(conf), "--upgrade-state=%d" % fd], pass_fds=(fd, exe),
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(fd)
+        os.close(exe)
+    assert "state version 99, this binary reads 1" in p.stderr, p.stderr
+    assert "rolling back to the old binary" in p.stderr
+    assert p.returncode == 0  # /bin/true ran in its place, with the same PID
