@@ -181,8 +181,7 @@ def test_a_new_binary_whose_workers_fail_rolls_back(udsd_factory, exe, tmp_path)
     for s in clients:
         ping(s)
     bad = tmp_path / "bad.conf"
-    # One thread per worker: testsvc's init writes a global (a race under TSan with two).
-    bad.write_text(CONF.replace("threads = 2", "threads = 1").format(sock=d.sock, tmp=d.tmp) +
+    bad.write_text(CONF.format(sock=d.sock, tmp=d.tmp) +
                    "[listener t]\npath = %s/t.sock\nservice = %s/tests/plugins/testsvc.so\n"
                    "fail_init = yes\n" % (d.tmp, conftest.BUILD))
     real = str(tmp_path / "daemon" / "udsd.real")

@@ -88,7 +88,9 @@ amplify(struct udsd_conn *conn, const unsigned char *p, size_t len)
 	return (ssize_t)i;
 }
 
-static long check_uid = -1, init_uid = -1;
+/* Every thread's init writes init_uid (the same value): atomic, so TSan sees no race. */
+static long check_uid = -1;
+static _Atomic long init_uid = -1;
 
 /* A callback that overruns request_timeout: signals cut nanosleep() short, not this. */
 static void
@@ -133,7 +135,7 @@ test_data(struct udsd_conn *conn, const void *data, size_t len)
 	if (len >= 4 && memcmp(data, "uids", 4) == 0) {
 		char out[96];
 		int n = snprintf(out, sizeof(out), "check=%ld init=%ld data=%ld\n", check_uid,
-				 init_uid, (long)getuid());
+				 (long)init_uid, (long)getuid());
 		udsd_conn_write(conn, out, (size_t)n);
 		return (ssize_t)len;
 	}
