@@ -96,19 +96,9 @@ peer_allowed(const struct config_listener *cl, int fd)
 		return true;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return false;
-	for (size_t i = 0; i < cl->n_allow_uids; i++)
-		if (cl->allow_uids[i] == cred.uid)
-			return true;
 	if (cl->n_allow_gids > 0)
 		n = peer_groups(fd, small, ELEMENTSOF(small), &big, &groups);
-	for (size_t i = 0; i < cl->n_allow_gids; i++) {
-		if (cl->allow_gids[i] == cred.gid)
-			return true;
-		for (size_t k = 0; k < n; k++)
-			if (cl->allow_gids[i] == groups[k])
-				return true;
-	}
-	return false;
+	return config_listener_admits(cl, cred.uid, cred.gid, groups, n);
 }
 
 static void
@@ -213,7 +203,7 @@ accept_update_polling(struct master *m)
 	for (size_t i = 0; i < m->n_listeners; i++) {
 		struct mlistener *l = &m->listeners[i];
 
-		if (l->polling == want)
+		if (l->polling == want || l->type == SOCK_DGRAM)
 			continue;
 		struct epoll_event ev = { .events = want ? EPOLLIN : 0, .data.ptr = &l->watch };
 		if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)

@@ -15,6 +15,7 @@
  * Worker process
  *   worker.c     the process (privileges, threads) and its threads' event loops
  *   conn.c       a client connection in a worker thread (the udsd_conn API)
+ *   dgram.c      a dgram listener's socket in a worker thread (the udsd_dgram API)
  *   echo.c, http.c, http-parser.c, http-settings.c: the built-in services
  * Master process
  *   main.c       setup, signals, reload (the pending generation), shutdown, sd_notify
@@ -66,6 +67,17 @@ uint64_t now_usec(void);
 #define STATUS_MAX_SLOTS 256
 #define STATUS_PAGE 4096
 
+/* dgram.c: what a thread did with the datagrams it read from dgram listeners. */
+struct status_dgram {
+	_Atomic uint64_t received;  /* read from a socket, whatever came of them */
+	_Atomic uint64_t refused;   /* dropped: the sender is not on the allow-lists */
+	_Atomic uint64_t oversize;  /* dropped: larger than max_datagram */
+	_Atomic uint64_t truncated; /* dropped: its control data (descriptors) did not fit */
+	_Atomic uint64_t failed;    /* on_datagram returned an error */
+	_Atomic uint64_t replies;
+	_Atomic uint64_t replies_dropped; /* would have blocked, or nowhere to go */
+};
+
 struct status_thread {
 	_Atomic uint64_t open;
 	_Atomic uint64_t accepted;
@@ -73,7 +85,8 @@ struct status_thread {
 	_Atomic uint64_t refused;
 	_Atomic uint64_t closed; /* clients this thread is done with, ever: for load.c */
 	_Atomic uint64_t heartbeat_usec;
-} __attribute__((aligned(64))); /* one cache line each: threads never share a line */
+	struct status_dgram dgram;
+} __attribute__((aligned(64))); /* whole cache lines each: threads never share a line */
 
 struct status_worker {
 	_Atomic pid_t pid; /* 0: free slot */
@@ -98,6 +111,7 @@ extern const struct config *status_config; /* the listeners /status shows */
 int status_map(void);
 int status_restrict(unsigned slot);
 void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
+uint64_t status_datagrams(void);
 
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
 enum channel_type {
@@ -105,6 +119,7 @@ enum channel_type {
 	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit */
 	CHANNEL_CLOSED,  /* w→m: a client closed while the master waits for room */
 	CHANNEL_READY,   /* w→m: this thread serves */
+	CHANNEL_DGRAM,   /* m→w, once: the dgram listeners' sockets, listener index of each */
 };
 
 #define CHANNEL_MAX_FDS 64
@@ -127,6 +142,7 @@ int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *f
 /* service.c */
 struct service {
 	const struct udsd_service *ops;
+	struct udsd_service ops_v1; /* an API 1 table, with what it lacks zeroed: ops points here */
 	void *dl; /* dlopen handle, or NULL for a built-in */
 	struct udsd_service_config config;
 	struct udsd_kv *kv;
@@ -165,6 +181,10 @@ struct wthread {
 	struct udsd_conn *closed; /* closed during this round, freed at its end */
 	size_t freed; /* buffer bytes freed since the last malloc_trim() */
 	bool wake_master;
+	/* dgram.c: per listener, this thread's copy of its datagram socket (-EBADF: none). */
+	int dgram[CONFIG_MAX_LISTENERS];
+	unsigned dgram_wanted; /* dgram listeners: READY once every socket is here */
+	uint8_t *dgram_buf;    /* max_datagram bytes, when more than ibuf holds */
 	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
 	bool done;
@@ -219,6 +239,25 @@ void conn_reap(struct wthread *t);
 
 /* worker.c, for channel.c */
 void worker_thread_drain(struct wthread *t);
+
+/* dgram.c */
+extern char dgram_tags[CONFIG_MAX_LISTENERS];
+
+/* Is this epoll tag a dgram listener's (rather than a connection's)? */
+static inline bool
+dgram_is_tag(const void *ptr)
+{
+	uintptr_t p = (uintptr_t)ptr, tags = (uintptr_t)dgram_tags;
+
+	return p - tags < sizeof(dgram_tags);
+}
+
+int dgram_thread_setup(struct wthread *t);
+int dgram_thread_add(struct wthread *t, int fd, unsigned listener);
+bool dgram_thread_has_all(const struct wthread *t);
+void dgram_event(struct wthread *t, const void *tag);
+void dgram_thread_drain(struct wthread *t);
+void dgram_thread_teardown(struct wthread *t);
 
 /* channel.c, a worker thread's end */
 void channel_thread_read(struct wthread *t);
@@ -344,6 +383,8 @@ struct master {
 	unsigned pool_size; /* workers wanted now: workers, or workers_min..workers_max */
 	uint64_t next_spawn_at;
 	uint64_t idle_since; /* exit_idle_time: no client anywhere since then */
+	bool has_dgram;	     /* a dgram listener: STATUS= and idleness count datagrams */
+	uint64_t datagrams_seen; /* status_datagrams() at the last idleness check */
 	unsigned fd_limit;
 	uint64_t next_status;
 	uint64_t watchdog_usec;
@@ -363,6 +404,7 @@ void channel_flush_all(struct master *m);
 void channel_drain(struct master *m, struct mworker *w);
 void channel_read(struct master *m, struct mchannel *ch);
 size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand);
+int channel_send_dgram(struct mworker *w, const struct mlistener *ls, size_t n);
 
 /* load.c */
 unsigned load_thread(const struct mchannel *ch);
@@ -389,6 +431,7 @@ void listeners_apply_perms(const struct config *c, struct mlistener *ls);
 void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file);
 bool listeners_pending(const struct master *m);
 bool listeners_all_passed(const struct master *m);
+bool listeners_has_dgram(const struct master *m);
 int listeners_remap(const struct config *to, const struct config *from, unsigned index);
 
 /* accept.c */

@@ -64,10 +64,17 @@ take_passed(const struct config *c, const struct config_listener *cl,
 		return 0;
 	int r = listener_check_fd(a->fd, address_family(cl->address), cl->type);
 	if (r <= 0) {
-		log_error("fd %d \"%s\": not a listening %s %s socket (listener %s)", a->fd, a->name,
+		log_error("fd %d \"%s\": not a %s %s %s socket (listener %s)", a->fd, a->name,
+			  cl->type == SOCK_DGRAM ? "bound" : "listening",
 			  address_family(cl->address) == AF_UNIX ? "Unix" : "TCP",
-			  cl->type == SOCK_STREAM ? "stream" : "seqpacket", cl->name);
+			  cl->type == SOCK_STREAM ? "stream" :
+			  cl->type == SOCK_DGRAM ? "dgram" : "seqpacket", cl->name);
 		return -EINVAL;
+	}
+	/* Unless the unit has PassCredentials=yes: the allow-lists need them (dgram.c). */
+	if (cl->type == SOCK_DGRAM && (r = listener_pass_credentials(a->fd)) < 0) {
+		log_error("listener %s: SO_PASSCRED: %s", cl->name, strerror(-r));
+		return r;
 	}
 	a->used = true;
 	l->fd = a->fd;
@@ -281,6 +288,9 @@ listeners_install(struct master *m, struct mlistener *ls, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		struct epoll_event ev = { .events = 0, .data.ptr = &ls[i].watch };
 		ls[i].polling = false;
+		/* The master never reads a datagram: worker threads do (dgram.c). */
+		if (ls[i].type == SOCK_DGRAM)
+			continue;
 		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, ls[i].fd, &ev) < 0)
 			log_error("epoll_ctl: %s", strerror(errno));
 	}
@@ -304,6 +314,15 @@ listeners_all_passed(const struct master *m)
 		if (!m->listeners[i].passed)
 			return false;
 	return true;
+}
+
+bool
+listeners_has_dgram(const struct master *m)
+{
+	for (size_t i = 0; i < m->n_listeners; i++)
+		if (m->listeners[i].type == SOCK_DGRAM)
+			return true;
+	return false;
 }
 
 /* Listener index of config from, as an index of config to (matched by name), or -ENOENT. */

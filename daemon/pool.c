@@ -135,8 +135,13 @@ pool_spawn(struct master *m, struct generation *g, unsigned index)
 	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = g,
 			       .n_threads = g->config->threads, .started_usec = now_usec() };
 	r = channel_open(m, w);
-	if (r < 0)
+	if (r >= 0)
+		r = channel_send_dgram(w, g == m->pending ? m->pending_listeners : m->listeners,
+				       g->config->n_listeners);
+	if (r < 0) {
+		channel_close(m, w);
 		return r;
+	}
 
 	struct status_worker *sw = &status->slots[w->slot];
 	memset(sw, 0, sizeof(*sw));

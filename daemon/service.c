@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "daemon.h"
 
@@ -38,18 +40,37 @@ service_load(struct service *s, const struct config *c, const struct config_list
 			 name, UDSD_SERVICE_SYMBOL);
 		return -ENOENT;
 	}
-	if (s->ops->api_version != UDSD_SERVICE_API_VERSION) {
-		snprintf(err, errlen, "%s:%u: service: %s is built for service API %u, udsd has %u",
+	if (s->ops->api_version == 1) {
+		/* Its table ends before on_datagram: read no further than it goes. */
+		memcpy(&s->ops_v1, s->ops, offsetof(struct udsd_service, on_datagram));
+		s->ops = &s->ops_v1;
+	} else if (s->ops->api_version != UDSD_SERVICE_API_VERSION) {
+		snprintf(err, errlen, "%s:%u: service: %s is built for service API %u, udsd has %u (and loads 1)",
 			 c->file, l->service_line, name, s->ops->api_version,
 			 UDSD_SERVICE_API_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	if (!s->ops->on_data || !s->ops->name) {
-		snprintf(err, errlen, "%s:%u: service: %s has no name or no on_data", c->file,
-			 l->service_line, name);
+	if (!s->ops->name) {
+		snprintf(err, errlen, "%s:%u: service: %s has no name", c->file, l->service_line,
+			 name);
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* The service has the callback its listener's type needs: on_data, or on_datagram. */
+static int
+service_fits(const struct service *s, const struct config *c, const struct config_listener *l,
+	     char *err, size_t errlen)
+{
+	bool dgram = l->type == SOCK_DGRAM;
+
+	if (dgram ? s->ops->on_datagram != NULL : s->ops->on_data != NULL)
+		return 0;
+	snprintf(err, errlen, "%s:%u: service: %s has no %s, so it cannot serve a %s listener",
+		 c->file, l->service_line, s->ops->name, dgram ? "on_datagram" : "on_data",
+		 dgram ? "dgram" : l->type == SOCK_SEQPACKET ? "seqpacket" : "stream");
+	return -EINVAL;
 }
 
 static int
@@ -96,6 +117,8 @@ service_resolve(const struct config *c, struct service **ret, char *err, size_t 
 		return -ENOMEM;
 	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
 		r = service_load(&s[i], c, &c->listeners[i], err, errlen);
+		if (r >= 0)
+			r = service_fits(&s[i], c, &c->listeners[i], err, errlen);
 		if (r >= 0)
 			r = service_configure(&s[i], c, &c->listeners[i], err, errlen);
 	}

@@ -321,12 +321,16 @@ listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, gid_
 	_cleanup_close_ int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return negative_errno();
+	/* Before bind(): a datagram queued without credentials could not be checked. */
+	if (type == SOCK_DGRAM && (r = listener_pass_credentials(fd)) < 0)
+		return r;
 	r = is_file ? bind_file(&f, fd, type, err, errlen) : bind_abstract(fd, address);
 	if (r < 0)
 		return r;
 	if (is_file)
 		r = listener_set_perms(&f, mode, owner, group);
-	if (r == 0 && listen(fd, backlog) < 0)
+	/* A datagram socket is bound and that is all: nothing listens or accepts. */
+	if (r == 0 && type != SOCK_DGRAM && listen(fd, backlog) < 0)
 		r = negative_errno();
 	if (r < 0) {
 		if (is_file)
@@ -339,6 +343,14 @@ listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, gid_
 		f = LISTENER_FILE_NULL;
 	}
 	return 0;
+}
+
+int
+listener_pass_credentials(int fd)
+{
+	static const int one = 1;
+
+	return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ? negative_errno() : 0;
 }
 
 int
@@ -385,9 +397,10 @@ listener_check_fd(int fd, int family, int type)
 	if (v != type)
 		return 0;
 	vl = sizeof(v);
-	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) < 0)
+	/* A datagram socket never listens: being bound is all it takes. */
+	if (type != SOCK_DGRAM && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) < 0)
 		return negative_errno();
-	if (!v)
+	if (type != SOCK_DGRAM && !v)
 		return 0;
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
 		return negative_errno();
