@@ -113,6 +113,7 @@ listeners_open_one(const struct config *c, const struct config_listener *cl, str
 				  r == -EADDRINUSE ? "another server is listening there" :
 				  r == -EEXIST	    ? "exists and is not a socket; not touching it" :
 				  r == -ENAMETOOLONG ? "too long for a socket address" :
+				  r == -ELOOP	     ? "goes through a symlink; a dgram socket answers from its path, so write the path it really has" :
 						       strerror(-r);
 		log_error("listener %s: %s: %s", cl->name, cl->address, why);
 		return r;

@@ -49,6 +49,8 @@ int listener_check_dir(int dir_fd, char *err, size_t errlen);
  * group and mode, so it is never more open than asked, not even for an
  * instant.  owner/group may be -1 to leave them.  Returns a non-blocking,
  * close-on-exec fd and, for a path, the file in ret_file (may be NULL).
+ * A datagram socket file is bound by its path as written, which its replies
+ * come from; -ELOOP if that path goes through a symlink.
  * err/errlen may be NULL/0.
  */
 int listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, gid_t group,

@@ -301,6 +301,10 @@ test_dgram(void **state)
 	assert_int_equal(st.st_mode & 07777, 0620);
 	assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_DGRAM), 1);
 	assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_STREAM), 0);
+	/* Its address is its path, which replies come from, not its name in the directory. */
+	len = sizeof(sa);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	assert_string_equal(sa.sun_path, path("d.sock"));
 	assert_int_equal(listener_open_unix(path("d.sock"), SOCK_DGRAM, 0600, -1, -1, 16, &b, NULL,
 					    NULL, 0), -EADDRINUSE);
 	assert_int_equal(b, -999);
@@ -319,6 +323,20 @@ test_dgram(void **state)
 					    NULL, 0), 0);
 	safe_close(b);
 	unlink(path("d.sock"));
+	/* Through a symlink, that address would not be the socket's: refused, nothing made. */
+	char real[128];
+	snprintf(real, sizeof(real), "%s", path("dgdir"));
+	assert_int_equal(mkdir(real, 0755), 0);
+	assert_int_equal(symlink(real, path("dglink")), 0);
+	assert_int_equal(listener_open_unix(path("dglink/d.sock"), SOCK_DGRAM, 0600, -1, -1, 16, &b,
+					    NULL, NULL, 0), -ELOOP);
+	assert_int_equal(access(path("dgdir/d.sock"), F_OK), -1);
+	assert_int_equal(listener_open_unix(path("dglink/s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &b,
+					    NULL, NULL, 0), 0);
+	safe_close(b);
+	unlink(path("dgdir/s.sock"));
+	unlink(path("dglink"));
+	rmdir(path("dgdir"));
 }
 
 static void
