@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import UDSD, Notify, deadline_loop
+from conftest import UDSD, Notify, deadline_loop, echo
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -325,6 +325,13 @@ def test_a_dgram_listener_needs_on_datagram(udsd_factory):
     d.write_config("[listener dg]\npath = {sock}\ntype = dgram\nidle_timeout = 5s\n")
     r = d.run_check("-t")
     assert r.returncode == 1 and ":4: backlog and idle_timeout apply to connections" in r.stderr
+
+
+def test_a_service_built_for_api_1_still_serves_streams(udsd_factory):
+    d = udsd_factory("[daemon]\nworkers = 1\n[listener a]\npath = {sock}\n"
+                     "service = {build}/tests/plugins/testsvc-v1.so\n")
+    d.start()
+    assert echo(d.sock, b"api 1") == b"api 1"
 
 
 def test_a_symlinked_dgram_path_is_refused(udsd_factory, tmp_path):

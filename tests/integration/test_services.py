@@ -293,7 +293,7 @@ def test_crash_loop_backs_off(udsd_factory):
 
 def test_bad_plugins_are_refused_clearly(udsd_factory):
     cases = [
-        ("badversion.so", "is built for service API 999, udsd has 1"),
+        ("badversion.so", "is built for service API 999, udsd has 2 (and loads 1)"),
         ("nosymbol.so", "exports no udsd_service_v1"),
         ("missing.so", "missing.so: cannot open shared object file"),
     ]
@@ -324,7 +324,7 @@ def test_reload_to_a_broken_plugin_keeps_the_old_generation(udsd_factory):
     n = len(d.notify.messages)
     d.send(signal.SIGHUP)
     d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
-    assert "is built for service API 999, udsd has 1" in d.log
+    assert "is built for service API 999, udsd has 2 (and loads 1)" in d.log
     assert "reload failed; still serving generation 1" in d.log
     assert set(d.workers()) == pids
     assert echo(d.sock, b"old plugin") == b"old plugin"
