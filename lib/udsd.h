@@ -190,9 +190,11 @@ void udsd_conn_count_request(struct udsd_conn *conn);
 /*
  * The sender's credentials as the kernel attached them to this datagram
  * (SCM_CREDENTIALS): its process, and its real (or, if it chose, effective)
- * user and group.  Supplementary groups do not travel with a datagram.
- * -ENODATA for a datagram queued before udsd set SO_PASSCRED on a socket
- * that systemd passed (without PassCredentials=yes).
+ * user and group.  Supplementary groups do not travel with a datagram.  pid
+ * is 0 when the kernel knows none: a sender in a pid namespace udsd cannot
+ * see, or a datagram queued before SO_PASSCRED was set on a socket that
+ * systemd passed without PassCredentials=yes (its uid and gid then read
+ * 65534); the allow-lists refuse such a datagram.  -ENODATA if none came.
  */
 int udsd_dgram_sender(const struct udsd_dgram *d, pid_t *ret_pid, uid_t *ret_uid,
 		      gid_t *ret_gid);
