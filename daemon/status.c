@@ -267,9 +267,10 @@ udsd_status_json(char *buf, size_t size)
 		out_json_string(&o, l->address);
 		out_printf(&o, ",\"service\":");
 		out_json_string(&o, l->service);
-		out_printf(&o, ",\"type\":\"%s\"", l->type == SOCK_DGRAM	 ? "dgram" :
-						     l->type == SOCK_SEQPACKET ? "seqpacket" :
-										 "stream");
+		/* Stream, the default, goes without saying. */
+		if (l->type != SOCK_STREAM)
+			out_printf(&o, ",\"type\":\"%s\"",
+				   l->type == SOCK_DGRAM ? "dgram" : "seqpacket");
 		if (l->type == SOCK_DGRAM)
 			out_printf(&o, ",\"max_datagram\":%llu", (unsigned long long)l->max_datagram);
 		if (l->kind == LISTENER_PATH)
