@@ -212,7 +212,8 @@ int udsd_dgram_address(const struct udsd_dgram *d, const struct sockaddr_un **re
  * Never blocks: a reply the sender's queue (or the socket's send buffer)
  * cannot take now is dropped and counted, as is one to a sender that bound
  * no address or is gone.  Returns 0, or the -errno why it was dropped
- * (-EAGAIN, -EDESTADDRREQ, -ECONNREFUSED, -EMSGSIZE, ...).  Any number of
+ * (-EAGAIN, -EDESTADDRREQ, -ECONNREFUSED, -EMSGSIZE, ...; -EACCES when the
+ * worker's user may not write to the sender's socket file).  Any number of
  * replies may be sent during on_datagram.
  */
 int udsd_dgram_reply(struct udsd_dgram *d, const void *data, size_t len);

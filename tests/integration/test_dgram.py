@@ -372,6 +372,57 @@ def test_socket_activation_with_listen_datagram(tmp_path):
     assert "listener dg: %s (echo), from systemd" % sock in p.stderr.read().decode()
 
 
+def test_datagram_traffic_holds_off_the_idle_exit(tmp_path):
+    """exit_idle_time counts datagrams as traffic: no connection is open while they flow."""
+    sock = str(tmp_path / "act.sock")
+    cfg = tmp_path / "act.conf"
+    cfg.write_text("[daemon]\nworkers = 1\nthreads = 1\nexit_idle_time = 300ms\n"
+                   "[listener dg]\npath = %s\ntype = dgram\n" % sock)
+    notify = Notify(str(tmp_path / "notify.sock"))
+    p = subprocess.Popen(["systemd-socket-activate", "--datagram", "-l", sock, "--fdname=dg",
+                          "-E", "NOTIFY_SOCKET=" + notify.path, UDSD, "-c", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stop, failures = threading.Event(), []
+
+    def ping():
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        c.bind(str(tmp_path / "c.sock"))
+        c.settimeout(10)
+        try:
+            while not stop.is_set():
+                c.sendto(b"ping", sock)
+                assert c.recv(16) == b"ping"
+        except (OSError, AssertionError) as e:
+            failures.append(e)
+
+    try:
+        assert b"Listening on" in p.stderr.readline()
+        t = threading.Thread(target=ping)
+        t.start()
+        # Four STATUS= updates, a second apart at least, each with more datagrams: over ten
+        # times exit_idle_time of datagram traffic, and udsd is still there.
+        counts = []
+        for _ in deadline_loop(60, "four STATUS= updates under datagram traffic"):
+            m = notify._read(1)
+            assert m is None or "STOPPING=1" not in m.split("\n"), m
+            if m and " datagrams" in m:
+                counts.append(int(m.rsplit(" datagrams", 1)[0].rsplit(" ", 1)[1]))
+            if len(counts) >= 4:
+                break
+        assert counts == sorted(set(counts)) and p.poll() is None
+        stop.set()
+        t.join(30)
+        assert failures == []
+        # Traffic over: it leaves by itself.
+        assert p.wait(30) == 0
+        assert "idle: stopping" in p.stderr.read().decode()
+    finally:
+        stop.set()
+        if p.poll() is None:
+            p.kill()
+        notify.close()
+
+
 def test_socket_activation_type_mismatch_is_clear(tmp_path):
     sock = str(tmp_path / "act.sock")
     cfg = tmp_path / "act.conf"
