@@ -71,7 +71,7 @@ take_passed(const struct config *c, const struct config_listener *cl,
 			  cl->type == SOCK_DGRAM ? "dgram" : "seqpacket", cl->name);
 		return -EINVAL;
 	}
-	/* Unless the unit has PassCredentials=yes: the allow-lists need them (dgram.c). */
+	/* systemd sets it only with PassCredentials=yes; allow-lists and senders need it. */
 	if (cl->type == SOCK_DGRAM && (r = listener_pass_credentials(a->fd)) < 0) {
 		log_error("listener %s: SO_PASSCRED: %s", cl->name, strerror(-r));
 		return r;
@@ -113,7 +113,8 @@ listeners_open_one(const struct config *c, const struct config_listener *cl, str
 				  r == -EADDRINUSE ? "another server is listening there" :
 				  r == -EEXIST	    ? "exists and is not a socket; not touching it" :
 				  r == -ENAMETOOLONG ? "too long for a socket address" :
-				  r == -ELOOP	     ? "goes through a symlink; a dgram socket answers from its path, so write the path it really has" :
+				  r == -ELOOP	     ? "goes through a symlink; a dgram socket answers from "
+							       "its path, so write the path it really has" :
 						       strerror(-r);
 		log_error("listener %s: %s: %s", cl->name, cl->address, why);
 		return r;
