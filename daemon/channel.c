@@ -83,6 +83,12 @@ channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 		if (m.count != 0 || n_fds != 0 || len != CHANNEL_HEADER)
 			return -EBADMSG;
 		break;
+	case CHANNEL_GONE:
+		if (m.count != 1 || n_fds != 0 || len != CHANNEL_HEADER + 1 ||
+		    p[CHANNEL_HEADER] >= n_listeners)
+			return -EBADMSG;
+		m.listener[0] = p[CHANNEL_HEADER];
+		break;
 	default:
 		return -EBADMSG;
 	}
@@ -210,7 +216,7 @@ channel_flush(struct master *m, struct mchannel *ch)
 void
 channel_flush_all(struct master *m)
 {
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		struct mworker *w = &m->workers[i];
 
 		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++)
@@ -260,6 +266,9 @@ channel_read(struct master *m, struct mchannel *ch)
 		switch (msg.type) {
 		case CHANNEL_CLOSED:
 			break; /* a wakeup: the loads are in shared memory */
+		case CHANNEL_GONE:
+			peer_gone(w, msg.listener[0], (uid_t)msg.arg);
+			break;
 		case CHANNEL_READY:
 			/* Once per thread, whatever the worker sends. */
 			w->ready += !ch->ready;
@@ -304,22 +313,23 @@ channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand)
 }
 
 /*
- * A new worker's threads each get every dgram listener's socket, once, in
- * the first message of their channels: sent before the fork, into a channel
- * nothing else has used yet, so it cannot block.  A thread reads the socket
- * from then on, and says READY only once it has them all.  ls is the set of
- * w's generation (the pending one during a reload).
+ * A new worker's threads each get the socket of every dgram listener of its
+ * pool, once, in the first message of their channels: sent before the fork,
+ * into a channel nothing else has used yet, so it cannot block.  A thread
+ * reads the sockets from then on, and says READY only once it has them all.
+ * ls is the set of w's generation (the pending one during a reload).
  */
 int
 channel_send_dgram(struct mworker *w, const struct mlistener *ls, size_t n)
 {
+	const struct config *c = w->gen->config;
 	int fds[CONFIG_MAX_LISTENERS];
 	uint8_t index[CONFIG_MAX_LISTENERS];
 	size_t k = 0;
 	int r;
 
 	for (size_t i = 0; i < n; i++)
-		if (ls[i].type == SOCK_DGRAM) {
+		if (ls[i].type == SOCK_DGRAM && c->listeners[i].pool == w->pool) {
 			fds[k] = ls[i].fd;
 			index[k++] = (uint8_t)i;
 		}
@@ -401,6 +411,23 @@ int
 channel_thread_ready(struct wthread *t)
 {
 	return channel_send(t->chan, CHANNEL_READY, 0, NULL, NULL, 0);
+}
+
+/*
+ * In a worker thread, once per round: the closed clients the master counts
+ * per uid.  What the channel does not take now (EAGAIN) waits for the next
+ * round: a lost one would hold a slot of its uid for good.
+ */
+void
+channel_thread_gone(struct wthread *t)
+{
+	size_t sent = 0;
+
+	while (sent < t->n_gone && channel_send(t->chan, CHANNEL_GONE, (uint32_t)t->gone[sent].uid,
+						NULL, &t->gone[sent].listener, 1) == 0)
+		sent++;
+	t->n_gone -= sent;
+	memmove(t->gone, t->gone + sent, t->n_gone * sizeof(*t->gone));
 }
 
 /* In a worker thread, once per round: a close the master asked to hear of (load.c). */

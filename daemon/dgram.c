@@ -60,7 +60,7 @@ dgram_thread_setup(struct wthread *t)
 	for (size_t i = 0; i < ELEMENTSOF(t->dgram); i++)
 		t->dgram[i] = -EBADF;
 	for (size_t i = 0; i < c->n_listeners; i++)
-		if (c->listeners[i].type == SOCK_DGRAM) {
+		if (c->listeners[i].type == SOCK_DGRAM && c->listeners[i].pool == t->spec->pool_index) {
 			t->dgram_wanted++;
 			max = MAX(max, c->listeners[i].max_datagram);
 		}
@@ -78,7 +78,7 @@ dgram_thread_add(struct wthread *t, int fd, unsigned listener)
 				  .data.ptr = &dgram_tags[listener] };
 
 	if (listener >= c->n_listeners || c->listeners[listener].type != SOCK_DGRAM ||
-	    t->dgram[listener] >= 0) {
+	    c->listeners[listener].pool != t->spec->pool_index || t->dgram[listener] >= 0) {
 		safe_close(fd);
 		return -EBADMSG;
 	}
@@ -182,6 +182,11 @@ dgram_serve_one(struct wthread *t, unsigned listener)
 		return negative_errno();
 	d.addr_len = mh.msg_namelen;
 	dgram_collect(&mh, &d, fds);
+	/* Not asked for (the kernel refuses them already where it has SO_PASSRIGHTS). */
+	if (!(s->flags & UDSD_SERVICE_RECV_FDS)) {
+		close_many(fds, d.n_fds);
+		d.n_fds = 0;
+	}
 	atomic_fetch_add_explicit(&st->received, 1, memory_order_relaxed);
 	if (mh.msg_flags & MSG_CTRUNC)
 		dgram_drop(t, listener, &st->truncated, "its descriptors did not all arrive", &d,

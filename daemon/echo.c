@@ -21,6 +21,7 @@ echo_datagram(struct udsd_dgram *d, const void *data, size_t len)
 const struct udsd_service service_echo = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 	.name = "echo",
+	.flags = UDSD_SERVICE_DATAGRAMS,
 	.on_data = echo_data,
 	.on_datagram = echo_datagram,
 };

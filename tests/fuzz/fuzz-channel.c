@@ -20,8 +20,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		bool fds = m.type == CHANNEL_FDS || m.type == CHANNEL_DGRAM;
 
 		assert(m.type >= CHANNEL_FDS && m.type <= CHANNEL_DGRAM);
-		assert(fds ? m.count == n_fds && m.count <= CHANNEL_MAX_FDS : n_fds == 0);
-		for (size_t i = 0; fds && i < m.count; i++)
+		assert(!fds || (m.count == n_fds && m.count <= CHANNEL_MAX_FDS));
+		assert(fds || n_fds == 0);
+		assert(m.type != CHANNEL_GONE || m.count == 1);
+		for (size_t i = 0; (fds || m.type == CHANNEL_GONE) && i < m.count; i++)
 			assert(m.listener[i] < n_listeners);
 	}
 	return 0;

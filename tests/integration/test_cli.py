@@ -25,7 +25,7 @@ def test_version_is_v_and_V():
         assert (r.returncode, r.stdout, r.stderr) == (0, VERSION + "\n", "")
     r = run("-V")
     assert r.returncode == 0 and r.stdout.startswith(VERSION + "\n")
-    assert "configuration file: " in r.stdout and "service API: 2" in r.stdout
+    assert "configuration file: " in r.stdout and "service API: 1" in r.stdout
 
 
 def test_verbose_is_a_long_option(udsd_factory):

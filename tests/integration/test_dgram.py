@@ -149,7 +149,7 @@ def test_credentials_seen_by_the_service(udsd_factory):
 
 
 def test_fds_passed_with_a_datagram(udsd_factory, tmp_path):
-    d = start(udsd_factory, service=TESTSVC)
+    d = start(udsd_factory, service="{build}/tests/plugins/testsvc-fds.so")
     c = client(d)
     f = tmp_path / "data"
     f.write_bytes(b"payload")
@@ -173,6 +173,23 @@ def test_fds_passed_with_a_datagram(udsd_factory, tmp_path):
     assert select.select([r], [], [], 10)[0] == [r]
     assert os.read(r, 1) == b""
     os.close(r)
+
+
+def test_fds_to_a_service_that_takes_none_are_refused_or_closed(udsd_factory):
+    """As on streams: the kernel refuses them where it has SO_PASSRIGHTS, else udsd closes them."""
+    d = start(udsd_factory, service=TESTSVC)
+    c = client(d)
+    r, w = os.pipe()
+    try:
+        send_fds(c, b"fds", [w], d.dg)
+        os.close(w)
+        assert c.recv(256) == b"fds 0:"
+        assert select.select([r], [], [], 10)[0] == [r]  # udsd's copy is closed: end of file
+        assert os.read(r, 1) == b""
+    except PermissionError:  # SO_PASSRIGHTS off on the listener (Linux 6.16)
+        os.close(w)
+    os.close(r)
+    assert ask(c, d, b"still served") == b"still served"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
@@ -285,6 +302,32 @@ def test_reload_while_datagrams_flow_loses_none(udsd_factory):
     assert "killing" not in d.log
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_a_dgram_listener_is_read_by_its_pool_alone(udsd_factory):
+    d = udsd_factory("[daemon]\nthreads = 2\nshutdown_timeout = 5s\n"
+                     "[pool web]\nworkers = 2\n[pool dg]\nuser = nobody\nworkers = 1\nthreads = 3\n"
+                     "[listener dg]\npath = {tmp}/dg.sock\ntype = dgram\npool = dg\n"
+                     "[listener web]\npath = {tmp}/http.sock\nservice = http\npool = web\n")
+    d.dg, d.http_sock = os.path.join(d.tmp, "dg.sock"), os.path.join(d.tmp, "http.sock")
+    d.start()
+    # An abstract address: the dg pool's workers run as nobody, and may write to it.
+    a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.bind("")
+    a.settimeout(10)
+    for i in range(200):
+        a.sendto(b"%d" % i, d.dg)
+        assert a.recv(16) == b"%d" % i
+    received, holding = {}, {}
+    with open("/proc/net/unix") as f:  # the socket's inode, which every copy of it shares
+        inode = next(l.split()[6] for l in f if l.split()[-1] == d.dg)
+    for w in d.status()["workers"]:
+        received[w["pool"]] = received.get(w["pool"], 0) + w["datagrams"]["received"]
+        links = [os.readlink("/proc/%d/fd/%s" % (w["pid"], fd)) for fd in os.listdir("/proc/%d/fd" % w["pid"])]
+        holding[w["pool"]] = holding.get(w["pool"], 0) + links.count("socket:[%s]" % inode)
+    assert received == {"web": 0, "dg": 200}
+    assert holding == {"web": 0, "dg": 3}  # one copy per thread of the dg pool, none elsewhere
+
+
 def test_respawned_worker_gets_the_socket(udsd_factory):
     d = start(udsd_factory)
     c = client(d)
@@ -317,21 +360,21 @@ def test_a_dgram_listener_needs_on_datagram(udsd_factory):
     assert r.returncode == 1
     assert "%s:4: service: http has no on_datagram, so it cannot serve a dgram listener" % (
         d.conf_path) in r.stderr
-    # A service built for API 1 has no on_datagram, whatever lies past its table.
+    # A service that does not say UDSD_SERVICE_DATAGRAMS has none, whatever its table holds.
     d.write_config("[listener dg]\npath = {sock}\ntype = dgram\n"
-                   "service = {build}/tests/plugins/testsvc-v1.so\n")
+                   "service = {build}/tests/plugins/testsvc-noflag.so\n")
     r = d.run_check("-t")
     assert r.returncode == 1 and "testsvc has no on_datagram" in r.stderr
     d.write_config("[listener dg]\npath = {sock}\ntype = dgram\nidle_timeout = 5s\n")
     r = d.run_check("-t")
-    assert r.returncode == 1 and ":4: backlog and idle_timeout apply to connections" in r.stderr
+    assert r.returncode == 1 and ":4: idle_timeout applies to connections" in r.stderr
 
 
-def test_a_service_built_for_api_1_still_serves_streams(udsd_factory):
+def test_a_service_without_datagrams_still_serves_streams(udsd_factory):
     d = udsd_factory("[daemon]\nworkers = 1\n[listener a]\npath = {sock}\n"
-                     "service = {build}/tests/plugins/testsvc-v1.so\n")
+                     "service = {build}/tests/plugins/testsvc-noflag.so\n")
     d.start()
-    assert echo(d.sock, b"api 1") == b"api 1"
+    assert echo(d.sock, b"streams") == b"streams"
 
 
 def test_a_symlinked_dgram_path_is_refused(udsd_factory, tmp_path):
