@@ -92,7 +92,9 @@ amplify(struct udsd_conn *conn, const unsigned char *p, size_t len)
 	return (ssize_t)i;
 }
 
-static long check_uid = -1, init_uid = -1;
+/* Every thread's init() writes init_uid, and on_data() on any thread reads it: atomic. */
+static long check_uid = -1;
+static _Atomic long init_uid = -1;
 
 /* A callback that overruns request_timeout: signals cut nanosleep() short, not this. */
 static void
