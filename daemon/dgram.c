@@ -11,8 +11,8 @@
 /*
  * A dgram listener in a worker thread.  Nothing is accepted, so there is no
  * client to hand over: the master binds the socket and passes it once to
- * every thread (channel_send_dgram()), and whichever thread reads a datagram
- * serves it.  Each thread polls the socket with EPOLLEXCLUSIVE, so that one
+ * every thread of the listener's pool (channel_send_dgram()), and whichever
+ * thread reads a datagram serves it.  Each thread polls the socket with EPOLLEXCLUSIVE, so that one
  * datagram wakes one sleeping thread, not all of them.  The master never
  * reads a datagram, so the admission it makes at accept() for connections
  * (the allow-lists) is made here, per datagram, before the service sees it.
