@@ -125,7 +125,7 @@ notify_status(struct master *m, bool force, const char *also)
 {
 	uint64_t open, accepted, now = now_usec();
 	unsigned workers;
-	char text[sizeof(m->status_text)], pool[32] = "", pools[256];
+	char text[sizeof(m->status_text)], pool[32] = "", pools[256], dgrams[48] = "";
 	char failed[sizeof(m->reload_error) + sizeof(m->up.error) + 48] = "";
 
 	if (!force && !also[0] && now < m->next_status)
@@ -140,9 +140,12 @@ notify_status(struct master *m, bool force, const char *also)
 			 m->reload_error[0] ? "reload failed: " : "", m->reload_error,
 			 m->reload_error[0] ? "; " : "", m->up.error[0] ? "upgrade failed: " : "",
 			 m->up.error, m->up.error[0] ? "; " : "");
-	snprintf(text, sizeof(text), "%s%s%u workers%s (generation %u), %llu open, %llu served%s%s",
+	if (m->has_dgram)
+		snprintf(dgrams, sizeof(dgrams), ", %llu datagrams",
+			 (unsigned long long)status_datagrams());
+	snprintf(text, sizeof(text), "%s%s%u workers%s (generation %u), %llu open, %llu served%s%s%s",
 		 m->stopping ? "stopping: " : "", failed, workers, pool, m->gen->id,
-		 (unsigned long long)open, (unsigned long long)accepted,
+		 (unsigned long long)open, (unsigned long long)accepted, dgrams,
 		 pools_crashes(m) ? ", workers crashed" : "", pools);
 	if (!also[0] && strcmp(text, m->status_text) == 0)
 		return;
@@ -272,6 +275,7 @@ reload_switch(struct master *m)
 
 	listeners_install(m, m->pending_listeners, g->config->n_listeners);
 	listeners_apply_perms(g->config, m->listeners);
+	m->has_dgram = listeners_has_dgram(m);
 	listeners_apply_passrights(g, m->listeners, false);
 	m->pending_listeners = NULL;
 	m->pending = NULL;
@@ -393,7 +397,7 @@ stop(struct master *m, const char *why)
 static void
 idle_exit_check(struct master *m)
 {
-	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec();
+	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec(), datagrams;
 	bool busy = m->pending != NULL;
 
 	if (!limit || !m->activated || m->stopping || !listeners_all_passed(m))
@@ -401,6 +405,10 @@ idle_exit_check(struct master *m)
 	/* Not sooner than the unit's start limit allows (startlimit.c): idle or not, stay. */
 	if (m->idle_exit_at == UINT64_MAX)
 		m->idle_exit_at = m->started_usec + startlimit_min_run();
+	/* Datagrams hold no connection open: their count moving is what shows traffic. */
+	datagrams = m->has_dgram ? status_datagrams() : 0;
+	busy |= datagrams != m->datagrams_seen;
+	m->datagrams_seen = datagrams;
 	for (size_t i = 0; i < m->n_slots && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
 		busy = w->state == WORKER_DRAINING ||
@@ -744,6 +752,7 @@ main(int argc, char **argv)
 		listeners_apply_perms(c, m->listeners);
 	listeners_apply_passrights(g, m->listeners, false);
 	listeners_warn_unused_passed();
+	m->has_dgram = listeners_has_dgram(m);
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
 	if (c->exit_idle_usec && !listeners_all_passed(m))

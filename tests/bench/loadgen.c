@@ -8,6 +8,8 @@
  *       rr      CONNS persistent connections ping-ponging SIZE bytes
  *       stream  CONNS connections writing 64 KiB chunks and reading them back
  *       http    CONNS keep-alive connections sending GET requests
+ *       dgram   CONNS datagram sockets (each bound to an address of its own and
+ *               connected to ADDR) ping-ponging SIZE-byte datagrams
  * ADDR  /path, @abstract or tcp:HOST:PORT
  *
  * Prints one JSON line: ops, ops/s, MB/s, p50/p99 latency in microseconds, errors.
@@ -31,7 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { CONN, RR, STREAM, HTTP };
+enum mode { CONN, RR, STREAM, HTTP, DGRAM };
 enum phase { WARMUP, MEASURE, STOP };
 
 #define BUCKETS (64 * 16)
@@ -134,10 +136,16 @@ parse_addr(const char *a)
 static int
 dial(void)
 {
-	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	int fd = socket(family, (mode == DGRAM ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0), one = 1;
+	sa_family_t autobind = AF_UNIX;
 
 	if (fd < 0)
 		return -1;
+	/* A datagram client needs an address to be answered at: the kernel picks an abstract one. */
+	if (mode == DGRAM && bind(fd, (struct sockaddr *)&autobind, sizeof(autobind)) < 0) {
+		close(fd);
+		return -1;
+	}
 	if (connect(fd, (struct sockaddr *)&addr, addrlen) < 0) {
 		close(fd);
 		return -1;
@@ -350,11 +358,11 @@ main(int argc, char **argv)
 	double secs = 5, warmup = 1;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: loadgen conn|rr|stream|http ADDR [-c N] [-t N] [-d S] [-w S] [-s B]\n");
+		fprintf(stderr, "usage: loadgen conn|rr|stream|http|dgram ADDR [-c N] [-t N] [-d S] [-w S] [-s B]\n");
 		return 2;
 	}
 	mode = strcmp(argv[1], "conn") == 0 ? CONN : strcmp(argv[1], "rr") == 0 ? RR :
-	       strcmp(argv[1], "stream") == 0 ? STREAM : HTTP;
+	       strcmp(argv[1], "stream") == 0 ? STREAM : strcmp(argv[1], "dgram") == 0 ? DGRAM : HTTP;
 	if (parse_addr(argv[2]) < 0) {
 		fprintf(stderr, "bad address %s\n", argv[2]);
 		return 2;
