@@ -28,6 +28,8 @@ OUT = os.environ.get("BENCH_OUT") or os.path.join(TOP, "build-bench")
 
 ECHO_CELLS = [  # (name, loadgen args)
     ("conn", ["conn", "-t", "8", "-s", "64"]),
+    # The Go seed's dial loop: one client, connect + 64 B echo + close, one after another.
+    ("dial", ["conn", "-t", "1", "-s", "64"]),
     ("rr1", ["rr", "-c", "1", "-s", "64"]),
     ("rr8", ["rr", "-c", "8", "-t", "2", "-s", "64"]),
     ("rr64", ["rr", "-c", "64", "-t", "2", "-s", "64"]),
@@ -36,6 +38,8 @@ ECHO_CELLS = [  # (name, loadgen args)
 HTTP_CELLS = [
     ("http1", ["http", "-c", "1"]),
     ("http16", ["http", "-c", "16", "-t", "2"]),
+    # The same dial loop over HTTP (GET, Connection: close), so nginx has a figure too.
+    ("dialhttp", ["dialhttp", "-t", "1"]),
 ]
 
 UDSD_CONF = """
@@ -96,14 +100,24 @@ def tree(pid):
     return out
 
 
+def start_time(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def cpu_and_rss(pid):
+    """CPU seconds and peak RSS of pid's tree: utime + stime of every process (all its
+    threads, dead ones too), plus cutime + cstime (children it has reaped)."""
     cpu, rss = 0.0, 0
     tick = os.sysconf("SC_CLK_TCK")
     for p in tree(pid):
         try:
             with open("/proc/%d/stat" % p) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / tick
+            cpu += sum(int(x) for x in fields[11:15]) / tick
             with open("/proc/%d/status" % p) as f:
                 for line in f:
                     if line.startswith("VmHWM:"):
@@ -157,7 +171,7 @@ def servers(tmp, gobin, args):
     s = [
         ("udsd", "both", [udsd, "-c", udsd_conf(args.workers, args.threads, tcp=True)], {"tcp": port}),
         ("floor", "echo", [floor, echo, "1"], {}),
-        ("floor-2p", "echo", [floor, echo, "2"], {"cells": ["conn"]}),
+        ("floor-2p", "echo", [floor, echo, "2"], {"cells": ["conn", "dial"]}),
     ]
     if node:
         s += [
@@ -177,11 +191,28 @@ def servers(tmp, gobin, args):
     return s, echo, http
 
 
-def loadgen(args, addr, cell_args):
-    out = subprocess.run([os.path.join(OUT, "loadgen"), cell_args[0], addr] + cell_args[1:] +
-                         ["-d", str(args.duration), "-w", str(args.warmup)],
-                         capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
-    return json.loads(out.stdout)
+def loadgen(args, addr, cell_args, pid):
+    """Run one cell; the server's CPU seconds are read as loadgen opens and closes its
+    measured window (-M), so CPU per operation covers exactly the operations counted."""
+    p = subprocess.Popen([os.path.join(OUT, "loadgen"), cell_args[0], addr] + cell_args[1:] +
+                         ["-d", str(args.duration), "-w", str(args.warmup), "-M"],
+                         stdout=subprocess.PIPE, text=True)
+    cpu = {}
+    try:
+        for line in p.stdout:
+            if line.strip() in ("measure", "stop"):
+                cpu[line.strip()] = cpu_and_rss(pid)[0]
+                continue
+            r = json.loads(line)
+    finally:
+        p.wait(timeout=args.duration + args.warmup + 60)
+    r["cpu_s"] = round(cpu["stop"] - cpu["measure"], 3)
+    # Per operation; for stream, per MB moved.
+    units = r["mb_per_sec"] * r["secs"] if r["mode"] == "stream" else r["ops"]
+    r["cpu_us_op"] = round(r["cpu_s"] * 1e6 / units, 2) if units else 0
+    if r["mode"] in ("conn", "dialhttp") and r["ops"] and cell_args[cell_args.index("-t") + 1] == "1":
+        r["mean_us"] = round(r["secs"] * 1e6 / r["ops"], 1)  # one client: the mean is exact
+    return r
 
 
 def idle_scale(args, http, n):
@@ -272,14 +303,15 @@ def run_once(args, gobin, idle):
             if kind == "both":
                 wait_socket(http, proc)
             for cell, cargs, addr, transport in cells:
-                cpu0, _ = cpu_and_rss(proc.pid)
-                r = loadgen(args, addr, cargs)
-                cpu1, rss = cpu_and_rss(proc.pid)
-                r.update(server=name, cell=cell, transport=transport, cpu_s=round(cpu1 - cpu0, 2), rss_kib=rss)
+                r = loadgen(args, addr, cargs, proc.pid)
+                _, rss = cpu_and_rss(proc.pid)
+                r.update(server=name, cell=cell, transport=transport, rss_kib=rss)
                 results.append(r)
-                print("  %-13s %-7s %-5s %11.0f ops/s  p50 %7.1f us  p99 %8.1f us  %8.1f MB/s  err %d  cpu %.2fs  rss %d KiB"
+                print("  %-13s %-8s %-5s %11.0f ops/s  p50 %7.1f us  p99 %8.1f us  %8.1f MB/s  err %d  cpu %.2fs "
+                      "%6.2f us/%s  rss %d KiB"
                       % (name, cell, transport, r["ops_per_sec"], r["p50_us"], r["p99_us"], r["mb_per_sec"],
-                         r["errors"], r["cpu_s"], rss), flush=True)
+                         r["errors"], r["cpu_s"], r["cpu_us_op"], "MB" if cell == "stream" else "op", rss),
+                      flush=True)
             if name == "udsd" and idle and not args.smoke:
                 socks, secs = idle_scale(args, http, 10000)
                 _, rss = cpu_and_rss(proc.pid)
@@ -289,11 +321,12 @@ def run_once(args, gobin, idle):
                         cur += int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
                 results.append(dict(server=name, cell="idle10k", transport="unix", ops_per_sec=10000 / secs,
                                     accept_secs=round(secs, 3), rss_kib=cur, p50_us=0, p99_us=0, errors=0,
-                                    mb_per_sec=0, cpu_s=0))
+                                    mb_per_sec=0, cpu_s=0, cpu_us_op=0))
                 print("  udsd          idle10k       all accepted in %.2fs, total RSS %d KiB" % (secs, cur), flush=True)
                 for s in socks:
                     s.close()
         finally:
+            procs = [(p, start_time(p)) for p in tree(proc.pid)]
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(10)
@@ -301,6 +334,12 @@ def run_once(args, gobin, idle):
                 for p in tree(proc.pid):
                     os.kill(p, signal.SIGKILL)
                 proc.wait()
+            for p, t in procs[1:]:  # none may outlive its cell (a forked peer whose parent died)
+                if t is not None and start_time(p) == t:  # the same process, not a reused pid
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
     shutil.rmtree(tmp, ignore_errors=True)
     return results
 
@@ -316,6 +355,9 @@ def table(results):
     for r in results:
         if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith("udsd-w"):
             peers.append(r["server"])
+    def cost(r):
+        return r.get("cpu_us_op", 0)
+
     lines = ["| workload | udsd | " + " | ".join(peers) + " |", "|---" * (len(peers) + 2) + "|"]
     for cell, _ in ECHO_CELLS + HTTP_CELLS:
         u = get("udsd", cell)
@@ -323,11 +365,27 @@ def table(results):
             continue
         key = "mb_per_sec" if cell == "stream" else "ops_per_sec"
         unit = "MB/s" if cell == "stream" else "/s"
-        row = ["%s (%s)" % (cell, unit), "%.0f p99 %.0fus" % (u[key], u["p99_us"])]
+        per = "MB" if cell == "stream" else "op"
+        row = ["%s (%s; cpu us/%s)" % (cell, unit, per), "%.0f p99 %.0fus cpu %.1f" % (u[key], u["p99_us"], cost(u))]
         for p in peers:
             r = get(p, cell)
-            row.append("%.0f p99 %.0fus (udsd %.2fx)" % (r[key], r["p99_us"], u[key] / r[key]) if r and r[key] else "-")
+            row.append("%.0f p99 %.0fus cpu %.1f (udsd %.2fx, cpu %.2fx)"
+                       % (r[key], r["p99_us"], cost(r), u[key] / r[key], cost(u) / cost(r) if cost(r) else 0)
+                       if r and r[key] else "-")
         lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("cpu: the server's own CPU time (utime + stime over all its processes) per operation, "
+                 "over the measured window. (udsd Nx, cpu Nx): udsd's figure over the peer's.")
+    for cell, what in (("dial", "echo 64 B"), ("dialhttp", "GET, Connection: close")):
+        have = [n for n in ["udsd"] + peers if get(n, cell)]
+        if not have:
+            continue
+        lines.append("")
+        lines.append("| dial loop, one client (connect, %s, close) | " % what + " | ".join(have) + " |")
+        lines.append("|---" * (len(have) + 1) + "|")
+        for label, k in (("p50 us", "p50_us"), ("p99 us", "p99_us"), ("mean us", "mean_us"),
+                         ("server cpu us/conn", "cpu_us_op")):
+            lines.append("| %s | " % label + " | ".join("%.1f" % get(n, cell).get(k, 0) for n in have) + " |")
     lines.append("")
     lines.append("| udsd: unix vs tcp | unix | tcp | unix/tcp |")
     lines.append("|---|---|---|---|")
