@@ -67,6 +67,7 @@ def build():
     cc = os.environ.get("CC", "cc")
     sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "loadgen"), os.path.join(HERE, "loadgen.c"), "-lpthread"])
     sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "floor"), os.path.join(HERE, "floor.c")])
+    sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "handoff-floor"), os.path.join(HERE, "handoff-floor.c")])
     if not os.environ.get("UDSD_BIN"):  # under meson test the binary is already built
         if not os.path.exists(os.path.join(TOP, "build", "build.ninja")):
             sh(["meson", "setup", os.path.join(TOP, "build")], stdout=subprocess.DEVNULL)
@@ -172,7 +173,11 @@ def servers(tmp, gobin, args):
         ("udsd", "both", [udsd, "-c", udsd_conf(args.workers, args.threads, tcp=True)], {"tcp": port}),
         ("floor", "echo", [floor, echo, "1"], {}),
         ("floor-2p", "echo", [floor, echo, "2"], {"cells": ["conn", "dial"]}),
+        # The hand-off alone: one process accepts and passes each client to one of two.
+        ("floor-handoff", "echo", [os.path.join(OUT, "handoff-floor"), echo, "2"], {"cells": ["conn", "dial"]}),
     ]
+    if args.baseline:  # another udsd binary, same config: before and after in one run
+        s.insert(1, ("udsd-base", "both", [args.baseline, "-c", udsd_conf(args.workers, args.threads)], {}))
     if node:
         s += [
             ("node", "echo", [node, os.path.join(HERE, "peers", "echo.js"), echo], {}),
@@ -259,7 +264,8 @@ def run(args):
 
 
 def median_results(results):
-    """One result per (server, cell, transport): the repetition with the median rate."""
+    """One result per (server, cell, transport): the repetition with the median rate, with
+    the median of each repetition's CPU per operation and latencies beside it."""
     groups = {}
     for r in results:
         groups.setdefault((r["server"], r["cell"], r["transport"]), []).append(r)
@@ -268,6 +274,10 @@ def median_results(results):
         key = "mb_per_sec" if rs[0]["cell"] == "stream" else "ops_per_sec"
         rs.sort(key=lambda r: r[key])
         m = dict(rs[len(rs) // 2])
+        for k in ("cpu_us_op", "p50_us", "p99_us", "mean_us"):
+            v = sorted(r[k] for r in rs if k in r)
+            if v:
+                m[k] = v[len(v) // 2]
         m["repetitions"] = len(rs)
         m["errors"] = sum(r.get("errors", 0) for r in rs)
         out.append(m)
@@ -294,6 +304,8 @@ def run_once(args, gobin, idle):
             cells = [c for c in cells if c[0] in extra["cells"]]
         if "tcp" in extra:
             cells += [(c, a, "tcp:127.0.0.1:%d" % extra["tcp"], "tcp") for c, a in ECHO_CELLS if c in ("conn", "rr1", "rr8", "stream")]
+        if args.cells:
+            cells = [c for c in cells if c[0] in args.cells]
         for p in (echo, http):
             if os.path.exists(p):
                 os.unlink(p)
@@ -312,7 +324,7 @@ def run_once(args, gobin, idle):
                       % (name, cell, transport, r["ops_per_sec"], r["p50_us"], r["p99_us"], r["mb_per_sec"],
                          r["errors"], r["cpu_s"], r["cpu_us_op"], "MB" if cell == "stream" else "op", rss),
                       flush=True)
-            if name == "udsd" and idle and not args.smoke:
+            if name == "udsd" and idle and not args.smoke and (not args.cells or "idle10k" in args.cells):
                 socks, secs = idle_scale(args, http, 10000)
                 _, rss = cpu_and_rss(proc.pid)
                 cur = 0
@@ -435,6 +447,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", type=lambda s: s.split(","), default=None)
+    ap.add_argument("--cells", type=lambda s: s.split(","), default=None, help="only these cells, e.g. conn,dial")
+    ap.add_argument("--baseline", help="another udsd binary to run as peer udsd-base, for before/after")
     ap.add_argument("--repeat", type=int, default=1, help="run everything N times, report medians")
     ap.add_argument("--smoke", action="store_true", help="0.3 s per cell, udsd and floor only")
     args = ap.parse_args()
