@@ -406,7 +406,9 @@ def test_reloads_under_http_load_are_memory_safe(udsd_factory):
         for t in threads:
             t.join(30)
     d.stop()
-    assert "killed by signal" not in d.log, d.log[-4000:]
+    # A reload that a newer SIGHUP abandons kills its half-started workers on purpose (logged
+    # at notice); a crash is logged at error.
+    assert not re.search(r"error: worker \d+ (killed|exited)", d.log), d.log[-4000:]
     assert errors == [], errors[:10]
     assert counts["short"] > 0 and counts["keep"] > 0, counts
 
