@@ -208,7 +208,7 @@ channel_flush(struct master *m, struct mchannel *ch)
 void
 channel_flush_all(struct master *m)
 {
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->slots_used; i++) {
 		struct mworker *w = &m->workers[i];
 
 		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++)

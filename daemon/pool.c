@@ -132,6 +132,7 @@ pool_spawn(struct master *m, struct generation *g, unsigned index)
 			w = &m->workers[i];
 	if (!w)
 		return -EAGAIN;
+	m->slots_used = MAX(m->slots_used, (unsigned)(w - m->workers) + 1);
 	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = g,
 			       .n_threads = g->config->threads, .started_usec = now_usec() };
 	r = channel_open(m, w);
@@ -304,7 +305,7 @@ pool_reap(struct master *m)
 static bool
 index_running(const struct master *m, unsigned index)
 {
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->slots_used; i++)
 		if (m->workers[i].state == WORKER_RUNNING && m->workers[i].gen == m->gen &&
 		    m->workers[i].index == index)
 			return true;
@@ -355,7 +356,7 @@ pool_check(struct master *m)
 {
 	uint64_t now = now_usec();
 
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->slots_used; i++)
 		if (m->workers[i].state != WORKER_FREE)
 			check_alive(m, &m->workers[i], now);
 	if (m->stopping)
