@@ -163,6 +163,8 @@ struct wthread {
 	struct udsd_conn *conns; /* every open connection, for drain and timeouts */
 	unsigned n_conns;
 	struct udsd_conn *closed; /* closed during this round, freed at its end */
+	struct udsd_conn *spare; /* freed connections kept for the next clients (conn_new) */
+	unsigned n_spare;
 	size_t freed; /* buffer bytes freed since the last malloc_trim() */
 	bool wake_master;
 	int last_events; /* of the previous epoll round, for busy_poll */
@@ -216,6 +218,7 @@ bool conn_expired(const struct udsd_conn *c, uint64_t now);
 void conn_trim(struct udsd_conn *c);
 void conn_close(struct udsd_conn *c);
 void conn_reap(struct wthread *t);
+void conn_free_spares(struct wthread *t);
 
 /* worker.c, for channel.c */
 void worker_thread_drain(struct wthread *t);

@@ -135,6 +135,7 @@ thread_teardown(struct wthread *t)
 	while (t->conns)
 		conn_close(t->conns);
 	conn_reap(t);
+	conn_free_spares(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
 		if (spec->services[i].ops->fini)
 			spec->services[i].ops->fini(t->state[i]);
