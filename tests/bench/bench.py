@@ -67,12 +67,16 @@ def build():
     cc = os.environ.get("CC", "cc")
     sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "loadgen"), os.path.join(HERE, "loadgen.c"), "-lpthread"])
     sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "floor"), os.path.join(HERE, "floor.c")])
-    sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "handoff-floor"), os.path.join(HERE, "handoff-floor.c")])
+    hf = [cc, "-O2", "-Wall", "-o", os.path.join(OUT, "handoff-floor"), os.path.join(HERE, "handoff-floor.c")]
+    uring = os.path.exists("/usr/include/liburing.h")  # Debian's liburing-dev
+    sh(hf + (["-DHAVE_LIBURING", "-luring"] if uring else []))
     if not os.environ.get("UDSD_BIN"):  # under meson test the binary is already built
         if not os.path.exists(os.path.join(TOP, "build", "build.ninja")):
             sh(["meson", "setup", os.path.join(TOP, "build")], stdout=subprocess.DEVNULL)
         sh(["ninja", "-C", os.path.join(TOP, "build")], stdout=subprocess.DEVNULL)
     gobin = {}
+    if uring:
+        gobin["handoff-uring"] = True
     if shutil.which("go"):
         env = dict(os.environ, GOCACHE=os.path.join(OUT, "gocache"), GO111MODULE="off", GOPATH=os.path.join(OUT, "gopath"))
         for name in ("echo", "http"):
@@ -176,6 +180,9 @@ def servers(tmp, gobin, args):
         # The hand-off alone: one process accepts and passes each client to one of two.
         ("floor-handoff", "echo", [os.path.join(OUT, "handoff-floor"), echo, "2"], {"cells": ["conn", "dial"]}),
     ]
+    if "handoff-uring" in gobin:  # the same with io_uring in the acceptor
+        s.append(("floor-handoff-uring", "echo", [os.path.join(OUT, "handoff-floor"), echo, "2", "uring"],
+                  {"cells": ["conn", "dial"]}))
     if args.baseline:  # another udsd binary, same config: before and after in one run
         s.insert(1, ("udsd-base", "both", [args.baseline, "-c", udsd_conf(args.workers, args.threads)], {}))
     if node:

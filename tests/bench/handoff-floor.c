@@ -8,10 +8,14 @@
  * receives the fds and echoes until EOF, as floor.c does; like udsd, it reads a
  * new client at once, since its request is usually there already.
  *
- * No admission, no load counting, no deadlines, no EPOLL_CTL_DEL before
- * close (a stale event for a reused fd number only costs an EAGAIN here):
- * the cost of accept -> sendmsg -> recvmsg -> close over floor-2p's is the
- * hand-off's own, and udsd's cost over this is udsd's.
+ * No admission, no load counting, no deadlines: the cost of accept ->
+ * sendmsg -> recvmsg -> close over floor-2p's is the hand-off's own, and
+ * udsd's cost over this is udsd's.
+ *
+ * "handoff-floor PATH N uring" accepts and hands over with io_uring instead
+ * (built with -DHAVE_LIBURING -luring): a multishot accept, and per batch
+ * each worker's sendmsg linked to the closes of our copies, all submitted
+ * with the wait for the next accepts in one io_uring_enter().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,27 +27,43 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#ifdef HAVE_LIBURING
+#include <liburing.h>
+#endif
 
 #define MAX_FDS 64 /* per message: the accept batch */
 
-static void
-send_fds(int chan, const int *fds, int n)
-{
+/* One message: a byte and n fds.  It lives until the send completes (io_uring). */
+struct batch {
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
 	} control;
-	char byte = 0;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-			     .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+	char byte;
+	struct iovec iov;
+	struct msghdr mh;
+};
 
+static int *
+batch_init(struct batch *b, int n)
+{
+	b->iov = (struct iovec){ .iov_base = &b->byte, .iov_len = 1 };
+	b->mh = (struct msghdr){ .msg_iov = &b->iov, .msg_iovlen = 1, .msg_control = b->control.buf,
+				 .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&b->mh);
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-	memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n);
-	(void)sendmsg(chan, &mh, MSG_NOSIGNAL); /* a full channel loses clients: not in the bench */
+	return (int *)(void *)CMSG_DATA(c);
+}
+
+static void
+send_fds(int chan, const int *fds, int n)
+{
+	struct batch b;
+
+	memcpy(batch_init(&b, n), fds, sizeof(int) * (size_t)n);
+	(void)sendmsg(chan, &b.mh, MSG_NOSIGNAL); /* a full channel loses clients: not in the bench */
 	for (int i = 0; i < n; i++)
 		close(fds[i]);
 }
@@ -73,7 +93,69 @@ acceptor(int lfd, const int *chans, int nchans)
 	}
 }
 
+#ifdef HAVE_LIBURING
+static void
+accept_prep(struct io_uring *ring, int lfd)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+	io_uring_prep_multishot_accept(sqe, lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, 1);
+}
+
+/* The acceptor on io_uring: what it took this round leaves with the next wait. */
+static void
+acceptor_uring(int lfd, const int *chans, int nchans)
+{
+	struct io_uring ring;
+	struct io_uring_params p = { .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN };
+	static struct batch batches[2][16]; /* two rounds: last round's may still be in use */
+	int round = 0, next = 0;
+
+	if (io_uring_queue_init_params(4 * MAX_FDS, &ring, &p) < 0)
+		_exit(1);
+	accept_prep(&ring, lfd);
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+		int fds[MAX_FDS], n = 0;
+
+		io_uring_submit_and_wait(&ring, 1);
+		io_uring_for_each_cqe(&ring, head, cqe) {
+			seen++;
+			if (cqe->user_data != 1)
+				continue; /* a failed send or close: not in the bench */
+			if (cqe->res >= 0 && n < MAX_FDS)
+				fds[n++] = cqe->res;
+			if (!(cqe->flags & IORING_CQE_F_MORE))
+				accept_prep(&ring, lfd);
+		}
+		io_uring_cq_advance(&ring, seen);
+		round ^= 1;
+		for (int w = 0; w < nchans && n > 0; w++) {
+			int ch = (next + w) % nchans, k = 0, mine[MAX_FDS];
+			for (int i = w; i < n; i += nchans)
+				mine[k++] = fds[i];
+			if (!k)
+				continue;
+			struct batch *b = &batches[round][ch];
+			memcpy(batch_init(b, k), mine, sizeof(int) * (size_t)k);
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+			io_uring_prep_sendmsg(sqe, chans[ch], &b->mh, MSG_NOSIGNAL);
+			sqe->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+			for (int i = 0; i < k; i++) {
+				sqe = io_uring_get_sqe(&ring);
+				io_uring_prep_close(sqe, mine[i]);
+				sqe->flags |= IOSQE_CQE_SKIP_SUCCESS | (i + 1 < k ? IOSQE_IO_LINK : 0);
+			}
+		}
+		next = (next + n) % nchans;
+	}
+}
+#endif
+
 static char buf[65536];
+static int worker_ep;
 
 /* Echo what there is; close at EOF. */
 static void
@@ -84,6 +166,8 @@ serve(int fd)
 	if (r < 0 && errno == EAGAIN)
 		return;
 	if (r <= 0) {
+		/* As udsd does; measured a little cheaper than letting close() drop it. */
+		epoll_ctl(worker_ep, EPOLL_CTL_DEL, fd, NULL);
 		close(fd);
 		return;
 	}
@@ -131,6 +215,7 @@ worker(int chan)
 	int ep = epoll_create1(0);
 	struct epoll_event ev = { .events = EPOLLIN, .data.fd = chan }, evs[256];
 
+	worker_ep = ep;
 	epoll_ctl(ep, EPOLL_CTL_ADD, chan, &ev);
 	for (;;) {
 		int n = epoll_wait(ep, evs, 256, -1);
@@ -169,6 +254,13 @@ main(int argc, char **argv)
 		}
 		close(sv[1]);
 		chans[i] = sv[0];
+	}
+	if (argc > 3 && strcmp(argv[3], "uring") == 0) {
+#ifdef HAVE_LIBURING
+		acceptor_uring(lfd, chans, n);
+#else
+		return 2; /* built without liburing */
+#endif
 	}
 	acceptor(lfd, chans, n);
 }
