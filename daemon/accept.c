@@ -11,8 +11,9 @@
  * fd-exhaustion pause) and the hand-off of each client to a worker thread
  * chosen by load.c.  Clients taken back from a dead worker that no worker
  * can take yet wait here too (the orphans): it is the same hand-off, retried
- * each round, and admission holds new clients back while any wait.  With
- * pools, each pool's dispatch will have such a queue of its own.
+ * each round, and admission holds new clients back while any wait.  Each
+ * pool has its own balancer and its own queue: a listener's clients go to
+ * its pool's workers only.
  */
 
 /* Accepts per readiness event; what is left waits for the next epoll round. */
@@ -26,108 +27,118 @@
  */
 #define ORPHAN_WAIT_USEC (10 * USEC_PER_SEC)
 
-/* Queue a client to the least loaded thread with room; false if there is none. */
-static bool
-dispatch_try(struct master *m, int fd, unsigned listener)
+/* The pool that serves a listener of the current config. */
+static struct mpool *
+listener_pool(struct master *m, unsigned listener)
 {
-	struct mchannel *ch = load_pick(&m->load, &m->caps);
-
-	if (!ch)
-		return false;
-	channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
-	return true;
+	return &m->pools[m->gen->config->listeners[listener].pool];
 }
 
-/* No worker can take a client now: it waits here, first in, first out. */
-static void
-orphan_hold(struct master *m, int fd, unsigned listener)
+/* Queue a client to its pool's least loaded thread with room; NULL if there is none. */
+static struct mchannel *
+dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener)
 {
-	if (m->n_orphans == m->max_orphans) {
-		safe_close(fd);
-		m->orphans_dropped++; /* logged once per round, by accept_orphans_flush() */
-		return;
+	struct mchannel *ch = load_pick(&p->load, &p->caps);
+
+	if (ch)
+		channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	return ch;
+}
+
+/* No worker of the pool can take a client now: it waits here, first in, first out. */
+static void
+orphan_hold(struct master *m, struct mpool *p, struct orphan o)
+{
+	if (p->n_orphans == p->cap_orphans) {
+		size_t cap = MIN(MAX(p->cap_orphans * 2, 16), m->max_orphans);
+		struct orphan *t = cap > p->cap_orphans ? realloc(p->orphans, cap * sizeof(*t)) : NULL;
+
+		if (!t) {
+			safe_close(o.fd);
+			m->orphans_dropped++; /* logged once per round, by accept_orphans_flush() */
+			return;
+		}
+		p->orphans = t;
+		p->cap_orphans = cap;
 	}
-	m->orphans[m->n_orphans++] = (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
-						      .since = now_usec() };
+	p->orphans[p->n_orphans++] = o;
 }
 
 /* Hand a client to a worker thread, or let it wait for one (only clients of a dead worker can). */
 void
 accept_dispatch(struct master *m, int fd, unsigned listener)
 {
+	struct mpool *p = listener_pool(m, listener);
+
 	/* accept_listener() checks for room first: only clients of a dead worker find none. */
-	if (!dispatch_try(m, fd, listener))
-		orphan_hold(m, fd, listener);
+	if (!dispatch_try(m, p, fd, listener))
+		orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
+						   .since = now_usec() });
 }
 
-/*
- * The client's supplementary groups into small, or a heap buffer in *big: a
- * client may be in up to NGROUPS_MAX (65536) groups, and SO_PEERGROUPS answers
- * a short buffer with ERANGE and the length it needs.  On failure, none (the
- * caller then admits by uid and primary group only).
- */
-static size_t
-peer_groups(int fd, gid_t *small, size_t n_small, gid_t **big, const gid_t **ret)
-{
-	socklen_t len = (socklen_t)(n_small * sizeof(gid_t));
-
-	*ret = small;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, small, &len) == 0)
-		return len / sizeof(gid_t);
-	if (errno != ERANGE || !(*big = malloc(len)) ||
-	    getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, *big, &len) < 0)
-		return 0;
-	*ret = *big;
-	return len / sizeof(gid_t);
-}
-
-/* Is this client on the listener's allow-lists?  Empty lists admit everyone. */
+/* A client's systemd unit is one of allow_units; the unit it is in, for the log. */
 static bool
-peer_allowed(const struct config_listener *cl, int fd)
+unit_allowed(const struct config_listener *cl, int fd, pid_t pid, char *unit, size_t size)
 {
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	gid_t small[64];
-	_cleanup_free_ gid_t *big = NULL;
-	const gid_t *groups = NULL;
-	size_t n = 0;
+	_cleanup_free_ char *u = NULL;
+	int r = peer_unit(fd, pid, &u);
 
-	if (cl->n_allow_uids == 0 && cl->n_allow_gids == 0)
-		return true;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-		return false;
-	for (size_t i = 0; i < cl->n_allow_uids; i++)
-		if (cl->allow_uids[i] == cred.uid)
+	snprintf(unit, size, "%s", r < 0 ? strerror(-r) : u);
+	for (size_t i = 0; r >= 0 && i < cl->n_allow_units; i++)
+		if (strcmp(cl->allow_units[i], u) == 0)
 			return true;
-	if (cl->n_allow_gids > 0)
-		n = peer_groups(fd, small, ELEMENTSOF(small), &big, &groups);
-	for (size_t i = 0; i < cl->n_allow_gids; i++) {
-		if (cl->allow_gids[i] == cred.gid)
-			return true;
-		for (size_t k = 0; k < n; k++)
-			if (cl->allow_gids[i] == groups[k])
-				return true;
-	}
 	return false;
 }
 
-static void
-refuse(struct master *m, const struct config_listener *cl, int fd)
+/*
+ * Admission: the listener's peer policy, in the master before a client
+ * reaches any worker.  Returns -1 to admit, else why not (enum
+ * refuse_reason), with the client's credentials (and unit) in *cred and
+ * unit.  A listener without any policy costs no system call here.
+ */
+static int
+admit(const struct master *m, const struct config_listener *cl, int fd, struct ucred *cred,
+      char *unit, size_t size)
 {
-	struct ucred cred = { 0 };
-	socklen_t len = sizeof(cred);
+	socklen_t len = sizeof(*cred);
+
+	if (cl->n_allow_uids == 0 && cl->n_allow_gids == 0 && cl->n_allow_units == 0 &&
+	    cl->max_per_uid == 0)
+		return -1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) < 0)
+		return REFUSE_UID;
+	if (!peer_ids_allowed(cl, fd, cred))
+		return REFUSE_UID;
+	if (cl->n_allow_units && !unit_allowed(cl, fd, cred->pid, unit, size))
+		return REFUSE_UNIT;
+	if (cl->max_per_uid && peer_open(m, cl, cred->uid) >= cl->max_per_uid)
+		return REFUSE_PER_UID;
+	return -1;
+}
+
+static void
+refuse(struct master *m, const struct config_listener *cl, int fd, int why,
+       const struct ucred *cred, const char *unit)
+{
 	uint64_t now = now_usec();
+	char detail[160];
 
 	atomic_fetch_add_explicit(&status->refused, 1, memory_order_relaxed);
-	(void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+	atomic_fetch_add_explicit(&status->refused_by[why], 1, memory_order_relaxed);
 	safe_close(fd);
 	/* At most one line a second, so a flood of refused clients cannot flood the log. */
 	if (now - m->refused_logged_at < USEC_PER_SEC) {
 		m->refused_unlogged++;
 		return;
 	}
-	log_warning("listener %s: refused client uid=%u gid=%u pid=%d (not allowed)%s", cl->name,
-		    (unsigned)cred.uid, (unsigned)cred.gid, (int)cred.pid,
+	if (why == REFUSE_UNIT)
+		snprintf(detail, sizeof(detail), "unit %s is not in allow_units", unit);
+	else if (why == REFUSE_PER_UID)
+		snprintf(detail, sizeof(detail), "max_connections_per_uid %u reached", cl->max_per_uid);
+	else
+		snprintf(detail, sizeof(detail), "not allowed");
+	log_warning("listener %s: refused client uid=%u gid=%u pid=%d (%s)%s", cl->name,
+		    (unsigned)cred->uid, (unsigned)cred->gid, (int)cred->pid, detail,
 		    m->refused_unlogged ? " (and more not logged)" : "");
 	m->refused_logged_at = now;
 	m->refused_unlogged = 0;
@@ -153,7 +164,12 @@ void
 accept_listener(struct master *m, struct mlistener *l)
 {
 	const struct config_listener *cl = &m->gen->config->listeners[l->index];
-	unsigned avail = load_room(&m->load, &m->caps);
+	struct mpool *p = listener_pool(m, l->index);
+	unsigned avail = load_room(&p->load, &p->caps);
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	struct mchannel *ch;
+	char unit[128] = "";
+	int why;
 
 	for (unsigned i = 0; i < ACCEPT_BATCH && avail > 0; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -178,40 +194,60 @@ accept_listener(struct master *m, struct mlistener *l)
 				return;
 			}
 		}
-		if (!peer_allowed(cl, fd)) {
-			refuse(m, cl, fd);
+		why = admit(m, cl, fd, &cred, unit, sizeof(unit));
+		if (why >= 0) {
+			refuse(m, cl, fd, why, &cred, unit);
 			continue;
 		}
-		accept_dispatch(m, fd, l->index);
+		ch = dispatch_try(m, p, fd, l->index);
+		if (!ch)
+			orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)l->index,
+							   .since = now_usec() });
+		else if (cl->max_per_uid)
+			peer_count(ch->worker, l->index, cred.uid);
 		avail--;
 	}
 }
 
-/* Poll the listeners only when a client accepted now can be handed to someone. */
+/*
+ * Whether pool p takes clients now: some worker has room (if none has, the
+ * workers are asked to wake us when a client closes) and nobody waits ahead.
+ */
+static bool
+pool_wants_clients(struct master *m, struct mpool *p, bool *waiting)
+{
+	bool serving = !m->stopping && p->load.n_targets > 0, room;
+
+	load_refresh(&p->load, status->slots);
+	room = serving && (load_room(&p->load, &p->caps) > 0 ||
+			   !load_wait_for_room(&p->load, &p->caps, status));
+	/* Clients that wait for a worker go first: accept nothing before them. */
+	p->waiting_for_room = serving && !(room && p->n_orphans == 0);
+	*waiting |= p->waiting_for_room;
+	return room && p->n_orphans == 0;
+}
+
+/* Poll each listener only when a client accepted now can be handed to one of its pool's workers. */
 void
 accept_update_polling(struct master *m)
 {
-	struct load_set *set = &m->load;
-	const struct load_caps *caps = &m->caps;
-	bool serving = !m->stopping && set->n_targets > 0, room, want;
+	bool waiting = false, paused = false;
 
-	load_refresh(set, status->slots);
-	/* With no room, the workers are asked to wake us (for the orphans too). */
-	room = serving && (load_room(set, caps) > 0 || !load_wait_for_room(set, caps, status));
-	/* Clients that wait for a worker go first: accept nothing before them. */
-	want = room && m->n_orphans == 0;
-	m->waiting_for_room = serving && !want;
-	if (!m->waiting_for_room)
+	for (size_t i = 0; i < m->n_pools; i++)
+		m->pools[i].polling = pool_wants_clients(m, &m->pools[i], &waiting);
+	/* room_wanted is one flag for every pool: cleared only once none waits. */
+	m->waiting_for_room = waiting;
+	if (!waiting)
 		load_wait_end(status);
-
 	if (m->accept_resume_at) {
 		if (now_usec() < m->accept_resume_at)
-			want = false;
+			paused = true;
 		else
 			m->accept_resume_at = 0;
 	}
 	for (size_t i = 0; i < m->n_listeners; i++) {
 		struct mlistener *l = &m->listeners[i];
+		bool want = !paused && listener_pool(m, l->index)->polling;
 
 		if (l->polling == want)
 			continue;
@@ -221,25 +257,38 @@ accept_update_polling(struct master *m)
 	}
 }
 
-/* Once per loop: hand waiting clients to workers with room; close those that waited too long. */
-void
-accept_orphans_flush(struct master *m)
+/* Hand pool p's waiting clients to its workers with room; close those that waited too long. */
+static size_t
+orphans_flush_pool(struct master *m, struct mpool *p, uint64_t now)
 {
-	uint64_t now = now_usec();
 	size_t done = 0, expired = 0;
 
-	for (; done < m->n_orphans; done++) {
-		struct orphan *o = &m->orphans[done];
+	for (; done < p->n_orphans; done++) {
+		struct orphan *o = &p->orphans[done];
 
 		if (now - o->since >= ORPHAN_WAIT_USEC) {
 			safe_close(o->fd);
 			expired++;
-		} else if (!dispatch_try(m, o->fd, o->listener)) {
+		} else if (!dispatch_try(m, p, o->fd, o->listener)) {
 			break;
 		}
 	}
-	m->n_orphans -= done;
-	memmove(m->orphans, m->orphans + done, m->n_orphans * sizeof(*m->orphans));
+	if (done == 0)
+		return 0;
+	p->n_orphans -= done;
+	memmove(p->orphans, p->orphans + done, p->n_orphans * sizeof(*p->orphans));
+	return expired;
+}
+
+/* Once per loop: every pool's waiting clients. */
+void
+accept_orphans_flush(struct master *m)
+{
+	uint64_t now = now_usec();
+	size_t expired = 0;
+
+	for (size_t i = 0; i < m->n_pools; i++)
+		expired += orphans_flush_pool(m, &m->pools[i], now);
 	if (expired)
 		log_warning("closed %zu client(s) that waited %llus for a worker", expired,
 			    (unsigned long long)(ORPHAN_WAIT_USEC / USEC_PER_SEC));
@@ -249,32 +298,49 @@ accept_orphans_flush(struct master *m)
 	m->orphans_dropped = 0;
 }
 
-/* At a reload's switch: waiting clients follow their listener into the new config, if there. */
+/*
+ * At a reload's switch: clients that waited in the old pools follow their
+ * listener (and so its pool) into the new config, if it is still there.
+ */
 void
-accept_orphans_remap(struct master *m, const struct generation *from)
+accept_orphans_remap(struct master *m, struct mpool *old, size_t n_old,
+		     const struct generation *from)
 {
-	size_t n = 0;
+	for (size_t k = 0; k < n_old; k++)
+		for (size_t i = 0; i < old[k].n_orphans; i++) {
+			struct orphan o = old[k].orphans[i];
+			int l = listeners_remap(m->gen->config, from->config, o.listener);
 
-	for (size_t i = 0; i < m->n_orphans; i++) {
-		struct orphan o = m->orphans[i];
-		int l = listeners_remap(m->gen->config, from->config, o.listener);
-
-		if (l < 0) {
-			safe_close(o.fd);
-			continue;
+			if (l < 0) {
+				safe_close(o.fd);
+				continue;
+			}
+			o.listener = (uint8_t)l;
+			orphan_hold(m, listener_pool(m, (unsigned)l), o);
 		}
-		o.listener = (uint8_t)l;
-		m->orphans[n++] = o;
-	}
-	m->n_orphans = n;
+}
+
+void
+accept_orphans_free(struct mpool *p)
+{
+	free(p->orphans);
+	p->orphans = NULL;
+	p->n_orphans = p->cap_orphans = 0;
 }
 
 void
 accept_orphans_drop(struct master *m, const char *why)
 {
-	if (m->n_orphans)
-		log_warning("%s: closing %zu client(s) that wait for a worker", why, m->n_orphans);
-	for (size_t i = 0; i < m->n_orphans; i++)
-		safe_close(m->orphans[i].fd);
-	m->n_orphans = 0;
+	size_t n = 0;
+
+	for (size_t k = 0; k < m->n_pools; k++) {
+		struct mpool *p = &m->pools[k];
+
+		for (size_t i = 0; i < p->n_orphans; i++)
+			safe_close(p->orphans[i].fd);
+		n += p->n_orphans;
+		p->n_orphans = 0;
+	}
+	if (n)
+		log_warning("%s: closing %zu client(s) that wait for a worker", why, n);
 }

@@ -81,6 +81,12 @@ channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 		if (m.count != 0 || n_fds != 0 || len != CHANNEL_HEADER)
 			return -EBADMSG;
 		break;
+	case CHANNEL_GONE:
+		if (m.count != 1 || n_fds != 0 || len != CHANNEL_HEADER + 1 ||
+		    p[CHANNEL_HEADER] >= n_listeners)
+			return -EBADMSG;
+		m.listener[0] = p[CHANNEL_HEADER];
+		break;
 	default:
 		return -EBADMSG;
 	}
@@ -208,7 +214,7 @@ channel_flush(struct master *m, struct mchannel *ch)
 void
 channel_flush_all(struct master *m)
 {
-	for (size_t i = 0; i < m->slots_used; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		struct mworker *w = &m->workers[i];
 
 		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++)
@@ -258,6 +264,9 @@ channel_read(struct master *m, struct mchannel *ch)
 		switch (msg.type) {
 		case CHANNEL_CLOSED:
 			break; /* a wakeup: the loads are in shared memory */
+		case CHANNEL_GONE:
+			peer_gone(w, msg.listener[0], (uid_t)msg.arg);
+			break;
 		case CHANNEL_READY:
 			/* Once per thread, whatever the worker sends. */
 			w->ready += !ch->ready;
@@ -341,6 +350,23 @@ int
 channel_thread_ready(struct wthread *t)
 {
 	return channel_send(t->chan, CHANNEL_READY, 0, NULL, NULL, 0);
+}
+
+/*
+ * In a worker thread, once per round: the closed clients the master counts
+ * per uid.  What the channel does not take now (EAGAIN) waits for the next
+ * round: a lost one would hold a slot of its uid for good.
+ */
+void
+channel_thread_gone(struct wthread *t)
+{
+	size_t sent = 0;
+
+	while (sent < t->n_gone && channel_send(t->chan, CHANNEL_GONE, (uint32_t)t->gone[sent].uid,
+						NULL, &t->gone[sent].listener, 1) == 0)
+		sent++;
+	t->n_gone -= sent;
+	memmove(t->gone, t->gone + sent, t->n_gone * sizeof(*t->gone));
 }
 
 /* In a worker thread, once per round: a close the master asked to hear of (load.c). */

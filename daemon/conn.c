@@ -38,6 +38,35 @@
 #define CONN_SPARE_MAX 64
 #endif
 
+/*
+ * Around every service callback: the master reads when the thread's current
+ * callback began (request_timeout), and the thread's stuck handler which
+ * connection and callback it was in.  Relaxed stores to the thread's own
+ * cache line: no fence on the request path.
+ */
+static void
+callback_begin(struct udsd_conn *c, const char *name)
+{
+	struct wthread *t = c->thread;
+
+	c->in_callback = true;
+	c->sent_in_callback = false;
+	t->current = c;
+	t->current_callback = name;
+	atomic_store_explicit(&t->stats->busy_listener, c->listener, memory_order_relaxed);
+	atomic_store_explicit(&t->stats->busy_since, t->now, memory_order_relaxed);
+}
+
+static void
+callback_end(struct udsd_conn *c)
+{
+	struct wthread *t = c->thread;
+
+	atomic_store_explicit(&t->stats->busy_since, 0, memory_order_relaxed);
+	t->current = NULL;
+	c->in_callback = false;
+}
+
 static int
 grow(uint8_t **buf, size_t *cap, size_t need)
 {
@@ -101,6 +130,28 @@ conn_update_events(struct udsd_conn *c)
 		c->dead = true;
 }
 
+/* A client the master counts for max_connections_per_uid: tell it whose it was. */
+static void
+conn_gone(struct udsd_conn *c)
+{
+	struct wthread *t = c->thread;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return;
+	if (t->n_gone == t->cap_gone) {
+		size_t cap = MAX(16, 2 * t->cap_gone);
+		void *g = realloc(t->gone, cap * sizeof(*t->gone));
+		if (!g)
+			return;
+		t->gone = g;
+		t->cap_gone = cap;
+	}
+	t->gone[t->n_gone].listener = c->listener;
+	t->gone[t->n_gone++].uid = cred.uid;
+}
+
 /*
  * Close a connection at once, but free it only at the end of the round
  * (conn_reap): later events of the same epoll_wait() batch may point at it,
@@ -116,8 +167,11 @@ conn_close(struct udsd_conn *c)
 		return;
 	c->closed = true;
 	c->dead = true; /* on_close may still write: drop it */
-	if (c->service->ops->on_close)
+	if (c->service->ops->on_close) {
+		callback_begin(c, "on_close");
 		c->service->ops->on_close(c);
+		callback_end(c);
+	}
 	/*
 	 * close() alone leaves the registration alive while another reference
 	 * to the socket exists, and the master may not have closed its copy of a
@@ -125,6 +179,8 @@ conn_close(struct udsd_conn *c)
 	 * arrive for a closed connection in later rounds too.  Remove it explicitly.
 	 */
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	if (t->spec->config->listeners[c->listener].max_per_uid)
+		conn_gone(c);
 	c->fd = safe_close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -136,6 +192,9 @@ conn_close(struct udsd_conn *c)
 	t->closed = c;
 	t->n_conns--;
 	atomic_fetch_sub_explicit(&t->stats->open, 1, memory_order_relaxed);
+	/* A service that counts no requests (echo) served one per client: max_requests counts it. */
+	if (!c->counted)
+		atomic_fetch_add_explicit(&t->stats->requests, 1, memory_order_relaxed);
 	worker_client_done(t);
 }
 
@@ -299,6 +358,7 @@ udsd_conn_write(struct udsd_conn *c, const void *data, size_t len)
 		return cork(t, data, len);
 	if (idle) {
 		ssize_t n = send_direct(c, data, len);
+		c->sent_in_callback |= c->in_callback && n > 0;
 		if (n < 0) {
 			c->dead = true; /* the client went away; the event loop closes it */
 			return 0;
@@ -371,10 +431,10 @@ deliver(struct udsd_conn *c, const uint8_t *data, size_t len)
 	ssize_t r;
 	bool congested;
 
-	c->in_callback = true;
+	callback_begin(c, "on_data");
 	r = c->service->ops->on_data(c, data, len);
 	congested = r >= 0 && (size_t)r < len && udsd_conn_congested(c);
-	c->in_callback = false;
+	callback_end(c);
 	/* Before the answer leaves: a client that has it may count on its fds being closed. */
 	close_untaken_fds(c);
 	uncork(c);
@@ -673,11 +733,15 @@ void
 conn_open(struct wthread *t, int fd, unsigned listener)
 {
 	const struct service *s = &t->spec->services[listener];
-	struct udsd_conn *c = conn_new(t, fd, listener);
+	/* Another pool's client: the master never sends one; a worker never serves one. */
+	bool ours = t->spec->config->listeners[listener].pool == t->spec->pool_index;
+	struct udsd_conn *c = ours ? conn_new(t, fd, listener) : NULL;
 	static const int one = 1;
 
 	atomic_fetch_add_explicit(&t->stats->accepted, 1, memory_order_relaxed);
 	if (!c) {
+		if (!ours)
+			log_error("thread %u: a client of another pool's listener; closing it", t->index);
 		safe_close(fd);
 		atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
 		worker_client_done(t);
@@ -690,9 +754,9 @@ conn_open(struct wthread *t, int fd, unsigned listener)
 		return;
 	}
 	if (s->ops->on_open) {
-		c->in_callback = true;
+		callback_begin(c, "on_open");
 		int r = s->ops->on_open(c);
-		c->in_callback = false;
+		callback_end(c);
 		uncork(c);
 		if (r < 0) {
 			atomic_fetch_add_explicit(&t->stats->refused, 1, memory_order_relaxed);
@@ -725,9 +789,9 @@ conn_drain(struct udsd_conn *c)
 		return;
 	conn_readable(c);
 	if (c->service->ops->on_drain && !c->dead && !c->closing) {
-		c->in_callback = true;
+		callback_begin(c, "on_drain");
 		c->service->ops->on_drain(c);
-		c->in_callback = false;
+		callback_end(c);
 		uncork(c);
 	}
 	conn_settle(c);
@@ -756,9 +820,9 @@ conn_timeout(struct udsd_conn *c)
 		return;
 	}
 	if (c->service->ops->on_timeout) {
-		c->in_callback = true;
+		callback_begin(c, "on_timeout");
 		c->service->ops->on_timeout(c);
-		c->in_callback = false;
+		callback_end(c);
 		uncork(c);
 	}
 	c->closing = true;
@@ -866,5 +930,48 @@ udsd_conn_draining(const struct udsd_conn *c)
 void
 udsd_conn_count_request(struct udsd_conn *c)
 {
+	c->counted = true;
 	atomic_fetch_add_explicit(&c->thread->stats->requests, 1, memory_order_relaxed);
+}
+
+/*
+ * In the stuck thread's signal handler (worker.c), so async-signal-safe
+ * only: what the thread is stuck in and its backtrace, for the slowlog; the
+ * service's last word to the client if nothing of an answer went out or
+ * waits for it (the corked output of the stuck callback never leaves); then
+ * the connection is shut down, so that the client sees the end at once.
+ */
+void
+conn_stuck(struct wthread *t)
+{
+	struct udsd_conn *c = t->current;
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1 };
+	socklen_t len = sizeof(cred);
+	char thread[24], pid[24], uid[24];
+	const char *reply = "the client's connection is shut down";
+
+	fmt_long(thread, t->index);
+	if (!c) {
+		log_signal_safe(LOG_ERR, (const char *[]){ "slowlog: thread ", thread,
+							   " is stuck outside any callback; backtrace:",
+							   NULL });
+		log_backtrace();
+		return;
+	}
+	(void)getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+	fmt_long(pid, (long)cred.pid);
+	fmt_long(uid, cred.uid == (uid_t)-1 ? -1 : (long)cred.uid);
+	log_signal_safe(LOG_ERR, (const char *[]){ "slowlog: thread ", thread, " stuck in ",
+						   t->current_callback, " of listener ",
+						   t->spec->config->listeners[c->listener].name,
+						   " (service ", c->service->ops->name, ") for client pid=",
+						   pid, " uid=", uid, "; backtrace:", NULL });
+	log_backtrace();
+	if (c->service->ops->flags & UDSD_SERVICE_DEADLINE_REPLY && c->service->ops->deadline_reply &&
+	    !c->dead && !c->sent_in_callback && c->out_len == c->out_off &&
+	    send(c->fd, c->service->ops->deadline_reply, strlen(c->service->ops->deadline_reply),
+		 MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+		reply = "the client got the service's deadline reply";
+	(void)shutdown(c->fd, SHUT_RDWR);
+	log_signal_safe(LOG_ERR, (const char *[]){ "slowlog: end of backtrace; ", reply, NULL });
 }

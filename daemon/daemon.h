@@ -10,18 +10,23 @@
  *   channel.c    the master<->worker channel, both ends: the wire format; the
  *                master's open, close, queue, flush, read and reclaim of a dead
  *                worker's fds; a worker thread's receive and dispatch
- *   service.c    built-in and loadable services: resolved in the master, run in workers
+ *   service.c    built-in and loadable services: built-ins resolved in the master,
+ *                plugins loaded only in their pool's workers
+ *   plugin.c     a pool's plugins loaded and checked in a child with its credentials
  *   log.c        one line per event, journal-aware
  * Worker process
+ *   credentials.c  a pool's user and groups, for its workers and plugin checks
  *   worker.c     the process (privileges, threads) and its threads' event loops
  *   conn.c       a client connection in a worker thread (the udsd_conn API)
  *   echo.c, http.c, http-parser.c, http-settings.c: the built-in services
  * Master process
  *   main.c       setup, signals, reload (the pending generation), shutdown, sd_notify
  *   listeners.c  sockets bound here or passed by systemd, kept across reloads
- *   pool.c       generations; forking, reaping, respawning, killing hung workers;
- *                the dynamic pool
+ *   pool.c       generations and pools; forking, reaping, respawning; stuck and hung
+ *                workers (request_timeout); recycling (max_requests, max_rss); the
+ *                dynamic pool
  *   accept.c     accept, admission, hand-off to a worker thread, clients waiting for one
+ *   peer.c       who a client is: credentials, groups, systemd unit, per-uid counts
  *   load.c       load, least-loaded choice, room, caps, the room_wanted handshake
  */
 
@@ -30,6 +35,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <syslog.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -57,6 +63,21 @@ _printf_(1, 2) _noreturn_ void fatalx(const char *fmt, ...);
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 
 uint64_t now_usec(void);
+/* Async-signal-safe, for the stuck-thread handler. */
+void fmt_long(char *buf, long v);
+void log_signal_safe(int level, const char *const *parts);
+void log_backtrace_prepare(void);
+void log_backtrace(void);
+
+/* Why the master turned a client away, counted apart in /status. */
+enum refuse_reason {
+	REFUSE_UID,	 /* not on allow_uids/allow_gids */
+	REFUSE_UNIT,	 /* not in one of allow_units */
+	REFUSE_PER_UID, /* max_connections_per_uid reached */
+	REFUSE_REASONS,
+};
+
+extern const char *const refuse_reason_names[REFUSE_REASONS];
 
 /*
  * status.c: one shared mapping, made by the master before any fork.  Each
@@ -73,12 +94,16 @@ struct status_thread {
 	_Atomic uint64_t refused;
 	_Atomic uint64_t closed; /* clients this thread is done with, ever: for load.c */
 	_Atomic uint64_t heartbeat_usec;
+	_Atomic uint64_t busy_since; /* when the current service callback began; 0: in none */
+	_Atomic uint32_t busy_listener; /* whose service that callback is */
+	_Atomic int32_t tid;	       /* the thread, for the master's stuck signal */
 } __attribute__((aligned(64))); /* one cache line each: threads never share a line */
 
 struct status_worker {
 	_Atomic pid_t pid; /* 0: free slot */
 	unsigned generation;
-	unsigned index; /* position in its generation */
+	unsigned pool;	/* index in its generation's config */
+	unsigned index; /* position in its pool */
 	unsigned n_threads;
 	uint64_t started_usec;
 	struct status_thread threads[CONFIG_MAX_THREADS];
@@ -89,6 +114,7 @@ struct status {
 	uint64_t start_usec;
 	_Atomic unsigned generation;
 	_Atomic uint64_t refused; /* clients the master turned away (allow-lists) */
+	_Atomic uint64_t refused_by[REFUSE_REASONS]; /* the same, by reason (accept.c) */
 	_Atomic int room_wanted;   /* the master waits for a worker to have room (load.c) */
 	struct status_worker slots[STATUS_MAX_SLOTS];
 };
@@ -97,7 +123,9 @@ extern struct status *status;
 extern const struct config *status_config; /* the listeners /status shows */
 int status_map(void);
 int status_restrict(unsigned slot);
+void status_forget(void);
 void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
+unsigned status_pool_workers(unsigned pool);
 
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
 enum channel_type {
@@ -105,6 +133,7 @@ enum channel_type {
 	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit */
 	CHANNEL_CLOSED,  /* w→m: a client closed while the master waits for room */
 	CHANNEL_READY,   /* w→m: this thread serves */
+	CHANNEL_GONE,    /* w→m: a client of uid (arg) on the listener closed (max_connections_per_uid) */
 };
 
 #define CHANNEL_MAX_FDS 64
@@ -126,8 +155,11 @@ int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *f
 
 /* service.c */
 struct service {
+	/* A built-in's everywhere; a plugin's only in its pool's workers (service_open()). */
 	const struct udsd_service *ops;
 	void *dl; /* dlopen handle, or NULL for a built-in */
+	char name[64];	/* ops->name, also where ops is not known */
+	unsigned flags; /* ops->flags, likewise */
 	struct udsd_service_config config;
 	struct udsd_kv *kv;
 };
@@ -135,14 +167,29 @@ struct service {
 extern const struct udsd_service service_echo;
 extern const struct udsd_service service_http;
 
+bool service_is_plugin(const struct config_listener *l);
 int service_resolve(const struct config *c, struct service **ret, char *err, size_t errlen);
+int service_load_plugin(struct service *s, const struct config *c, const struct config_listener *l,
+			char *err, size_t errlen);
+int service_check(const struct service *s, const struct config *c, const struct config_listener *l,
+		  char *err, size_t errlen);
+int service_open(struct service *s, const struct config *c, unsigned pool, char *err, size_t errlen);
 void service_free(struct service *s, size_t n);
 
+/* plugin.c: each pool's plugins loaded and checked in a child with its credentials. */
+int plugin_check(const struct config *c, struct service *s, char *err, size_t errlen);
+
 /* ======== Worker process ======== */
+
+/* credentials.c: a pool's user and groups, taken for good (fatal on failure). */
+void credentials_drop(const struct config_pool *pool);
+void credentials_log(void);
 
 /* worker.c */
 struct worker_spec {
 	const struct config *config;
+	const struct config_pool *pool; /* the one this worker serves */
+	unsigned pool_index;
 	const struct service *services;
 	unsigned slot;
 	unsigned generation;
@@ -150,6 +197,9 @@ struct worker_spec {
 };
 
 _noreturn_ void worker_main(const struct worker_spec *spec);
+
+/* The master's word to a worker thread stuck in a service callback (request_timeout). */
+#define SIGNAL_STUCK (SIGRTMIN + 1)
 
 /* worker.c and conn.c: one worker thread and the connections it serves. */
 struct wthread {
@@ -167,9 +217,15 @@ struct wthread {
 	unsigned n_spare;
 	size_t freed; /* buffer bytes freed since the last malloc_trim() */
 	bool wake_master;
+	/* Closed clients of max_connections_per_uid listeners, not yet told to the master. */
+	struct { uint8_t listener; uid_t uid; } *gone;
+	size_t n_gone, cap_gone;
 	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
 	bool done;
+	/* The service callback running now (conn.c), for the stuck handler. */
+	struct udsd_conn *current;
+	const char *current_callback;
 	uint64_t now;
 	uint64_t last_tick;
 	/* Output of the connection inside a callback, flushed with one send() after it. */
@@ -190,6 +246,8 @@ struct udsd_conn {
 	bool lingering; /* output done, discarding input until the client closes */
 	bool read_full; /* the last read filled its buffer: more was likely coming */
 	bool stalled; /* the service left input while congested: hand it over again first */
+	bool sent_in_callback; /* the running callback's output reached the socket already */
+	bool counted; /* the service counted a request (udsd_conn_count_request()) */
 	size_t lingered;
 	uint32_t events;
 	struct wthread *thread;
@@ -219,6 +277,7 @@ void conn_trim(struct udsd_conn *c);
 void conn_close(struct udsd_conn *c);
 void conn_reap(struct wthread *t);
 void conn_free_spares(struct wthread *t);
+void conn_stuck(struct wthread *t);
 
 /* worker.c, for channel.c */
 void worker_thread_drain(struct wthread *t);
@@ -227,6 +286,7 @@ void worker_thread_drain(struct wthread *t);
 void channel_thread_read(struct wthread *t);
 int channel_thread_ready(struct wthread *t);
 void channel_thread_wake(struct wthread *t);
+void channel_thread_gone(struct wthread *t);
 
 /* load.c, a worker thread's side of the room_wanted handshake */
 bool load_closed(struct status_thread *th, struct status *st);
@@ -277,11 +337,19 @@ struct mchannel {
 
 enum worker_state { WORKER_FREE, WORKER_RUNNING, WORKER_DRAINING };
 
+/* max_connections_per_uid: a worker holds n clients of uid on a listener of its config. */
+struct uid_count {
+	uint8_t listener;
+	uid_t uid;
+	unsigned n;
+};
+
 struct mworker {
 	enum worker_state state;
 	pid_t pid;
 	unsigned slot; /* in status->slots and master->workers */
-	unsigned index; /* in its generation, for respawn */
+	unsigned pool;	/* in its generation's config */
+	unsigned index; /* in its pool, for respawn */
 	struct generation *gen;
 	unsigned n_threads;
 	unsigned ready;
@@ -289,10 +357,22 @@ struct mworker {
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
 	bool killed;	  /* the master stopped it on purpose: its SIGKILL is no crash */
 	uint64_t idle_since; /* no clients since then (0: busy) */
+	/*
+	 * Being replaced (recycled, or stuck past request_timeout): it takes no
+	 * new client, and drains once a worker of the same pool and index is
+	 * ready in its place.
+	 */
+	bool retiring;
+	bool recycling; /* replaced for max_requests or max_rss: one per pool at a time */
+	unsigned max_requests; /* its pool's, plus its own jitter; 0: no limit */
+	uint64_t next_rss_check;
+	uint64_t stuck; /* its threads found stuck in a callback, one bit each */
+	struct uid_count *uids; /* clients of listeners with max_connections_per_uid */
+	size_t n_uids, cap_uids;
 	struct mchannel *chan;
 };
 
-/* load.c: one balancer's targets and caps (one per pool, once there are pools). */
+/* load.c: one balancer's targets and caps, one per pool. */
 struct load_set {
 	struct mchannel **targets; /* threads that take clients, each worker's together */
 	size_t n_targets;
@@ -314,6 +394,23 @@ struct orphan {
 /* A worker not READY this long after its start is hung (or a new generation failed). */
 #define WORKER_READY_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
+/* One pool of the current generation, as the master runs it. */
+struct mpool {
+	unsigned index; /* in the current config's pools */
+	struct load_set load; /* its running workers */
+	struct load_caps caps;
+	unsigned size; /* workers wanted now: workers, or workers_min..workers_max */
+	uint64_t next_spawn_at;
+	uint64_t respawn_at[CONFIG_MAX_WORKERS];
+	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
+	unsigned crashes;
+	bool waiting_for_room;
+	bool polling; /* its listeners are polled (accept.c) */
+	/* Clients no worker of the pool can take yet (accept.c): a FIFO. */
+	struct orphan *orphans;
+	size_t n_orphans, cap_orphans;
+};
+
 struct master {
 	int epfd;
 	struct watch signal_watch;
@@ -329,31 +426,18 @@ struct master {
 	uint64_t pending_deadline;
 	char pending_error[128]; /* why pending failed, set where a worker of it is reaped */
 	char reload_error[192];	 /* why the last reload failed; cleared by the next good one */
-	struct orphan *orphans;	 /* FIFO */
-	size_t n_orphans, max_orphans, orphans_dropped;
+	size_t max_orphans, orphans_dropped; /* clients waiting for a worker, per pool at most */
 	struct mworker workers[STATUS_MAX_SLOTS];
-	/*
-	 * Slots below this have held a worker at some time; none above has.
-	 * Slots are taken lowest first, so the loops that run every round
-	 * (pool_check, channel_flush_all) stop here instead of walking all
-	 * STATUS_MAX_SLOTS: 4,300 instructions a round, a third of the
-	 * master's user time per connection, for two workers.
-	 */
-	unsigned slots_used;
-	struct load_set load;  /* the current generation's running workers */
-	struct load_caps caps;
-	uint64_t respawn_at[CONFIG_MAX_WORKERS];
-	uint64_t backoff_usec[CONFIG_MAX_WORKERS];
-	unsigned crashes;
+	unsigned n_slots; /* 1 + the highest slot ever used: where loops over workers stop */
+	struct mpool pools[CONFIG_MAX_POOLS]; /* the current generation's */
+	size_t n_pools;
 	bool activated; /* started by socket activation: systemd passed sockets */
 	bool stopping;
 	bool ready_sent;
 	unsigned stop_signals;
 	uint64_t stop_deadline;
 	uint64_t accept_resume_at; /* after EMFILE and friends */
-	bool waiting_for_room;
-	unsigned pool_size; /* workers wanted now: workers, or workers_min..workers_max */
-	uint64_t next_spawn_at;
+	bool waiting_for_room; /* some pool is */
 	uint64_t idle_since; /* exit_idle_time: no client anywhere since then */
 	unsigned fd_limit;
 	uint64_t next_status;
@@ -379,13 +463,15 @@ size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *han
 unsigned load_thread(const struct mchannel *ch);
 unsigned load_worker(const struct mworker *w);
 void load_set_build(struct load_set *set, struct mworker *workers, size_t n,
-		    const struct generation *g);
+		    const struct generation *g, unsigned pool);
 void load_refresh(struct load_set *set, const struct status_worker *slots);
+void load_refresh_worker(struct mworker *w, const struct status_worker *slot);
 unsigned load_room(const struct load_set *set, const struct load_caps *caps);
 struct mchannel *load_pick(struct load_set *set, const struct load_caps *caps);
 bool load_wait_for_room(struct load_set *set, const struct load_caps *caps, struct status *st);
 void load_wait_end(struct status *st);
-void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned fd_limit);
+void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned pool,
+		   unsigned fd_limit);
 
 /* listeners.c */
 int listeners_take_passed(void);
@@ -397,6 +483,8 @@ void listeners_install(struct master *m, struct mlistener *ls, size_t n);
 void listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use,
 		       size_t n_in_use);
 void listeners_apply_perms(const struct config *c, struct mlistener *ls);
+void listeners_apply_passrights(const struct generation *g, struct mlistener *ls,
+				bool only_enable);
 void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file);
 bool listeners_pending(const struct master *m);
 bool listeners_all_passed(const struct master *m);
@@ -407,11 +495,23 @@ void accept_listener(struct master *m, struct mlistener *l);
 void accept_dispatch(struct master *m, int fd, unsigned listener);
 void accept_update_polling(struct master *m);
 void accept_orphans_flush(struct master *m);
-void accept_orphans_remap(struct master *m, const struct generation *from);
+void accept_orphans_remap(struct master *m, struct mpool *old, size_t n_old,
+			  const struct generation *from);
 void accept_orphans_drop(struct master *m, const char *why);
+void accept_orphans_free(struct mpool *p);
+
+/* peer.c */
+bool peer_ids_allowed(const struct config_listener *cl, int fd, const struct ucred *cred);
+int peer_unit(int fd, pid_t pid, char **ret_unit);
+unsigned peer_open(const struct master *m, const struct config_listener *l, uid_t uid);
+void peer_count(struct mworker *w, unsigned listener, uid_t uid);
+void peer_gone(struct mworker *w, unsigned listener, uid_t uid);
 
 /* pool.c */
-int pool_spawn(struct master *m, struct generation *g, unsigned index);
+int pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index);
+void pools_setup(struct master *m, const struct generation *old);
+unsigned pools_wanted(const struct master *m);
+unsigned pools_crashes(const struct master *m);
 void pool_drain(struct master *m, struct mworker *w);
 void pool_kill(struct mworker *w);
 void pool_reap(struct master *m);

@@ -37,6 +37,7 @@ struct udsd_service_config;
 struct http_settings {
 	struct http_limits limits;
 	uint64_t header_timeout_usec;
+	uint64_t debug_sleep_usec; /* 0: no /debug/sleep */
 };
 
 const struct udsd_key *http_settings_keys(size_t *ret_n);

@@ -16,10 +16,13 @@ struct http_raw {
 	uint64_t max_uri;
 	uint64_t max_body;
 	uint64_t header_timeout_usec;
+	uint64_t debug_sleep_usec;
 };
 
 #define KEY(key, type, field, min, max, def, doc) \
 	{ key, type, offsetof(struct http_raw, field), min, max, 0, def, doc }
+#define KEY_OFF(key, type, field, min, max, def, doc) \
+	{ key, type, offsetof(struct http_raw, field), min, max, UDSD_KEY_OFF, def, doc }
 
 static const struct udsd_key keys[] = {
 	KEY("max_header_size", UDSD_KEY_SIZE, max_header_size, 64, 1 << 20, "8k",
@@ -30,6 +33,8 @@ static const struct udsd_key keys[] = {
 	    "Content-Length of a request body, at most (413 beyond)"),
 	KEY("header_timeout", UDSD_KEY_DURATION, header_timeout_usec, 0, 0, "10s",
 	    "a request head must arrive within this (408 otherwise)"),
+	KEY_OFF("debug_sleep", UDSD_KEY_DURATION, debug_sleep_usec, 0, 3600 * UINT64_C(1000000),
+		"off", "for trying request_timeout: GET /debug/sleep sleeps this long in the worker"),
 };
 
 const struct udsd_key *
@@ -54,6 +59,7 @@ http_settings_parse(const struct udsd_service_config *cfg, struct http_settings 
 			    .max_uri = (size_t)MIN(raw.max_uri, raw.max_header_size),
 			    .max_body = raw.max_body },
 		.header_timeout_usec = raw.header_timeout_usec,
+		.debug_sleep_usec = raw.debug_sleep_usec,
 	};
 	return 0;
 }

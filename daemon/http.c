@@ -153,12 +153,29 @@ json_escape(char *out, const char *s, size_t n)
 	return o;
 }
 
+/*
+ * debug_sleep: hold the worker thread, as a slow request handler would, to
+ * see request_timeout, the slowlog and the 503 at work.  Off by default.
+ */
+static void
+debug_sleep(uint64_t usec)
+{
+	struct timespec ts = { (time_t)(usec / 1000000), (long)(usec % 1000000) * 1000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 static int
 route(struct udsd_conn *c, const struct http_request *r)
 {
+	const struct http_settings *set = udsd_conn_state(c);
 	bool head = r->method == HTTP_REQUEST_HEAD;
 	const char *t = r->target;
 	size_t n = r->target_len;
+
+	if (set->debug_sleep_usec && n == 12 && memcmp(t, "/debug/sleep", 12) == 0)
+		debug_sleep(set->debug_sleep_usec);
 
 	if (n == 8 && memcmp(t, "/healthz", 8) == 0)
 		return respond(c, 200, "text/plain", "ok\n", 3, head, r->keep_alive, r->minor);
@@ -344,9 +361,20 @@ http_fini(void *state)
 	free(state);
 }
 
+/* request_timeout: the client of a stuck request learns why its connection ends. */
+#define DEADLINE_BODY "503 Service Unavailable: the request took too long\n"
+static const char deadline_reply[] = "HTTP/1.1 503 Service Unavailable\r\n"
+				     "Server: udsd\r\n"
+				     "Content-Type: text/plain\r\n"
+				     "Content-Length: 51\r\n"
+				     "Connection: close\r\n\r\n" DEADLINE_BODY;
+_Static_assert(sizeof(DEADLINE_BODY) - 1 == 51, "Content-Length of the deadline reply");
+
 const struct udsd_service service_http = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 	.name = "http",
+	.flags = UDSD_SERVICE_DEADLINE_REPLY,
+	.deadline_reply = deadline_reply,
 	.check = http_check,
 	.init = http_init,
 	.fini = http_fini,

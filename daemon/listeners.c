@@ -238,6 +238,38 @@ listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use
 	free(ls);
 }
 
+/* Since Linux 6.16; Debian 12's headers predate it. */
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83
+#endif
+
+/*
+ * A listener whose service takes no descriptors tells the kernel to refuse
+ * them (SO_PASSRIGHTS off; accepted sockets inherit it): a client's sendmsg()
+ * with SCM_RIGHTS then fails, so no client can park descriptors in udsd's
+ * queues.  Kernels without it say ENOPROTOOPT, and the worker closes what
+ * arrives.  On a reload, only_enable turns it on where the new generation's
+ * service takes descriptors, before that generation serves; the switch then
+ * applies all of it, so a client never meets a socket that refuses what its
+ * service would take.
+ */
+void
+listeners_apply_passrights(const struct generation *g, struct mlistener *ls, bool only_enable)
+{
+	for (size_t i = 0; i < g->config->n_listeners; i++) {
+		/* A seqpacket service is handed what arrives with each message (conn.c, load.c). */
+		int on = g->services[i].flags & UDSD_SERVICE_RECV_FDS ||
+			 g->config->listeners[i].type == SOCK_SEQPACKET;
+
+		if (g->config->listeners[i].kind == LISTENER_TCP || (only_enable && !on))
+			continue;
+		if (setsockopt(ls[i].fd, SOL_SOCKET, SO_PASSRIGHTS, &on, sizeof(on)) < 0 &&
+		    errno != ENOPROTOOPT)
+			log_warning("listener %s: SO_PASSRIGHTS: %s", g->config->listeners[i].name,
+				    strerror(errno));
+	}
+}
+
 /* Permissions of kept socket files follow the new config (ours only: systemd's are systemd's). */
 void
 listeners_apply_perms(const struct config *c, struct mlistener *ls)

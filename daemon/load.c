@@ -35,19 +35,21 @@ load_worker(const struct mworker *w)
 }
 
 /*
- * The targets: every thread of the running workers of generation g, a
- * worker's threads next to each other (load_room() and load_pick() rely on
- * it).  set->targets has room for every thread of n workers.
+ * The targets: every thread of the running workers of generation g's pool
+ * that take clients (not one being replaced), a worker's threads next to
+ * each other (load_room() and load_pick() rely on it).  set->targets has
+ * room for every thread of n workers.
  */
 void
-load_set_build(struct load_set *set, struct mworker *workers, size_t n, const struct generation *g)
+load_set_build(struct load_set *set, struct mworker *workers, size_t n, const struct generation *g,
+	       unsigned pool)
 {
 	size_t k = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		struct mworker *w = &workers[i];
 
-		if (w->state == WORKER_RUNNING && w->gen == g)
+		if (w->state == WORKER_RUNNING && w->gen == g && w->pool == pool && !w->retiring)
 			for (unsigned t = 0; t < w->n_threads; t++)
 				set->targets[k++] = &w->chan[t];
 	}
@@ -67,6 +69,18 @@ load_refresh(struct load_set *set, const struct status_worker *slots)
 		const struct mworker *w = ch->worker;
 		const struct status_thread *st = &slots[w->slot].threads[ch - w->chan];
 		uint64_t closed = atomic_load((_Atomic uint64_t *)&st->closed);
+
+		ch->closed = MIN(MAX(closed, ch->closed), ch->sent);
+	}
+}
+
+/* The same for one worker that may be in no set (a draining one). */
+void
+load_refresh_worker(struct mworker *w, const struct status_worker *slot)
+{
+	for (unsigned t = 0; w->chan && t < w->n_threads; t++) {
+		struct mchannel *ch = &w->chan[t];
+		uint64_t closed = atomic_load((_Atomic uint64_t *)&slot->threads[t].closed);
 
 		ch->closed = MIN(MAX(closed, ch->closed), ch->sent);
 	}
@@ -180,28 +194,32 @@ load_closed(struct status_thread *th, struct status *st)
  * clients in that message are lost.
  */
 static unsigned
-load_fd_reserve(const struct generation *g)
+load_fd_reserve(const struct generation *g, unsigned pool)
 {
 	const struct config *c = g->config;
+	unsigned threads = c->pools[pool].threads;
 	bool fds = false;
 
 	for (size_t i = 0; i < c->n_listeners; i++)
-		fds |= c->listeners[i].type == SOCK_SEQPACKET ||
-		       g->services[i].ops->flags & UDSD_SERVICE_RECV_FDS;
-	return 16 + 2 * c->threads + (fds ? c->threads * FDPASS_MAX_FDS : 0);
+		fds |= c->listeners[i].pool == pool &&
+		       (c->listeners[i].type == SOCK_SEQPACKET ||
+			g->services[i].flags & UDSD_SERVICE_RECV_FDS);
+	return 16 + 2 * threads + (fds ? threads * FDPASS_MAX_FDS : 0);
 }
 
 /*
- * The caps of generation g's workers.  A worker past its fd limit cannot
- * even receive a client: the kernel drops descriptors that do not fit
- * (MSG_CTRUNC).  So never hand a worker more clients than it can hold open.
+ * The caps of the workers of generation g's pool.  A worker past its fd
+ * limit cannot even receive a client: the kernel drops descriptors that do
+ * not fit (MSG_CTRUNC).  So never hand a worker more clients than it can
+ * hold open.
  */
 void
-load_caps_set(struct load_caps *ret, const struct generation *g, unsigned fd_limit)
+load_caps_set(struct load_caps *ret, const struct generation *g, unsigned pool, unsigned fd_limit)
 {
-	unsigned reserve = load_fd_reserve(g);
+	const struct config_pool *p = &g->config->pools[pool];
+	unsigned reserve = load_fd_reserve(g, pool);
 	unsigned room = fd_limit > reserve ? fd_limit - reserve : 1;
 
-	*ret = (struct load_caps){ .per_worker = MIN(g->config->max_connections, room),
-				   .total = g->config->max_connections_total };
+	*ret = (struct load_caps){ .per_worker = MIN(p->max_connections, room),
+				   .total = p->max_connections_total };
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <execinfo.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,4 +98,95 @@ now_usec(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* v in decimal into buf (24 bytes): snprintf is not async-signal-safe. */
+void
+fmt_long(char *buf, long v)
+{
+	char t[24];
+	size_t i = sizeof(t), n = 0;
+	unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
+
+	do
+		t[--i] = (char)('0' + u % 10);
+	while (u /= 10);
+	if (v < 0)
+		buf[n++] = '-';
+	memcpy(buf + n, t + i, sizeof(t) - i);
+	buf[n + sizeof(t) - i] = '\0';
+}
+
+static void
+append(char *line, size_t size, size_t *len, const char *s)
+{
+	size_t n = strlen(s);
+
+	n = MIN(n, size - 1 - *len);
+	memcpy(line + *len, s, n);
+	*len += n;
+}
+
+/*
+ * A log line from a signal handler: the parts (NULL-terminated) after the
+ * usual prefix, in one write(), with nothing that is not async-signal-safe.
+ */
+void
+log_signal_safe(int level, const char *const *parts)
+{
+	static const char *const names[] = { "emerg", "alert", "crit", "error",
+					     "warning", "notice", "info", "debug" };
+	char line[1024], num[24];
+	size_t len = 0;
+	int saved = errno;
+
+	if (level > log_level)
+		return;
+	if (log_journal) {
+		fmt_long(num, level);
+		append(line, sizeof(line), &len, "<");
+		append(line, sizeof(line), &len, num);
+		append(line, sizeof(line), &len, ">");
+	} else {
+		fmt_long(num, (long)getpid());
+		append(line, sizeof(line), &len, "udsd[");
+		append(line, sizeof(line), &len, num);
+		append(line, sizeof(line), &len, "]: ");
+		append(line, sizeof(line), &len, names[level & 7]);
+		append(line, sizeof(line), &len, ": ");
+	}
+	if (log_prefix[0]) {
+		append(line, sizeof(line), &len, log_prefix);
+		append(line, sizeof(line), &len, ": ");
+	}
+	for (; *parts; parts++)
+		append(line, sizeof(line), &len, *parts);
+	line[len++] = '\n';
+	if (write(STDERR_FILENO, line, len) < 0) {
+		/* Nowhere left to report it. */
+	}
+	errno = saved;
+}
+
+/*
+ * The calling thread's stack, one line per frame, to the log.  glibc's
+ * backtrace() loads libgcc's unwinder at its first call, which must not
+ * happen in a signal handler (it allocates): log_backtrace_prepare() makes
+ * that first call at start.
+ */
+void
+log_backtrace_prepare(void)
+{
+	void *frame;
+
+	(void)backtrace(&frame, 1);
+}
+
+void
+log_backtrace(void)
+{
+	void *frames[64];
+	int n = backtrace(frames, (int)ELEMENTSOF(frames));
+
+	backtrace_symbols_fd(frames, n, STDERR_FILENO);
 }

@@ -92,47 +92,81 @@ generation_read(struct master *m, struct generation **ret, char *err, size_t err
  * sent with `also` (more assignments for the same datagram, like READY=1).
  * A failed reload stays in it until the next good one.
  */
+/* " of 2..5" for a dynamic pool; "" for a fixed one. */
+static void
+pool_range(const struct config_pool *c, char *buf, size_t size)
+{
+	buf[0] = '\0';
+	if (c->workers_min != c->workers_max)
+		snprintf(buf, size, " of %u..%u", c->workers_min, c->workers_max);
+}
+
+/* With more than one pool: "; pools: web 2, kv 1 of 1..3" (workers running in each). */
+static void
+pools_text(const struct master *m, char *buf, size_t size)
+{
+	const struct config *c = m->gen->config;
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; c->n_pools > 1 && i < c->n_pools && len < size; i++) {
+		char range[32];
+
+		pool_range(&c->pools[i], range, sizeof(range));
+		len += (size_t)snprintf(buf + len, size - len, "%s%s %u%s", i ? ", " : "; pools: ",
+					c->pools[i].name, status_pool_workers((unsigned)i), range);
+	}
+}
+
 static void
 notify_status(struct master *m, bool force, const char *also)
 {
 	uint64_t open, accepted, now = now_usec();
 	unsigned workers;
 	char text[sizeof(m->status_text)], failed[sizeof(m->reload_error) + 32] = "", pool[32] = "";
+	char pools[256];
 
 	if (!force && !also[0] && now < m->next_status)
 		return;
 	m->next_status = now + STATUS_INTERVAL_USEC;
 	status_totals(&open, &accepted, &workers);
-	if (m->gen->config->workers_min != m->gen->config->workers_max)
-		snprintf(pool, sizeof(pool), " of %u..%u", m->gen->config->workers_min,
-			 m->gen->config->workers_max);
+	if (m->gen->config->n_pools == 1)
+		pool_range(&m->gen->config->pools[0], pool, sizeof(pool));
+	pools_text(m, pools, sizeof(pools));
 	if (m->reload_error[0])
 		snprintf(failed, sizeof(failed), "reload failed: %s; ", m->reload_error);
-	snprintf(text, sizeof(text), "%s%s%u workers%s (generation %u), %llu open, %llu served%s",
+	snprintf(text, sizeof(text), "%s%s%u workers%s (generation %u), %llu open, %llu served%s%s",
 		 m->stopping ? "stopping: " : "", failed, workers, pool, m->gen->id,
 		 (unsigned long long)open, (unsigned long long)accepted,
-		 m->crashes ? ", workers crashed" : "");
+		 pools_crashes(m) ? ", workers crashed" : "", pools);
 	if (!also[0] && strcmp(text, m->status_text) == 0)
 		return;
 	snprintf(m->status_text, sizeof(m->status_text), "%s", text);
 	sd_notifyf(0, "%sSTATUS=%s", also, text);
 }
 
-/* Every thread of g's workers serves, and g has as many workers as pool. */
+/*
+ * Every thread of g's workers serves, and each of g's pools has as many
+ * workers as wanted (sizes[i], or its config's workers when sizes is NULL).
+ */
 static bool
-generation_ready(const struct master *m, const struct generation *g, unsigned pool)
+generation_ready(const struct master *m, const struct generation *g, const struct mpool *sizes)
 {
-	unsigned ready = 0, total = 0;
+	unsigned ready = 0, total = 0, per_pool[CONFIG_MAX_POOLS] = { 0 };
 
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		const struct mworker *w = &m->workers[i];
 
-		if (w->state != WORKER_RUNNING || w->gen != g)
+		if (w->state != WORKER_RUNNING || w->gen != g || w->retiring)
 			continue;
 		ready += w->ready;
 		total += w->n_threads;
+		per_pool[w->pool]++;
 	}
-	return ready == total && total >= pool * g->config->threads;
+	for (size_t i = 0; i < g->config->n_pools; i++)
+		if (per_pool[i] < (sizes ? sizes[i].size : g->config->pools[i].workers))
+			return false;
+	return ready == total;
 }
 
 /* READY=1 once every thread of the first generation serves (a reload sends its own). */
@@ -141,12 +175,14 @@ notify_ready(struct master *m)
 {
 	char also[64];
 
-	if (m->ready_sent || m->stopping || m->pending ||
-	    !generation_ready(m, m->gen, m->pool_size))
+	if (m->ready_sent || m->stopping || m->pending || !generation_ready(m, m->gen, m->pools))
 		return;
 	m->ready_sent = true;
-	log_info("ready: %u workers x %u threads", m->gen->config->workers,
-		 m->gen->config->threads);
+	for (size_t i = 0; i < m->gen->config->n_pools; i++) {
+		const struct config_pool *p = &m->gen->config->pools[i];
+		log_info("ready: pool %s: %u workers x %u threads%s%s", p->name, p->workers,
+			 p->threads, p->user_name ? " as " : "", p->user_name ? p->user_name : "");
+	}
 	snprintf(also, sizeof(also), "READY=1\nMAINPID=%d\n", (int)getpid());
 	notify_status(m, true, also);
 }
@@ -171,7 +207,8 @@ workers_healthy(const struct master *m)
 		const struct mworker *w = &m->workers[i];
 		const struct status_worker *sw = &status->slots[i];
 
-		if (w->state != WORKER_RUNNING || w->ready < w->n_threads)
+		/* A worker being replaced is not the master's to worry about any more. */
+		if (w->state != WORKER_RUNNING || w->ready < w->n_threads || w->retiring)
 			continue;
 		for (unsigned t = 0; t < w->n_threads; t++) {
 			uint64_t hb = atomic_load_explicit((_Atomic uint64_t *)&sw->threads[t].heartbeat_usec,
@@ -213,18 +250,6 @@ raise_fd_limit(struct master *m)
 	log_info("open file limit: %u", m->fd_limit);
 }
 
-/* The current generation's caps (load_caps_set()), and a word when the fd limit lowers one. */
-static void
-update_caps(struct master *m)
-{
-	const struct config *c = m->gen->config;
-
-	load_caps_set(&m->caps, m->gen, m->fd_limit);
-	if (m->caps.per_worker < c->max_connections)
-		log_notice("max_connections %u is above what the open file limit allows; using %u per worker",
-			   c->max_connections, m->caps.per_worker);
-}
-
 /*
  * The pending generation will not serve: stop its workers (they hold no
  * client) and close what its listener set opened, and only that.
@@ -238,7 +263,7 @@ pending_abandon(struct master *m, const char *why)
 		return;
 	if (why)
 		log_notice("reload of generation %u abandoned: %s", g->id, why);
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].gen == g)
 			pool_kill(&m->workers[i]);
 	listeners_discard(m->pending_listeners, g->config->n_listeners, m->listeners,
@@ -266,19 +291,15 @@ reload_switch(struct master *m)
 
 	listeners_install(m, m->pending_listeners, g->config->n_listeners);
 	listeners_apply_perms(g->config, m->listeners);
+	listeners_apply_passrights(g, m->listeners, false);
 	m->pending_listeners = NULL;
 	m->pending = NULL;
 	m->gen = g;
-	m->pool_size = g->config->workers;
-	update_caps(m);
 	atomic_store(&status->generation, g->id);
 	status_config = g->config;
-	memset(m->respawn_at, 0, sizeof(m->respawn_at));
-	memset(m->backoff_usec, 0, sizeof(m->backoff_usec));
-	m->crashes = 0;
 	m->reload_error[0] = '\0';
-	accept_orphans_remap(m, old);
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	pools_setup(m, old);
+	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].gen == old)
 			pool_drain(m, &m->workers[i]);
 	pool_targets_update(m);
@@ -298,7 +319,7 @@ reload_check(struct master *m)
 		return;
 	if (m->pending_error[0]) {
 		reload_failed(m, m->pending_error);
-	} else if (generation_ready(m, m->pending, m->pending->config->workers)) {
+	} else if (generation_ready(m, m->pending, NULL)) {
 		reload_switch(m);
 	} else if (now_usec() >= m->pending_deadline) {
 		snprintf(why, sizeof(why), "generation %u not ready after %llus", m->pending->id,
@@ -328,18 +349,20 @@ reload_start(struct master *m, char *err, size_t errlen)
 		snprintf(err, errlen, "listeners: %s", strerror(-r));
 		return r;
 	}
+	listeners_apply_passrights(g, ls, true);
 	m->pending_listeners = ls;
 	m->pending = TAKE_PTR(g);
 	m->pending_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
 	log_info("generation %u starting; generation %u serves until it is ready", m->pending->id,
 		 m->gen->id);
-	for (unsigned i = 0; i < m->pending->config->workers; i++) {
-		r = pool_spawn(m, m->pending, i);
-		if (r < 0) {
-			snprintf(err, errlen, "cannot start a worker: %s", strerror(-r));
-			return r;
+	for (unsigned p = 0; p < m->pending->config->n_pools; p++)
+		for (unsigned i = 0; i < m->pending->config->pools[p].workers; i++) {
+			r = pool_spawn(m, m->pending, p, i);
+			if (r < 0) {
+				snprintf(err, errlen, "cannot start a worker: %s", strerror(-r));
+				return r;
+			}
 		}
-	}
 	return 0;
 }
 
@@ -373,7 +396,7 @@ stop(struct master *m, const char *why)
 	accept_orphans_drop(m, "stopping");
 	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
 	accept_update_polling(m);
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		pool_drain(m, &m->workers[i]);
 	notify_status(m, true, "");
 }
@@ -394,7 +417,7 @@ idle_exit_check(struct master *m)
 
 	if (!limit || !m->activated || m->stopping || !listeners_all_passed(m))
 		return;
-	for (size_t i = 0; i < STATUS_MAX_SLOTS && !busy; i++) {
+	for (size_t i = 0; i < m->n_slots && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
 		busy = w->state == WORKER_DRAINING ||
 		       (w->state == WORKER_RUNNING && load_worker(w) > 0);
@@ -441,9 +464,10 @@ next_timeout_ms(const struct master *m)
 {
 	uint64_t now = now_usec(), next = now + USEC_PER_SEC;
 
-	for (unsigned i = 0; i < m->pool_size; i++)
-		if (m->respawn_at[i] > now)
-			next = MIN(next, m->respawn_at[i]);
+	for (size_t p = 0; p < m->n_pools; p++)
+		for (unsigned i = 0; i < m->pools[p].size; i++)
+			if (m->pools[p].respawn_at[i] > now)
+				next = MIN(next, m->pools[p].respawn_at[i]);
 	if (m->accept_resume_at)
 		next = MIN(next, m->accept_resume_at);
 	if (m->waiting_for_room) /* a backstop: workers wake us when a client closes */
@@ -485,7 +509,7 @@ loop(struct master *m)
 {
 	struct epoll_event events[64];
 
-	while (!(m->stopping && pool_count(m, WORKER_FREE) == STATUS_MAX_SLOTS)) {
+	while (!(m->stopping && pool_count(m, WORKER_FREE) == m->n_slots)) {
 		int n = epoll_wait(m->epfd, events, ELEMENTSOF(events), next_timeout_ms(m));
 		if (n < 0 && errno != EINTR)
 			fatalx("epoll_wait: %s", strerror(errno));
@@ -506,7 +530,7 @@ loop(struct master *m)
 		notify_status(m, false, "");
 		watchdog_feed(m);
 		if (m->stopping && now_usec() >= m->stop_deadline)
-			for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+			for (size_t i = 0; i < m->n_slots; i++)
 				pool_kill(&m->workers[i]);
 	}
 }
@@ -542,8 +566,10 @@ cleanup(struct master *m)
 	for (size_t i = 0; i < m->n_listeners; i++)
 		listeners_close_one(m, &m->listeners[i], true);
 	free(m->listeners);
-	free(m->load.targets);
-	free(m->orphans);
+	for (size_t i = 0; i < m->n_pools; i++) {
+		free(m->pools[i].load.targets);
+		accept_orphans_free(&m->pools[i]);
+	}
 	generation_unref(m->gen);
 	listeners_free_passed();
 	safe_close(m->sigfd);
@@ -561,11 +587,9 @@ master_setup(struct master *m)
 		fatalx("setting up the event loop: %s", strerror(errno));
 	raise_fd_limit(m);
 	r = status_map();
-	m->load.targets = calloc(STATUS_MAX_SLOTS * CONFIG_MAX_THREADS, sizeof(*m->load.targets));
-	/* Clients of dead workers held at once: a share of the master's own descriptors. */
+	/* Clients of dead workers held at once per pool: a share of the master's own descriptors. */
 	m->max_orphans = MAX(64, MIN(4096, m->fd_limit / 4));
-	m->orphans = calloc(m->max_orphans, sizeof(*m->orphans));
-	if (r < 0 || !m->load.targets || !m->orphans)
+	if (r < 0)
 		fatalx("out of memory");
 }
 
@@ -669,22 +693,25 @@ main(int argc, char **argv)
 	m->gen = g;
 	atomic_store(&status->generation, m->gen->id);
 	status_config = c;
-	update_caps(m);
+	pools_setup(m, NULL);
 	if (listeners_build(c, NULL, 0, &ls) < 0) {
 		cleanup(m);
 		return EXIT_FAILURE;
 	}
 	listeners_install(m, ls, c->n_listeners);
+	listeners_apply_passrights(g, m->listeners, false);
 	listeners_warn_unused_passed();
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
-	m->pool_size = c->workers;
 	if (c->exit_idle_usec && !listeners_all_passed(m))
 		log_notice("exit_idle_time ignored: udsd would take away sockets that are not systemd's");
 
 	for (size_t i = 0; i < c->n_listeners; i++)
-		log_info("listener %s: %s (%s)%s", c->listeners[i].name, c->listeners[i].address,
-			 g->services[i].ops->name, m->listeners[i].passed ? ", from systemd" : "");
+		log_info("listener %s: %s (%s%s%s)%s", c->listeners[i].name,
+			 c->listeners[i].address, g->services[i].name,
+			 c->n_pools > 1 ? ", pool " : "",
+			 c->n_pools > 1 ? c->pools[c->listeners[i].pool].name : "",
+			 m->listeners[i].passed ? ", from systemd" : "");
 	pool_check(m);
 	loop(m);
 	cleanup(m);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,8 +22,6 @@
 #define BACKOFF_FIRST_USEC (100 * USEC_PER_MSEC)
 #define BACKOFF_MAX_USEC (10 * USEC_PER_SEC)
 #define STABLE_USEC (60 * USEC_PER_SEC)
-/* A thread that has not ticked for this long is hung: its worker is killed and replaced. */
-#define HUNG_USEC (10 * USEC_PER_SEC)
 
 /* A generation of config c and its services s, which it owns from now on, even on failure. */
 int
@@ -53,11 +52,78 @@ generation_unref(struct generation *g)
 	free(g);
 }
 
-/* The workers that take clients changed: the balancer's targets follow. */
+/* The workers that take clients changed: each pool's balancer's targets follow. */
 void
 pool_targets_update(struct master *m)
 {
-	load_set_build(&m->load, m->workers, STATUS_MAX_SLOTS, m->gen);
+	for (size_t i = 0; i < m->n_pools; i++)
+		load_set_build(&m->pools[i].load, m->workers, m->n_slots, m->gen, (unsigned)i);
+}
+
+/* The caps of a pool (load_caps_set()), and a word when the fd limit lowers one. */
+static void
+pool_caps_update(struct master *m, struct mpool *p)
+{
+	const struct config_pool *c = &m->gen->config->pools[p->index];
+
+	load_caps_set(&p->caps, m->gen, p->index, m->fd_limit);
+	if (p->caps.per_worker < c->max_connections)
+		log_notice("pool %s: max_connections %u is above what the open file limit allows; using %u per worker",
+			   c->name, c->max_connections, p->caps.per_worker);
+}
+
+/*
+ * The current generation's pools, fresh: sizes, caps, no backoff.  Clients
+ * that waited for a worker of old's pools follow their listeners into the
+ * new ones (old is NULL at start).
+ */
+void
+pools_setup(struct master *m, const struct generation *old)
+{
+	const struct config *c = m->gen->config;
+	struct mpool prev[CONFIG_MAX_POOLS];
+	size_t n_prev = m->n_pools;
+
+	memcpy(prev, m->pools, sizeof(prev));
+	for (size_t i = 0; i < c->n_pools; i++) {
+		struct mpool *p = &m->pools[i];
+
+		*p = (struct mpool){ .index = (unsigned)i, .size = c->pools[i].workers };
+		p->load.targets = calloc(STATUS_MAX_SLOTS * c->pools[i].threads,
+					 sizeof(*p->load.targets));
+		if (!p->load.targets)
+			fatalx("out of memory");
+		pool_caps_update(m, p);
+	}
+	m->n_pools = c->n_pools;
+	pool_targets_update(m);
+	if (old)
+		accept_orphans_remap(m, prev, n_prev, old);
+	for (size_t i = 0; i < n_prev; i++) {
+		free(prev[i].load.targets);
+		accept_orphans_free(&prev[i]);
+	}
+}
+
+/* Workers wanted now, in all pools. */
+unsigned
+pools_wanted(const struct master *m)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < m->n_pools; i++)
+		n += m->pools[i].size;
+	return n;
+}
+
+unsigned
+pools_crashes(const struct master *m)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < m->n_pools; i++)
+		n += m->pools[i].crashes;
+	return n;
 }
 
 unsigned
@@ -65,7 +131,7 @@ pool_count(const struct master *m, enum worker_state state)
 {
 	unsigned n = 0;
 
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+	for (size_t i = 0; i < m->n_slots; i++)
 		n += m->workers[i].state == state;
 	return n;
 }
@@ -102,6 +168,8 @@ worker_child(struct mworker *w)
 	int channels[CONFIG_MAX_THREADS];
 	struct worker_spec spec = {
 		.config = w->gen->config,
+		.pool = &w->gen->config->pools[w->pool],
+		.pool_index = w->pool,
 		.services = w->gen->services,
 		.slot = w->slot,
 		.generation = w->gen->id,
@@ -120,9 +188,22 @@ worker_child(struct mworker *w)
 	worker_main(&spec);
 }
 
-/* A worker of generation g; only workers of the current generation take clients. */
+/* max_requests plus a random share of max_requests_jitter, so that workers part ways. */
+static unsigned
+max_requests_jittered(const struct config_pool *c)
+{
+	unsigned r = 0;
+
+	if (!c->max_requests)
+		return 0;
+	if (c->max_requests_jitter && getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (unsigned)now_usec();
+	return c->max_requests + (c->max_requests_jitter ? r % (c->max_requests_jitter + 1) : 0);
+}
+
+/* A worker of generation g's pool; only workers of the current generation take clients. */
 int
-pool_spawn(struct master *m, struct generation *g, unsigned index)
+pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index)
 {
 	struct mworker *w = NULL;
 	int r;
@@ -132,16 +213,20 @@ pool_spawn(struct master *m, struct generation *g, unsigned index)
 			w = &m->workers[i];
 	if (!w)
 		return -EAGAIN;
-	m->slots_used = MAX(m->slots_used, (unsigned)(w - m->workers) + 1);
-	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .index = index, .gen = g,
-			       .n_threads = g->config->threads, .started_usec = now_usec() };
+	/* Slots are taken lowest first: the master's loops stop at the highest ever used. */
+	m->n_slots = MAX(m->n_slots, (unsigned)(w - m->workers) + 1);
+	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .pool = pool, .index = index,
+			       .gen = g, .n_threads = g->config->pools[pool].threads,
+			       .started_usec = now_usec() };
 	r = channel_open(m, w);
 	if (r < 0)
 		return r;
+	w->max_requests = max_requests_jittered(&g->config->pools[pool]);
 
 	struct status_worker *sw = &status->slots[w->slot];
 	memset(sw, 0, sizeof(*sw));
 	sw->generation = g->id;
+	sw->pool = pool;
 	sw->index = index;
 	sw->n_threads = w->n_threads;
 	sw->started_usec = w->started_usec;
@@ -160,7 +245,8 @@ pool_spawn(struct master *m, struct generation *g, unsigned index)
 	g->refs++;
 	atomic_store(&sw->pid, pid);
 	pool_targets_update(m);
-	log_debug("worker %u.%u started as pid %d", g->id, index, (int)pid);
+	log_debug("worker %u.%u of pool %s started as pid %d", g->id, index,
+		  g->config->pools[pool].name, (int)pid);
 	return 0;
 }
 
@@ -207,14 +293,24 @@ redispatch(struct master *m, const struct mworker *dead, int fd, unsigned listen
  * A dead worker's unserved clients (channel_reclaim()) go to the living, or
  * wait for the respawn when nobody else can take them.
  */
+static size_t
+orphans_waiting(const struct master *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n_pools; i++)
+		n += m->pools[i].n_orphans;
+	return n;
+}
+
 static void
 recover_clients(struct master *m, struct mworker *w)
 {
-	size_t waiting = m->n_orphans, dropped = m->orphans_dropped, handed;
+	size_t waiting = orphans_waiting(m), dropped = m->orphans_dropped, handed;
 
 	handed = channel_reclaim(m, w, redispatch);
 	/* What accept_dispatch() could not place waits, or was closed past the bound. */
-	waiting = m->n_orphans - waiting;
+	waiting = orphans_waiting(m) - waiting;
 	handed -= m->orphans_dropped - dropped + waiting;
 	if (handed)
 		log_notice("handed %zu unserved client(s) of worker %d to other workers", handed,
@@ -225,17 +321,18 @@ recover_clients(struct master *m, struct mworker *w)
 }
 
 static void
-schedule_respawn(struct master *m, struct mworker *w, uint64_t now)
+schedule_respawn(struct mpool *p, struct mworker *w, uint64_t now)
 {
-	uint64_t *b = &m->backoff_usec[w->index];
+	uint64_t *b = &p->backoff_usec[w->index];
 
 	if (now - w->started_usec >= STABLE_USEC)
 		*b = 0;
 	*b = *b ? MIN(*b * 2, BACKOFF_MAX_USEC) : BACKOFF_FIRST_USEC;
-	m->respawn_at[w->index] = now + *b;
-	m->crashes++;
+	p->respawn_at[w->index] = now + *b;
+	p->crashes++;
 	if (*b >= BACKOFF_MAX_USEC)
-		log_error("worker %u crash loop: respawning every %llus", w->index,
+		log_error("pool %s: worker %u crash loop: respawning every %llus",
+			  w->gen->config->pools[w->pool].name, w->index,
 			  (unsigned long long)(*b / USEC_PER_SEC));
 }
 
@@ -277,9 +374,12 @@ reaped(struct master *m, struct mworker *w, int wstatus)
 	w->state = WORKER_FREE;
 	pool_targets_update(m);
 	recover_clients(m, w);
-	if (!leaving && w->gen == m->gen && w->index < m->pool_size)
-		schedule_respawn(m, w, now);
+	if (!leaving && w->gen == m->gen && w->index < m->pools[w->pool].size)
+		schedule_respawn(&m->pools[w->pool], w, now);
 	channel_close(m, w);
+	free(w->uids); /* its clients died with it */
+	w->uids = NULL;
+	w->n_uids = w->cap_uids = 0;
 	generation_unref(w->gen);
 	w->gen = NULL;
 	w->pid = 0;
@@ -294,7 +394,7 @@ pool_reap(struct master *m)
 
 		if (pid <= 0)
 			return;
-		for (size_t i = 0; i < STATUS_MAX_SLOTS; i++)
+		for (size_t i = 0; i < m->n_slots; i++)
 			if (m->workers[i].state != WORKER_FREE && m->workers[i].pid == pid) {
 				reaped(m, &m->workers[i], wstatus);
 				break;
@@ -302,27 +402,169 @@ pool_reap(struct master *m)
 	}
 }
 
+/* A worker of the current generation serves (or is starting to) at pool's index. */
 static bool
-index_running(const struct master *m, unsigned index)
+index_running(const struct master *m, unsigned pool, unsigned index)
 {
-	for (size_t i = 0; i < m->slots_used; i++)
-		if (m->workers[i].state == WORKER_RUNNING && m->workers[i].gen == m->gen &&
-		    m->workers[i].index == index)
+	for (size_t i = 0; i < m->n_slots; i++) {
+		const struct mworker *w = &m->workers[i];
+
+		if (w->state == WORKER_RUNNING && w->gen == m->gen && w->pool == pool &&
+		    w->index == index && !w->retiring)
 			return true;
+	}
 	return false;
 }
 
 /*
- * A worker that is hung, never got ready, or is draining past its deadline,
- * is killed.  A reload's new generation has a deadline of its own.
+ * Replace a worker: it takes no new client from now on, pool_fill() starts
+ * a worker at its index, and once that one is ready the old one drains
+ * (pool_retire_check()).  Only a worker of the current generation's pool
+ * as it is now has a successor; any other drains at once.
  */
 static void
-check_alive(const struct master *m, struct mworker *w, uint64_t now)
+pool_replace(struct master *m, struct mworker *w, const char *why)
 {
+	if (w->state != WORKER_RUNNING || w->retiring)
+		return;
+	if (w->gen != m->gen || w->index >= m->pools[w->pool].size || m->stopping) {
+		pool_drain(m, w);
+		return;
+	}
+	w->retiring = true;
+	pool_targets_update(m);
+	log_notice("worker %d %s: starting its replacement, then it drains", (int)w->pid, why);
+}
+
+/* A worker of w's generation, pool and index, not itself being replaced, that serves. */
+static const struct mworker *
+successor(const struct master *m, const struct mworker *w)
+{
+	for (size_t i = 0; i < m->n_slots; i++) {
+		const struct mworker *o = &m->workers[i];
+
+		if (o != w && o->state == WORKER_RUNNING && !o->retiring && o->gen == w->gen &&
+		    o->pool == w->pool && o->index == w->index && o->ready == o->n_threads)
+			return o;
+	}
+	return NULL;
+}
+
+/* A worker being replaced drains once its successor serves. */
+static void
+pool_retire_check(struct master *m, struct mworker *w)
+{
+	const struct mworker *next;
+
+	if (w->state != WORKER_RUNNING || !w->retiring)
+		return;
+	if (w->gen != m->gen || w->index >= m->pools[w->pool].size) {
+		pool_drain(m, w);
+		return;
+	}
+	next = successor(m, w);
+	if (!next)
+		return;
+	log_info("worker %d serves in place of worker %d, which drains", (int)next->pid, (int)w->pid);
+	pool_drain(m, w);
+}
+
+/* The threads of w that are not stuck hold no client: only the stuck ones are left. */
+static bool
+only_stuck_left(struct mworker *w)
+{
+	load_refresh_worker(w, &status->slots[w->slot]);
+	for (unsigned t = 0; t < w->n_threads; t++)
+		if (!(w->stuck & (UINT64_C(1) << t)) && load_thread(&w->chan[t]) > 0)
+			return false;
+	return true;
+}
+
+static const char *
+listener_name(const struct config *c, uint32_t listener)
+{
+	return listener < c->n_listeners ? c->listeners[listener].name : "?";
+}
+
+/*
+ * request_timeout: a thread in one service callback for longer than that is
+ * stuck.  The master names the listener and service; SIGNAL_STUCK makes the
+ * thread itself log its client and its backtrace and give the client the
+ * service's last word (worker.c).  The worker is replaced.
+ */
+static void
+check_stuck(struct master *m, struct mworker *w, uint64_t now)
+{
+	const struct config *c = w->gen->config;
+	uint64_t limit = c->pools[w->pool].request_timeout_usec;
+	struct status_worker *sw = &status->slots[w->slot];
+	bool stuck = false;
+
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		struct status_thread *th = &sw->threads[t];
+		uint64_t since = atomic_load_explicit(&th->busy_since, memory_order_relaxed);
+		uint32_t l = atomic_load_explicit(&th->busy_listener, memory_order_relaxed);
+		pid_t tid = atomic_load_explicit(&th->tid, memory_order_relaxed);
+
+		if (!since || now < since + limit || w->stuck & (UINT64_C(1) << t))
+			continue;
+		log_error("slowlog: worker %d thread %u has run one callback of listener %s (service %s) for %llums, past request_timeout %llums",
+			  (int)w->pid, t, listener_name(c, l),
+			  l < c->n_listeners ? w->gen->services[l].name : "?",
+			  (unsigned long long)((now - since) / USEC_PER_MSEC),
+			  (unsigned long long)(limit / USEC_PER_MSEC));
+		w->stuck |= UINT64_C(1) << t;
+		if (tid > 0 && tgkill(w->pid, tid, SIGNAL_STUCK) < 0)
+			log_warning("worker %d thread %u: cannot signal it: %s", (int)w->pid, t,
+				    strerror(errno));
+		stuck = true;
+	}
+	if (stuck)
+		pool_replace(m, w, "is stuck");
+}
+
+/*
+ * A thread that stopped ticking outside any callback (a stopped process, a
+ * loop in udsd itself) is hung: its worker is killed at once, there is
+ * nothing to drain.  It is given two ticks more than a callback.
+ */
+static bool
+check_hung(struct mworker *w, uint64_t now)
+{
+	/* A draining thread that is done stops ticking: the drain has its own deadline. */
+	if (w->state == WORKER_DRAINING)
+		return false;
+	uint64_t limit = w->gen->config->pools[w->pool].request_timeout_usec + 2 * CONFIG_TICK_USEC;
 	struct status_worker *sw = &status->slots[w->slot];
 
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		uint64_t hb = atomic_load(&sw->threads[t].heartbeat_usec);
+
+		if (!hb || now <= hb + limit || atomic_load(&sw->threads[t].busy_since))
+			continue;
+		log_error("worker %d thread %u hung for %llus outside any callback, killing it",
+			  (int)w->pid, t, (unsigned long long)((now - hb) / USEC_PER_SEC));
+		pool_kill(w);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * A worker that is hung, stuck, never got ready, or is draining past its
+ * deadline (or only its stuck threads are left), is killed or replaced.  A
+ * reload's new generation has a deadline of its own.
+ */
+static void
+check_alive(struct master *m, struct mworker *w, uint64_t now)
+{
 	if (w->killed)
 		return; /* on its way out */
+	if (w->state == WORKER_DRAINING && w->stuck && only_stuck_left(w)) {
+		log_notice("worker %d: its other clients are done; killing it", (int)w->pid);
+		pool_kill(w);
+		return;
+	}
 	if (w->state == WORKER_DRAINING && now >= w->kill_at) {
 		log_warning("worker %d still has %u client(s) after the shutdown timeout, killing it",
 			    (int)w->pid, load_worker(w));
@@ -339,13 +581,98 @@ check_alive(const struct master *m, struct mworker *w, uint64_t now)
 		}
 		return;
 	}
-	for (unsigned t = 0; t < w->n_threads; t++) {
-		uint64_t hb = atomic_load_explicit(&sw->threads[t].heartbeat_usec, memory_order_relaxed);
-		if (hb && now > hb + HUNG_USEC) {
-			log_error("worker %d thread %u hung for %llus, killing it", (int)w->pid, t,
-				  (unsigned long long)((now - hb) / USEC_PER_SEC));
-			pool_kill(w);
-			return;
+	if (check_hung(w, now))
+		return;
+	check_stuck(m, w, now);
+	pool_retire_check(m, w);
+}
+
+/* Requests w served: what its services counted, or one per client (conn.c). */
+static uint64_t
+served(const struct mworker *w)
+{
+	const struct status_worker *sw = &status->slots[w->slot];
+	uint64_t n = 0;
+
+	for (unsigned t = 0; t < w->n_threads; t++)
+		n += atomic_load_explicit((_Atomic uint64_t *)&sw->threads[t].requests,
+					  memory_order_relaxed);
+	return n;
+}
+
+/* Resident memory of a process, in bytes; 0 if it cannot be read. */
+static uint64_t
+rss_bytes(pid_t pid)
+{
+	char path[64];
+	unsigned long long size = 0, resident = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A worker of the pool is being recycled, from its marking until it has exited. */
+static bool
+pool_recycling(const struct master *m, unsigned pool)
+{
+	for (size_t i = 0; i < m->n_slots; i++)
+		if (m->workers[i].state != WORKER_FREE && m->workers[i].recycling &&
+		    m->workers[i].gen == m->gen && m->workers[i].pool == pool)
+			return true;
+	return false;
+}
+
+/*
+ * max_requests and max_rss: replace a worker past either, one per pool at a
+ * time (gunicorn#3427: workers that all restart together leave nobody to
+ * serve), its replacement ready before it drains.
+ */
+static void
+check_recycle(struct master *m, struct mworker *w, uint64_t now)
+{
+	const struct config_pool *c = &w->gen->config->pools[w->pool];
+	char why[128] = "";
+	uint64_t n, rss;
+
+	if ((!w->max_requests && !c->max_rss) || w->state != WORKER_RUNNING || w->retiring ||
+	    w->gen != m->gen || w->ready < w->n_threads)
+		return;
+	if (w->max_requests && (n = served(w)) >= w->max_requests) {
+		snprintf(why, sizeof(why), "has served %llu requests (max_requests %u)",
+			 (unsigned long long)n, w->max_requests);
+	} else if (c->max_rss && now >= w->next_rss_check) {
+		w->next_rss_check = now + CONFIG_TICK_USEC;
+		rss = rss_bytes(w->pid);
+		if (rss > c->max_rss)
+			snprintf(why, sizeof(why), "uses %llu KiB (max_rss %llu KiB)",
+				 (unsigned long long)(rss / 1024),
+				 (unsigned long long)(c->max_rss / 1024));
+	}
+	if (!why[0] || pool_recycling(m, w->pool))
+		return;
+	w->recycling = true;
+	pool_replace(m, w, why);
+}
+
+/* Start what pool p lacks, as its backoff allows. */
+static void
+pool_fill(struct master *m, struct mpool *p, uint64_t now)
+{
+	for (unsigned i = 0; i < p->size; i++) {
+		if (index_running(m, p->index, i) || now < p->respawn_at[i])
+			continue;
+		int r = pool_spawn(m, m->gen, p->index, i);
+		if (r < 0) {
+			log_error("pool %s: cannot start worker %u: %s",
+				  m->gen->config->pools[p->index].name, i, strerror(-r));
+			p->respawn_at[i] = now + BACKOFF_MAX_USEC;
 		}
 	}
 }
@@ -356,20 +683,24 @@ pool_check(struct master *m)
 {
 	uint64_t now = now_usec();
 
-	for (size_t i = 0; i < m->slots_used; i++)
-		if (m->workers[i].state != WORKER_FREE)
-			check_alive(m, &m->workers[i], now);
+	unsigned running[CONFIG_MAX_POOLS] = { 0 };
+
+	for (size_t i = 0; i < m->n_slots; i++) {
+		struct mworker *w = &m->workers[i];
+
+		if (w->state == WORKER_FREE)
+			continue;
+		check_alive(m, w, now);
+		if (!m->stopping && !m->pending)
+			check_recycle(m, w, now);
+		running[w->pool] += w->state == WORKER_RUNNING && w->gen == m->gen && !w->retiring;
+	}
 	if (m->stopping)
 		return;
-	for (unsigned i = 0; i < m->pool_size; i++) {
-		if (index_running(m, i) || now < m->respawn_at[i])
-			continue;
-		int r = pool_spawn(m, m->gen, i);
-		if (r < 0) {
-			log_error("cannot start worker %u: %s", i, strerror(-r));
-			m->respawn_at[i] = now + BACKOFF_MAX_USEC;
-		}
-	}
+	/* Only a pool that lacks a worker is looked at index by index. */
+	for (size_t i = 0; i < m->n_pools; i++)
+		if (running[i] < m->pools[i].size)
+			pool_fill(m, &m->pools[i], now);
 }
 
 /* A new worker in a dynamic pool: at most one starting at a time, and a pause between. */
@@ -382,23 +713,22 @@ pool_check(struct master *m)
  * an old generation: it takes no new client, and what was queued to it is
  * served before it exits (or recovered, if it dies).
  */
-void
-pool_adjust(struct master *m)
+static void
+pool_adjust_one(struct master *m, struct mpool *p, uint64_t now)
 {
-	const struct config *c = m->gen->config;
-	uint64_t now = now_usec();
+	const struct config_pool *c = &m->gen->config->pools[p->index];
 	struct mworker *top = NULL;
 	bool all_busy = true, starting = false;
 	unsigned running = 0;
 
-	/* Not while a reload is pending: the new generation brings its own pool. */
-	if (c->workers_min == c->workers_max || m->stopping || m->pending)
+	if (c->workers_min == c->workers_max)
 		return;
-	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+	for (size_t i = 0; i < m->n_slots; i++) {
 		struct mworker *w = &m->workers[i];
 		unsigned load;
 
-		if (w->state != WORKER_RUNNING || w->gen != m->gen)
+		if (w->state != WORKER_RUNNING || w->gen != m->gen || w->pool != p->index ||
+		    w->retiring)
 			continue;
 		load = load_worker(w);
 		running++;
@@ -408,23 +738,36 @@ pool_adjust(struct master *m)
 			w->idle_since = 0;
 		else if (!w->idle_since)
 			w->idle_since = now;
-		if (w->index == m->pool_size - 1)
+		if (w->index == p->size - 1)
 			top = w;
 	}
-	if (all_busy && !starting && running == m->pool_size && m->pool_size < c->workers_max &&
-	    now >= m->next_spawn_at) {
-		m->pool_size++;
-		m->next_spawn_at = now + POOL_COOLDOWN_USEC;
-		log_info("all %u workers hold %u+ clients: starting another (pool %u..%u)", running,
-			 c->worker_load_mark, c->workers_min, c->workers_max);
+	if (all_busy && !starting && running == p->size && p->size < c->workers_max &&
+	    now >= p->next_spawn_at) {
+		p->size++;
+		p->next_spawn_at = now + POOL_COOLDOWN_USEC;
+		log_info("all %u workers of pool %s hold %u+ clients: starting another (pool %u..%u)",
+			 running, c->name, c->worker_load_mark, c->workers_min, c->workers_max);
 		return; /* pool_check() starts it */
 	}
-	if (top && m->pool_size > c->workers_min && top->idle_since &&
+	if (top && p->size > c->workers_min && top->idle_since &&
 	    now - top->idle_since >= c->worker_idle_usec) {
-		m->pool_size--;
-		log_info("worker %d idle for %llums: retiring it (pool %u..%u)", (int)top->pid,
+		p->size--;
+		log_info("worker %d of pool %s idle for %llums: retiring it (pool %u..%u)",
+			 (int)top->pid, c->name,
 			 (unsigned long long)(c->worker_idle_usec / USEC_PER_MSEC), c->workers_min,
 			 c->workers_max);
 		pool_drain(m, top);
 	}
+}
+
+void
+pool_adjust(struct master *m)
+{
+	uint64_t now = now_usec();
+
+	/* Not while a reload is pending: the new generation brings its own pools. */
+	if (m->stopping || m->pending)
+		return;
+	for (size_t i = 0; i < m->n_pools; i++)
+		pool_adjust_one(m, &m->pools[i], now);
 }

@@ -5,27 +5,46 @@
 
 #include "daemon.h"
 
+/*
+ * Each listener's service.  A built-in one (udsd's own code) is resolved and
+ * checked in the master.  A plugin is never loaded there: the master only
+ * knows its path, and what a short-lived process with the pool's
+ * credentials reported of it (plugin.c); the pool's workers load it
+ * themselves, after they dropped privileges (service_open()).
+ */
+
 static const struct udsd_service *const builtins[] = {
 	&service_echo,
 	&service_http,
 };
 
+bool
+service_is_plugin(const struct config_listener *l)
+{
+	return l->service[0] == '/';
+}
+
 static int
-service_load(struct service *s, const struct config *c, const struct config_listener *l,
-	     char *err, size_t errlen)
+service_builtin(struct service *s, const struct config *c, const struct config_listener *l,
+		char *err, size_t errlen)
+{
+	for (size_t i = 0; i < ELEMENTSOF(builtins); i++)
+		if (strcmp(builtins[i]->name, l->service) == 0) {
+			s->ops = builtins[i];
+			return 0;
+		}
+	snprintf(err, errlen, "%s:%u: service: unknown service '%s' (built in: echo, http; or /path/to/service.so)",
+		 c->file, l->service_line, l->service);
+	return -ENOENT;
+}
+
+/* dlopen() and dlsym() a plugin, and hold it to the API; in a child of the master only. */
+int
+service_load_plugin(struct service *s, const struct config *c, const struct config_listener *l,
+		    char *err, size_t errlen)
 {
 	const char *name = l->service;
 
-	if (name[0] != '/') {
-		for (size_t i = 0; i < ELEMENTSOF(builtins); i++)
-			if (strcmp(builtins[i]->name, name) == 0) {
-				s->ops = builtins[i];
-				return 0;
-			}
-		snprintf(err, errlen, "%s:%u: service: unknown service '%s' (built in: echo, http; or /path/to/service.so)",
-			 c->file, l->service_line, name);
-		return -ENOENT;
-	}
 	/* RTLD_NOW: a missing symbol is an error at start, not a crash at the first client. */
 	s->dl = dlopen(name, RTLD_NOW | RTLD_LOCAL);
 	if (!s->dl) {
@@ -52,13 +71,10 @@ service_load(struct service *s, const struct config *c, const struct config_list
 	return 0;
 }
 
+/* The listener's own keys, as the service sees them (no service code runs here). */
 static int
-service_configure(struct service *s, const struct config *c, const struct config_listener *l,
-		  char *err, size_t errlen)
+service_config(struct service *s, const struct config_listener *l)
 {
-	char msg[256] = "";
-	int r;
-
 	s->kv = calloc(l->n_extra + 1, sizeof(*s->kv));
 	if (!s->kv)
 		return -ENOMEM;
@@ -66,6 +82,17 @@ service_configure(struct service *s, const struct config *c, const struct config
 		s->kv[i] = (struct udsd_kv){ l->extra[i].key, l->extra[i].value };
 	s->config = (struct udsd_service_config){ .listener = l->name, .address = l->address,
 						  .keys = s->kv, .n_keys = l->n_extra };
+	return 0;
+}
+
+/* The service's check() on the listener's keys; the message points at the key it names. */
+int
+service_check(const struct service *s, const struct config *c, const struct config_listener *l,
+	      char *err, size_t errlen)
+{
+	char msg[256] = "";
+	int r;
+
 	if (!s->ops->check) {
 		if (l->n_extra == 0)
 			return 0;
@@ -75,7 +102,6 @@ service_configure(struct service *s, const struct config *c, const struct config
 	}
 	r = s->ops->check(&s->config, msg, sizeof(msg));
 	if (r < 0) {
-		/* Point at the key the message names, else at the listener. */
 		unsigned line = l->line;
 		for (size_t i = 0; i < l->n_extra; i++)
 			if (strncmp(msg, l->extra[i].key, strlen(l->extra[i].key)) == 0)
@@ -85,7 +111,18 @@ service_configure(struct service *s, const struct config *c, const struct config
 	return r;
 }
 
-/* Resolve and check every listener's service; the config's strings must outlive them. */
+static void
+service_learn(struct service *s)
+{
+	snprintf(s->name, sizeof(s->name), "%s", s->ops->name);
+	s->flags = s->ops->flags;
+}
+
+/*
+ * Resolve and check every listener's service; the config's strings must
+ * outlive them.  Plugins are checked by plugin_check(), which runs no code
+ * of theirs in this process.
+ */
 int
 service_resolve(const struct config *c, struct service **ret, char *err, size_t errlen)
 {
@@ -95,15 +132,48 @@ service_resolve(const struct config *c, struct service **ret, char *err, size_t 
 	if (!s)
 		return -ENOMEM;
 	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
-		r = service_load(&s[i], c, &c->listeners[i], err, errlen);
+		const struct config_listener *l = &c->listeners[i];
+
+		r = service_config(&s[i], l);
+		if (r < 0 || service_is_plugin(l))
+			continue;
+		r = service_builtin(&s[i], c, l, err, errlen);
 		if (r >= 0)
-			r = service_configure(&s[i], c, &c->listeners[i], err, errlen);
+			r = service_check(&s[i], c, l, err, errlen);
+		if (r >= 0)
+			service_learn(&s[i]);
 	}
+	if (r >= 0)
+		r = plugin_check(c, s, err, errlen);
 	if (r < 0) {
 		service_free(s, c->n_listeners);
 		return r;
 	}
 	*ret = s;
+	return 0;
+}
+
+/*
+ * In a worker, with the pool's credentials: load its pool's plugins and run
+ * their check() once more (the file may have changed since the master's
+ * check), so that a worker serves only what passed.
+ */
+int
+service_open(struct service *s, const struct config *c, unsigned pool, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		const struct config_listener *l = &c->listeners[i];
+		int r;
+
+		if (l->pool != pool || !service_is_plugin(l))
+			continue;
+		r = service_load_plugin(&s[i], c, l, err, errlen);
+		if (r >= 0)
+			r = service_check(&s[i], c, l, err, errlen);
+		if (r < 0)
+			return r;
+		service_learn(&s[i]);
+	}
 	return 0;
 }
 

@@ -110,6 +110,18 @@ status_restrict(unsigned slot)
 	return 0;
 }
 
+/* In a child that runs no part of udsd's protocol (a plugin check): no shared memory at all. */
+void
+status_forget(void)
+{
+	if (status_ro)
+		munmap(status_ro, sizeof(struct status));
+	if (status)
+		munmap(status, sizeof(struct status));
+	status_ro = NULL;
+	status = NULL;
+}
+
 static uint64_t
 load(_Atomic uint64_t *v)
 {
@@ -136,6 +148,21 @@ status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers)
 	*ret_open = open;
 	*ret_accepted = accepted;
 	*ret_workers = workers;
+}
+
+/* Workers of the current generation in a pool of its config. */
+unsigned
+status_pool_workers(unsigned pool)
+{
+	unsigned gen = atomic_load(&status->generation), n = 0;
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		const struct status_worker *w = &status->slots[i];
+
+		n += atomic_load_explicit((_Atomic pid_t *)&w->pid, memory_order_relaxed) != 0 &&
+		     w->generation == gen && w->pool == pool;
+	}
+	return n;
 }
 
 /* snprintf into a moving window that remembers how much it would have needed. */
@@ -188,17 +215,77 @@ out_worker(struct out *o, const struct status_worker *w, bool first)
 		requests += load(&th->requests);
 		refused += load(&th->refused);
 	}
+	out_printf(o, "%s{\"pool\":", first ? "" : ",");
+	if (status_config && w->generation == atomic_load(&status->generation) &&
+	    w->pool < status_config->n_pools)
+		out_json_string(o, status_config->pools[w->pool].name);
+	else
+		out_printf(o, "null"); /* an old generation's: its config is not ours to read */
 	out_printf(o,
-		   "%s{\"pid\":%d,\"generation\":%u,\"index\":%u,\"threads\":%u,"
+		   ",\"pid\":%d,\"generation\":%u,\"index\":%u,\"threads\":%u,"
 		   "\"open\":%llu,\"accepted\":%llu,\"requests\":%llu,\"refused\":%llu,"
 		   "\"per_thread_accepted\":[",
-		   first ? "" : ",", (int)w->pid, w->generation, w->index, w->n_threads,
+		   (int)w->pid, w->generation, w->index, w->n_threads,
 		   (unsigned long long)open, (unsigned long long)accepted,
 		   (unsigned long long)requests, (unsigned long long)refused);
 	for (unsigned t = 0; t < w->n_threads && t < CONFIG_MAX_THREADS; t++)
 		out_printf(o, "%s%llu", t ? "," : "",
 			   (unsigned long long)load((_Atomic uint64_t *)&w->threads[t].accepted));
 	out_printf(o, "]}");
+}
+
+/* The clients the master refused, by reason: "refused_by":{"allow_uids":2,...}. */
+static void
+out_refused_by(struct out *o)
+{
+	out_printf(o, ",\"refused_by\":{");
+	for (size_t i = 0; i < REFUSE_REASONS; i++)
+		out_printf(o, "%s\"%s\":%llu", i ? "," : "", refuse_reason_names[i],
+			   (unsigned long long)load(&status->refused_by[i]));
+	out_printf(o, "}");
+}
+
+/* Each pool of the current config: who its workers run as, how many, which listeners. */
+static void
+out_pool(struct out *o, size_t i)
+{
+	const struct config_pool *p = &status_config->pools[i];
+	bool first = true;
+
+	out_printf(o, "%s{\"name\":", i ? "," : "");
+	out_json_string(o, p->name);
+	out_printf(o, ",\"user\":");
+	if (p->user_name)
+		out_json_string(o, p->user_name);
+	else
+		out_printf(o, "null");
+	out_printf(o, ",\"workers\":%u,\"workers_min\":%u,\"workers_max\":%u,\"threads\":%u,"
+		      "\"listeners\":[",
+		   status_pool_workers((unsigned)i), p->workers_min, p->workers_max, p->threads);
+	for (size_t k = 0; k < status_config->n_listeners; k++) {
+		if (status_config->listeners[k].pool != i)
+			continue;
+		out_printf(o, "%s", first ? "" : ",");
+		out_json_string(o, status_config->listeners[k].name);
+		first = false;
+	}
+	out_printf(o, "]}");
+}
+
+/*
+ * The pools; workers_min and workers_max at the top level are the first
+ * pool's, as they were before there were pools.
+ */
+static void
+out_pools(struct out *o)
+{
+	if (!status_config)
+		return;
+	out_printf(o, ",\"workers_min\":%u,\"workers_max\":%u,\"pools\":[",
+		   status_config->pools[0].workers_min, status_config->pools[0].workers_max);
+	for (size_t i = 0; i < status_config->n_pools; i++)
+		out_pool(o, i);
+	out_printf(o, "]");
 }
 
 size_t
@@ -208,10 +295,12 @@ udsd_status_json(char *buf, size_t size)
 	bool first = true;
 
 	out_printf(&o, "{\"version\":\"%s\",\"uptime_sec\":%llu,\"master_pid\":%d,\"generation\":%u,"
-		       "\"refused\":%llu,\"listeners\":[",
+		       "\"refused\":%llu",
 		   UDSD_VERSION, (unsigned long long)((now_usec() - status->start_usec) / USEC_PER_SEC),
 		   (int)status->master_pid, atomic_load(&status->generation),
 		   (unsigned long long)load(&status->refused));
+	out_refused_by(&o);
+	out_printf(&o, ",\"listeners\":[");
 	for (size_t i = 0; status_config && i < status_config->n_listeners; i++) {
 		const struct config_listener *l = &status_config->listeners[i];
 
@@ -225,11 +314,8 @@ udsd_status_json(char *buf, size_t size)
 			out_printf(&o, ",\"mode\":\"%04o\"", (unsigned)l->mode);
 		out_printf(&o, "}");
 	}
-	if (status_config)
-		out_printf(&o, "],\"workers_min\":%u,\"workers_max\":%u", status_config->workers_min,
-			   status_config->workers_max);
-	else
-		out_printf(&o, "]");
+	out_printf(&o, "]");
+	out_pools(&o);
 	out_printf(&o, ",\"workers\":[");
 	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
 		const struct status_worker *w = &status->slots[i];

@@ -1,22 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-#include <grp.h>
-#include <linux/capability.h>
 #include <malloc.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "daemon.h"
 #include "fd-util.h"
 
 /*
- * A worker process runs config->threads threads.  Each owns an epoll set and
+ * A worker process runs its pool's threads.  Each owns an epoll set and
  * its own channel to the master, so an fd reaches its thread with no lock and
  * no shared queue.  Threads share nothing but the read-only config, the
  * service code and their counters in shared memory.
@@ -32,6 +28,34 @@
 
 /* The channel's epoll tag: any pointer that is not a connection. */
 static char channel_tag;
+
+/* This thread, for the stuck handler; and who may say a thread is stuck. */
+static __thread struct wthread *self;
+static pid_t master_pid;
+
+/*
+ * The master found this thread in one service callback for longer than
+ * request_timeout (pool.c) and tgkill()ed it with SIGNAL_STUCK: say where it
+ * is stuck, with a backtrace, and give its client the service's last word.
+ * The master replaces the worker meanwhile.  Nobody else may ask for this.
+ */
+static void
+stuck_handler(int sig, siginfo_t *si, void *ucontext)
+{
+	if (self && si->si_code == SI_TKILL && si->si_pid == master_pid)
+		conn_stuck(self);
+}
+
+static void
+stuck_handler_install(void)
+{
+	struct sigaction sa = { .sa_sigaction = stuck_handler, .sa_flags = SA_SIGINFO | SA_RESTART };
+
+	log_backtrace_prepare();
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGNAL_STUCK, &sa, NULL) < 0)
+		fatalx("sigaction: %s", strerror(errno));
+}
 
 /* A client is gone: the master's load count, and its wakeup if it waits for room (load.c). */
 void
@@ -116,6 +140,9 @@ thread_setup(struct wthread *t)
 		return -ENOMEM;
 	for (size_t i = 0; i < config->n_listeners; i++) {
 		const struct service *s = &spec->services[i];
+
+		if (config->listeners[i].pool != spec->pool_index)
+			continue; /* another pool's: this worker never sees its clients */
 		if (s->ops->init && (r = s->ops->init(&s->config, &t->state[i])) < 0) {
 			log_error("listener %s: service %s: init failed: %s",
 				  config->listeners[i].name, s->ops->name, strerror(-r));
@@ -137,10 +164,11 @@ thread_teardown(struct wthread *t)
 	conn_reap(t);
 	conn_free_spares(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
-		if (spec->services[i].ops->fini)
+		if (spec->config->listeners[i].pool == spec->pool_index && spec->services[i].ops->fini)
 			spec->services[i].ops->fini(t->state[i]);
 	free(t->state);
 	free(t->cork);
+	free(t->gone);
 	safe_close(t->epfd);
 	safe_close(t->chan);
 }
@@ -154,7 +182,7 @@ thread_teardown(struct wthread *t)
 static int
 busy_poll(struct wthread *t, struct epoll_event *events)
 {
-	uint64_t spin = t->spec->config->busy_poll_usec, until;
+	uint64_t spin = t->spec->pool->busy_poll_usec, until;
 	int n;
 
 	if (!spin || t->last_events <= 0 || t->last_events > BUSY_POLL_MAX_EVENTS)
@@ -173,6 +201,8 @@ thread_run(void *userdata)
 	struct epoll_event events[MAX_EVENTS];
 	int r;
 
+	self = t;
+	atomic_store_explicit(&t->stats->tid, (int32_t)gettid(), memory_order_relaxed);
 	r = thread_setup(t);
 	if (r < 0) {
 		/* A worker that cannot serve on every thread is no worker: the master respawns it. */
@@ -197,6 +227,8 @@ thread_run(void *userdata)
 		}
 		if (t->wake_master) /* rarely: only while the master waits for room */
 			channel_thread_wake(t);
+		if (t->n_gone)
+			channel_thread_gone(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
 		if (t->closed)
@@ -208,119 +240,42 @@ thread_run(void *userdata)
 	return NULL;
 }
 
-/* Sorted numbers, for a log line that reads the same every time. */
-static int
-cmp_gid(const void *a, const void *b)
-{
-	gid_t x = *(const gid_t *)a, y = *(const gid_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Once per worker: who it runs as, as the kernel sees it now. */
-static void
-log_credentials(void)
-{
-	int n = getgroups(0, NULL);
-	_cleanup_free_ gid_t *groups = malloc(sizeof(gid_t) * (size_t)MAX(n, 1));
-	char list[1024] = "";
-	size_t len = 0;
-	uid_t uid = getuid();
-	gid_t gid = getgid();
-	const struct passwd *pw = getpwuid(uid);
-	const struct group *gr = getgrgid(gid);
-	char uname[64] = "", gname[64] = "";
-
-	n = groups ? getgroups(n, groups) : -1;
-	if (n < 0)
-		n = 0;
-	qsort(groups, (size_t)n, sizeof(gid_t), cmp_gid);
-	for (int i = 0; i < n && len < sizeof(list); i++)
-		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%u", i ? "," : "",
-					(unsigned)groups[i]);
-	if (pw)
-		snprintf(uname, sizeof(uname), "(%s)", pw->pw_name);
-	if (gr)
-		snprintf(gname, sizeof(gname), "(%s)", gr->gr_name);
-	log_info("running as uid=%u%s gid=%u%s groups=%s", (unsigned)uid, uname, (unsigned)gid,
-		 gname, list);
-}
-
-/* No capability may survive the switch away from root (the kernel clears them: check). */
-static bool
-capabilities_left(void)
-{
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = { 0 };
-
-	if (syscall(SYS_capget, &h, d) < 0)
-		return true;
-	for (size_t i = 0; i < ELEMENTSOF(d); i++)
-		if (d[i].effective || d[i].permitted)
-			return true;
-	return false;
-}
-
 /*
- * The group set that goes with user: its primary group (or group, if given)
- * and its supplementary groups, as initgroups() reads them; exactly gid when
- * passwd does not know the user.
+ * The pool's services as this worker runs them: the master's list, with the
+ * plugins loaded here, now that the worker has the pool's credentials.
  */
-static void
-set_groups(uid_t user, gid_t group)
+static struct service *
+worker_services(const struct worker_spec *spec)
 {
-	const struct passwd *pw = getpwuid(user);
-	gid_t gid = group != (gid_t)-1 ? group : pw ? pw->pw_gid : (gid_t)-1;
+	size_t n = spec->config->n_listeners;
+	struct service *s = malloc(n * sizeof(*s));
+	char err[512];
 
-	if (gid == (gid_t)-1)
-		fatalx("user %u has no passwd entry to take its group from; set group too",
-		       (unsigned)user);
-	if ((pw ? initgroups(pw->pw_name, gid) : setgroups(1, &gid)) < 0)
-		fatalx("setting the groups of uid %u: %s", (unsigned)user, strerror(errno));
-	if (setresgid(gid, gid, gid) < 0)
-		fatalx("setgid %u: %s", (unsigned)gid, strerror(errno));
-}
-
-/*
- * Workers need no privilege after the master bound the sockets: drop to the
- * configured user for good, and prove that it cannot be regained.  user
- * brings its own groups unless group is given; group alone (which the config
- * should refuse) changes only the groups and says so.
- */
-static void
-drop_privileges(const struct config *c)
-{
-	if (geteuid() != 0 || (c->user == (uid_t)-1 && c->group == (gid_t)-1))
-		return;
-	if (c->user == (uid_t)-1) {
-		if (setgroups(1, &c->group) < 0 || setresgid(c->group, c->group, c->group) < 0)
-			fatalx("setgid %u: %s", (unsigned)c->group, strerror(errno));
-		log_warning("group without user: only the group changed, still uid 0");
-		return;
-	}
-	set_groups(c->user, c->group);
-	if (setresuid(c->user, c->user, c->user) < 0)
-		fatalx("setuid %u: %s", (unsigned)c->user, strerror(errno));
-	if (c->user == 0)
-		return;
-	/* Nor through an exec: no set-user-ID binary or file capability lifts us again. */
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		fatalx("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
-	if (setuid(0) == 0 || seteuid(0) == 0 || capabilities_left())
-		fatalx("could regain root after dropping privileges");
+	if (!s)
+		fatalx("out of memory");
+	memcpy(s, spec->services, n * sizeof(*s));
+	if (service_open(s, spec->config, spec->pool_index, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+	return s;
 }
 
 void
-worker_main(const struct worker_spec *spec)
+worker_main(const struct worker_spec *master_spec)
 {
+	struct worker_spec own = *master_spec, *spec = &own;
 	const struct config *config = spec->config;
+	const struct config_pool *pool = spec->pool;
 	struct status_worker *sw = &status->slots[spec->slot];
 	struct wthread *threads;
-	char prefix[32];
+	char prefix[64];
 	pid_t master = status->master_pid;
 	int failed = 0;
 
-	snprintf(prefix, sizeof(prefix), "worker %u.%u", spec->generation, sw->index);
+	if (config->n_pools > 1)
+		snprintf(prefix, sizeof(prefix), "worker %u.%s.%u", spec->generation, pool->name,
+			 sw->index);
+	else
+		snprintf(prefix, sizeof(prefix), "worker %u.%u", spec->generation, sw->index);
 	log_set_prefix(prefix);
 	(void)prctl(PR_SET_NAME, "udsd-worker");
 	unsetenv("LISTEN_PID");
@@ -329,7 +284,7 @@ worker_main(const struct worker_spec *spec)
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_PID");
 	unsetenv("WATCHDOG_USEC");
-	drop_privileges(config);
+	credentials_drop(pool);
 	/*
 	 * Die with the master.  Only now: a change of credentials clears the
 	 * parent-death signal.  The getppid() check closes the race with a
@@ -337,27 +292,31 @@ worker_main(const struct worker_spec *spec)
 	 */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != master)
 		_exit(EXIT_FAILURE);
-	log_credentials();
+	credentials_log();
 	status_config = config;
+	master_pid = master;
+	stuck_handler_install();
+	own.services = worker_services(master_spec);
 
-	threads = calloc(config->threads, sizeof(*threads));
+	threads = calloc(pool->threads, sizeof(*threads));
 	if (!threads)
 		fatalx("out of memory");
-	for (unsigned i = 0; i < config->threads; i++)
+	for (unsigned i = 0; i < pool->threads; i++)
 		threads[i] = (struct wthread){ .spec = spec, .index = i, .epfd = -EBADF,
 					       .chan = spec->channels[i], .stats = &sw->threads[i] };
-	for (unsigned i = 1; i < config->threads; i++)
+	for (unsigned i = 1; i < pool->threads; i++)
 		if ((errno = pthread_create(&threads[i].self, NULL, thread_run, &threads[i])) != 0)
 			fatalx("pthread_create: %s", strerror(errno));
 	if (thread_run(&threads[0]) != NULL)
 		failed = 1;
-	for (unsigned i = 1; i < config->threads; i++) {
+	for (unsigned i = 1; i < pool->threads; i++) {
 		void *ret;
 		pthread_join(threads[i].self, &ret);
 		if (ret != NULL)
 			failed = 1;
 	}
 	free(threads);
+	free((void *)own.services); /* the plugins stay loaded until the exit */
 	log_debug("exiting");
 	exit(failed ? EXIT_FAILURE : EXIT_SUCCESS);
 }

@@ -201,7 +201,7 @@ static const struct config_type type_workers = { parse_workers, print_uint, NULL
 
 /* workers_min, workers_max: unset (0) unless the pool is dynamic. */
 static int
-parse_pool(const struct config_item *it, const char *value, void *base, char *what)
+parse_bound(const struct config_item *it, const char *value, void *base, char *what)
 {
 	if (unset(it, value)) {
 		*FIELD(unsigned, base, it) = 0;
@@ -213,13 +213,13 @@ parse_pool(const struct config_item *it, const char *value, void *base, char *wh
 static void
 print_pool(const struct config_item *it, const void *base, FILE *f)
 {
-	const struct config *c = base;
+	const struct config_pool *c = base;
 
 	if (c->workers_min != c->workers_max)
 		print_uint(it, base, f);
 }
 
-static const struct config_type type_pool = { parse_pool, print_pool, NULL };
+static const struct config_type type_bound = { parse_bound, print_pool, NULL };
 
 static int
 bad_scaled(const struct config_item *it, const char *value, char *what)
@@ -462,13 +462,13 @@ print_id(const struct config_item *it, const void *base, FILE *f)
 static const struct config_type type_id = { parse_id, print_id, NULL };
 
 /*
- * [daemon] user: the uid, and the name and primary group that initgroups()
+ * A pool's user: the uid, and the name and primary group that initgroups()
  * needs, so that workers take the user's own groups rather than root's.
  */
 static int
 parse_user(const struct config_item *it, const char *value, void *base, char *what)
 {
-	struct config *c = base;
+	struct config_pool *c = base;
 	struct passwd *pw;
 	uid_t uid;
 
@@ -495,7 +495,7 @@ parse_user(const struct config_item *it, const char *value, void *base, char *wh
 static void
 print_user(const struct config_item *it, const void *base, FILE *f)
 {
-	const struct config *c = base;
+	const struct config_pool *c = base;
 
 	if (c->user_name)
 		fputs(c->user_name, f);
@@ -567,44 +567,160 @@ print_allow(const struct config_item *it, const void *base, FILE *f)
 
 static const struct config_type type_allow = { parse_allow, print_allow, NULL };
 
+static bool
+name_valid(const char *s)
+{
+	return *s && !s[strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")];
+}
+
+/* A name that may be left unset (NULL): a listener's pool. */
+static int
+parse_name(const struct config_item *it, const char *value, void *base, char *what)
+{
+	char **dst = FIELD(char *, base, it);
+
+	if (unset(it, value)) {
+		free(*dst);
+		*dst = NULL;
+		return 0;
+	}
+	if (!name_valid(value))
+		return bad(what, "'%s' is not a name (letters, digits, '_', '.', '-')", value);
+	return parse_string(it, value, base, what);
+}
+
+static void
+print_name(const struct config_item *it, const void *base, FILE *f)
+{
+	const char *s = *CFIELD(char *, base, it);
+
+	if (s)
+		fputs(s, f);
+}
+
+static const struct config_type type_name = { parse_name, print_name, NULL };
+
+/* A systemd unit a peer may run in: what sd_pid_get_unit() answers, a service or a scope. */
+static bool
+unit_name_valid(const char *s)
+{
+	size_t n = strlen(s), len = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					      "0123456789:_.\\@-");
+
+	if (len != n || n > 255)
+		return false;
+	return (n > 8 && strcmp(s + n - 8, ".service") == 0) ||
+	       (n > 6 && strcmp(s + n - 6, ".scope") == 0);
+}
+
+static void
+units_free(char **units, size_t n)
+{
+	for (size_t i = 0; units && i < n; i++)
+		free(units[i]);
+	free(units);
+}
+
+/* "backup.service, cron.service" → the list; empty: no unit check. */
+static int
+parse_units(const struct config_item *it, const char *value, void *base, char *what)
+{
+	struct config_listener *l = base;
+	_cleanup_free_ char *copy = strdup(value);
+	char **list = NULL, *save = NULL;
+	size_t n = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		char **t = n < CONFIG_MAX_UNITS ? realloc(list, (n + 1) * sizeof(*list)) : NULL;
+
+		if (n == CONFIG_MAX_UNITS) {
+			units_free(list, n);
+			return bad(what, "more than %d units", CONFIG_MAX_UNITS);
+		}
+		if (!t || !(t[n] = strdup(tok))) {
+			units_free(t ? t : list, n);
+			return -ENOMEM;
+		}
+		list = t;
+		if (!unit_name_valid(list[n++])) {
+			bad(what, "'%s' is not a service or scope unit such as backup.service", tok);
+			units_free(list, n);
+			return -EINVAL;
+		}
+	}
+	if (n == 0 && *value != '\0')
+		return bad(what, "'%s' names no unit; leave it empty to admit any unit", value);
+	units_free(l->allow_units, l->n_allow_units);
+	l->allow_units = list;
+	l->n_allow_units = n;
+	return 0;
+}
+
+static void
+print_units(const struct config_item *it, const void *base, FILE *f)
+{
+	const struct config_listener *l = base;
+
+	for (size_t i = 0; i < l->n_allow_units; i++)
+		fprintf(f, "%s%s", i ? ", " : "", l->allow_units[i]);
+}
+
+static const struct config_type type_units = { parse_units, print_units, NULL };
+
 #define DAEMON(key, type, field, min, max, flags, def, doc)                                      \
 	{ CONFIG_SECTION_DAEMON, key, &type, offsetof(struct config, field), min, max, flags, def, \
 	  doc }
+#define POOL(key, type, field, min, max, flags, def, doc)                                      \
+	{ CONFIG_SECTION_POOL, key, &type, offsetof(struct config_pool, field), min, max, flags, \
+	  def, doc }
 #define LISTENER(key, type, field, min, max, flags, def, doc)                                 \
 	{ CONFIG_SECTION_LISTENER, key, &type, offsetof(struct config_listener, field), min, max, \
 	  flags, def, doc }
 
 const struct config_item config_items[] = {
-	DAEMON("workers", type_workers, workers, 1, CONFIG_MAX_WORKERS, 0, "auto",
-	       "worker processes; auto = the number of CPUs"),
-	DAEMON("workers_min", type_pool, workers_min, 1, CONFIG_MAX_WORKERS, 0, "",
-	       "a dynamic pool's fewest workers; either bound makes the pool dynamic"),
-	DAEMON("workers_max", type_pool, workers_max, 1, CONFIG_MAX_WORKERS, 0, "",
-	       "a dynamic pool's most workers"),
-	DAEMON("worker_load_mark", type_uint, worker_load_mark, 1, 1000000, 0, "100",
-	       "clients on every worker above which a dynamic pool grows"),
-	DAEMON("worker_idle_time", type_duration, worker_idle_usec, 0, 0, 0, "10s",
-	       "a dynamic pool retires a worker without a client for this long"),
-	DAEMON("threads", type_uint, threads, 1, CONFIG_MAX_THREADS, 0, "4",
-	       "threads per worker process"),
-	DAEMON("max_connections", type_uint, max_connections, 1, 100000000, 0, "10000",
-	       "most clients one worker holds"),
-	DAEMON("max_connections_total", type_uint, max_connections_total, 0, 100000000, 0, "0",
-	       "most clients all workers hold together; 0 = only the per-worker limit"),
 	DAEMON("shutdown_timeout", type_duration, shutdown_timeout_usec, 0, 0, 0, "10s",
 	       "on stop or reload, how long workers may finish open connections"),
 	DAEMON("exit_idle_time", type_duration, exit_idle_usec, 0, 0, CONFIG_OFF, "off",
 	       "socket-activated only: exit once no client was connected for this long"),
-	DAEMON("busy_poll", type_duration, busy_poll_usec, 0, USEC_PER_MSEC, CONFIG_OFF, "off",
-	       "spin this long after a quiet event-loop round before sleeping"),
-	DAEMON("user", type_user, user, 0, 0, 0, "",
-	       "when started as root, workers run as this user, with its groups"),
-	DAEMON("group", type_id, group, 0, 0, ID_GROUP, "",
-	       "workers' only group instead of the user's own; needs user"),
+	POOL("workers", type_workers, workers, 1, CONFIG_MAX_WORKERS, 0, "auto",
+	     "worker processes; auto = the number of CPUs"),
+	POOL("workers_min", type_bound, workers_min, 1, CONFIG_MAX_WORKERS, 0, "",
+	     "a dynamic pool's fewest workers; either bound makes the pool dynamic"),
+	POOL("workers_max", type_bound, workers_max, 1, CONFIG_MAX_WORKERS, 0, "",
+	     "a dynamic pool's most workers"),
+	POOL("worker_load_mark", type_uint, worker_load_mark, 1, 1000000, 0, "100",
+	     "clients on every worker above which a dynamic pool grows"),
+	POOL("worker_idle_time", type_duration, worker_idle_usec, 0, 0, 0, "10s",
+	     "a dynamic pool retires a worker without a client for this long"),
+	POOL("threads", type_uint, threads, 1, CONFIG_MAX_THREADS, 0, "4",
+	     "threads per worker process"),
+	POOL("max_connections", type_uint, max_connections, 1, 100000000, 0, "10000",
+	     "most clients one worker holds"),
+	POOL("max_connections_total", type_uint, max_connections_total, 0, 100000000, 0, "0",
+	     "most clients all workers of the pool hold together; 0 = only the per-worker limit"),
+	POOL("busy_poll", type_duration, busy_poll_usec, 0, USEC_PER_MSEC, CONFIG_OFF, "off",
+	     "spin this long after a quiet event-loop round before sleeping"),
+	POOL("user", type_user, user, 0, 0, 0, "",
+	     "when started as root, workers run as this user, with its groups"),
+	POOL("group", type_id, group, 0, 0, ID_GROUP, "",
+	     "workers' only group instead of the user's own; needs user"),
+	POOL("request_timeout", type_duration, request_timeout_usec, CONFIG_TICK_USEC,
+	     3600 * USEC_PER_SEC, 0, "10s",
+	     "a service callback running longer is logged with a backtrace and its worker replaced"),
+	POOL("max_requests", type_uint, max_requests, 0, 1000000000, 0, "0",
+	     "replace a worker after it served this many requests; 0 = never"),
+	POOL("max_requests_jitter", type_uint, max_requests_jitter, 0, 1000000000, 0, "0",
+	     "each worker's max_requests is raised by a random 0..this, so that they part ways"),
+	POOL("max_rss", type_size, max_rss, 0, 0, CONFIG_OFF, "off",
+	     "replace a worker whose resident memory grew past this"),
 	LISTENER("path", type_address, address, 0, 0, 0, NULL,
 		 "a file path, @abstract-name or tcp:HOST:PORT (numeric host)"),
 	LISTENER("service", type_string, service, 0, 0, 0, "echo",
 		 "echo, http or /path/to/service.so"),
+	LISTENER("pool", type_name, pool_name, 0, 0, 0, "",
+		 "the [pool NAME] whose workers serve it; empty = the default pool"),
 	LISTENER("type", type_socktype, type, 0, 0, 0, "stream", "stream or seqpacket"),
 	LISTENER("owner", type_id, owner, 0, 0, FILE_ONLY, "", "the socket file's owner"),
 	LISTENER("group", type_id, group, 0, 0, ID_GROUP | FILE_ONLY, "",
@@ -618,6 +734,10 @@ const struct config_item config_items[] = {
 		 "admit only these users (SO_PEERCRED); empty = anyone the mode lets in"),
 	LISTENER("allow_gids", type_allow, allow_gids, 0, 0, ID_GROUP, "",
 		 "admit only members of these groups, primary or supplementary"),
+	LISTENER("allow_units", type_units, allow_units, 0, 0, 0, "",
+		 "admit only clients running in these systemd units; empty = any"),
+	LISTENER("max_connections_per_uid", type_uint, max_per_uid, 0, 100000000, 0, "0",
+		 "most clients one user holds open on this listener; 0 = no limit"),
 };
 
 const size_t config_n_items = ELEMENTSOF(config_items);
@@ -660,12 +780,19 @@ struct parse {
 	size_t errlen;
 	int error; /* the first one, -errno; 0 while all is well */
 	enum config_section section;
-	void *base;   /* what the current section's keys fill: the config or a listener */
-	size_t index; /* of the current section in lines: 0 [daemon], 1 + i listener i */
+	void *base;   /* what the current section's keys fill: the config, a listener or a pool */
+	size_t index; /* of the current section in lines: LINES_DAEMON, LINES_LISTENER(i), ... */
 	unsigned daemon_line;
+	/* [daemon]'s pool keys: parsed here to check them, kept as written for every pool. */
+	struct config_pool defaults;
+	char *default_values[N_ITEMS];
 	/* Where each key of each section was set, for duplicates and later checks. */
-	unsigned lines[1 + CONFIG_MAX_LISTENERS][N_ITEMS];
+	unsigned lines[1 + CONFIG_MAX_LISTENERS + CONFIG_MAX_POOLS + 1][N_ITEMS];
 };
+
+#define LINES_DAEMON 0
+#define LINES_LISTENER(i) (1 + (i))
+#define LINES_POOL(i) (1 + CONFIG_MAX_LISTENERS + (i))
 
 _printf_(3, 4) static int
 parse_fail(struct parse *p, unsigned line, const char *fmt, ...)
@@ -704,6 +831,15 @@ key_line(const struct parse *p, size_t index, enum config_section section, const
 	return p->lines[index][config_item_find(section, key) - config_items];
 }
 
+/* Where a pool's key was set: in its own section, else in [daemon]; 0 if nowhere. */
+static unsigned
+pool_key_line(const struct parse *p, size_t pool, const char *key)
+{
+	unsigned line = key_line(p, LINES_POOL(pool), CONFIG_SECTION_POOL, key);
+
+	return line ? line : key_line(p, LINES_DAEMON, CONFIG_SECTION_POOL, key);
+}
+
 /* A key the daemon does not know: kept for the listener's service to judge. */
 static int
 add_extra(struct parse *p, const char *key, const char *value)
@@ -728,10 +864,29 @@ add_extra(struct parse *p, const char *key, const char *value)
 	return 0;
 }
 
+/* In [daemon], a pool key is every pool's default: checked now, applied to pools at the end. */
+static int
+set_default(struct parse *p, const struct config_item *it, const char *value, char *what)
+{
+	char *copy = strdup(value);
+	int r;
+
+	if (!copy)
+		return -ENOMEM;
+	r = it->type->parse(it, value, &p->defaults, what);
+	if (r < 0) {
+		free(copy);
+		return r;
+	}
+	p->default_values[it - config_items] = copy;
+	return 0;
+}
+
 static int
 set_key(struct parse *p, const char *key, const char *value)
 {
 	const struct config_item *it = config_item_find(p->section, key);
+	bool is_default = false;
 	char what[WHAT_MAX];
 	int r;
 
@@ -740,14 +895,18 @@ set_key(struct parse *p, const char *key, const char *value)
 	if (p->section == CONFIG_SECTION_NONE)
 		return parse_fail(p, p->line, "'%s' is outside any section", key);
 	if (!it && p->section == CONFIG_SECTION_DAEMON)
-		return parse_fail(p, p->line, "unknown key '%s' in [daemon]", key);
+		is_default = (it = config_item_find(CONFIG_SECTION_POOL, key)) != NULL;
+	if (!it && p->section != CONFIG_SECTION_LISTENER)
+		return parse_fail(p, p->line, "unknown key '%s' in [%s]", key,
+				  p->section == CONFIG_SECTION_DAEMON ? "daemon" :
+									((struct config_pool *)p->base)->name);
 	if (!it)
 		return add_extra(p, key, value);
 	unsigned *line = &p->lines[p->index][it - config_items];
 	if (*line)
 		return parse_fail(p, p->line, "%s: set twice (first at line %u)", key, *line);
 	*line = p->line;
-	r = it->type->parse(it, value, p->base, what);
+	r = is_default ? set_default(p, it, value, what) : it->type->parse(it, value, p->base, what);
 	if (r == -ENOMEM)
 		return parse_oom(p);
 	if (r < 0)
@@ -779,14 +938,78 @@ listener_new(struct parse *p, const char *name)
 		return parse_oom(p);
 	p->section = CONFIG_SECTION_LISTENER;
 	p->base = l;
-	p->index = c->n_listeners;
+	p->index = LINES_LISTENER(c->n_listeners - 1);
 	return 0;
 }
 
-/* Section names are "daemon" and "listener NAME". */
+static void
+pool_free(struct config_pool *pool)
+{
+	free(pool->name);
+	free(pool->user_name);
+}
+
+/* A pool named name, from the table's defaults (and, at the end, [daemon]'s). */
+static int
+pool_add(struct parse *p, const char *name, unsigned line)
+{
+	struct config *c = p->config;
+	struct config_pool *t = realloc(c->pools, (c->n_pools + 1) * sizeof(*t));
+
+	if (!t)
+		return parse_oom(p);
+	c->pools = t;
+	t[c->n_pools] = (struct config_pool){ .name = strdup(name), .line = line };
+	c->n_pools++;
+	if (!t[c->n_pools - 1].name || apply_defaults(CONFIG_SECTION_POOL, &t[c->n_pools - 1]) < 0)
+		return parse_oom(p);
+	return 0;
+}
+
+static int
+pool_new(struct parse *p, const char *name)
+{
+	struct config *c = p->config;
+
+	if (*name == '\0')
+		return parse_fail(p, p->line, "[pool] needs a name: [pool NAME]");
+	if (!name_valid(name))
+		return parse_fail(p, p->line, "[pool %s]: not a name (letters, digits, '_', '.', '-')",
+				  name);
+	for (size_t i = 0; i < c->n_pools; i++)
+		if (strcmp(c->pools[i].name, name) == 0)
+			return parse_fail(p, p->line, "pool '%s' is defined twice (first at line %u)",
+					  name, c->pools[i].line);
+	if (c->n_pools >= CONFIG_MAX_POOLS)
+		return parse_fail(p, p->line, "more than %d pools", CONFIG_MAX_POOLS);
+	if (pool_add(p, name, p->line) < 0)
+		return p->error;
+	p->section = CONFIG_SECTION_POOL;
+	p->base = &c->pools[c->n_pools - 1];
+	p->index = LINES_POOL(c->n_pools - 1);
+	return 0;
+}
+
+/* "listener NAME" or "pool NAME": the name, or NULL if section is not of that kind. */
+static const char *
+section_name(const char *section, const char *kind)
+{
+	size_t n = strlen(kind);
+
+	if (strncmp(section, kind, n) != 0 || (section[n] != '\0' && !isspace((unsigned char)section[n])))
+		return NULL;
+	section += n;
+	while (isspace((unsigned char)*section))
+		section++;
+	return section;
+}
+
+/* Section names are "daemon", "listener NAME" and "pool NAME". */
 static void
 enter_section(struct parse *p, const char *section)
 {
+	const char *name;
+
 	p->section = CONFIG_SECTION_NONE;
 	if (strcmp(section, "daemon") == 0) {
 		if (p->daemon_line) {
@@ -797,14 +1020,11 @@ enter_section(struct parse *p, const char *section)
 		p->daemon_line = p->line;
 		p->section = CONFIG_SECTION_DAEMON;
 		p->base = p->config;
-		p->index = 0;
-	} else if (strncmp(section, "listener", 8) == 0 &&
-		   (section[8] == '\0' || isspace((unsigned char)section[8]))) {
-		const char *name = section + 8;
-
-		while (isspace((unsigned char)*name))
-			name++;
+		p->index = LINES_DAEMON;
+	} else if ((name = section_name(section, "listener"))) {
 		listener_new(p, name);
+	} else if ((name = section_name(section, "pool"))) {
+		pool_new(p, name);
 	} else {
 		parse_fail(p, p->line, "unknown section [%s]", section);
 	}
@@ -888,7 +1108,7 @@ flagged_line(const struct parse *p, size_t i, unsigned flags)
 
 	for (size_t k = 0; k < N_ITEMS; k++)
 		if (config_items[k].section == CONFIG_SECTION_LISTENER && config_items[k].flags & flags)
-			line = first_line(line, p->lines[1 + i][k]);
+			line = first_line(line, p->lines[LINES_LISTENER(i)][k]);
 	return line;
 }
 
@@ -897,9 +1117,10 @@ validate_listener(struct parse *p, size_t i)
 {
 	struct config_listener *l = &p->config->listeners[i];
 	const enum config_section s = CONFIG_SECTION_LISTENER;
-	unsigned uids = key_line(p, 1 + i, s, "allow_uids"), gids = key_line(p, 1 + i, s, "allow_gids");
+	unsigned uids = key_line(p, LINES_LISTENER(i), s, "allow_uids");
+	unsigned gids = key_line(p, LINES_LISTENER(i), s, "allow_gids");
 
-	l->service_line = key_line(p, 1 + i, s, "service");
+	l->service_line = key_line(p, LINES_LISTENER(i), s, "service");
 	if (l->service_line == 0)
 		l->service_line = l->line;
 	l->perm_line = flagged_line(p, i, FILE_ONLY);
@@ -919,6 +1140,11 @@ validate_listener(struct parse *p, size_t i)
 		return parse_fail(p, line, "%s: a tcp: listener has no peer credentials to check",
 				  line == uids ? "allow_uids" : "allow_gids");
 	}
+	if (l->kind == LISTENER_TCP && (l->n_allow_units || l->max_per_uid)) {
+		const char *key = l->n_allow_units ? "allow_units" : "max_connections_per_uid";
+		return parse_fail(p, key_line(p, LINES_LISTENER(i), s, key),
+				  "%s: a tcp: listener has no peer credentials to check", key);
+	}
 	for (const struct config_listener *o = p->config->listeners; o < l; o++)
 		if (strcmp(o->address, l->address) == 0)
 			return parse_fail(p, l->line, "listener '%s' uses the address of '%s'",
@@ -927,32 +1153,32 @@ validate_listener(struct parse *p, size_t i)
 }
 
 static int
-validate_user(struct parse *p)
+validate_user(struct parse *p, size_t i)
 {
-	const struct config *c = p->config;
-	const enum config_section s = CONFIG_SECTION_DAEMON;
+	const struct config_pool *c = &p->config->pools[i];
 
 	if (c->group != (gid_t)-1 && c->user == (uid_t)-1)
-		return parse_fail(p, key_line(p, 0, s, "group"),
+		return parse_fail(p, pool_key_line(p, i, "group"),
 				  "group: needs user; user implies the user's own groups");
 	if (c->user != (uid_t)-1 && c->user_gid == (gid_t)-1 && c->group == (gid_t)-1)
-		return parse_fail(p, key_line(p, 0, s, "user"),
+		return parse_fail(p, pool_key_line(p, i, "user"),
 				  "user: uid %u has no passwd entry, so no groups of its own: set group too",
 				  (unsigned)c->user);
 	return 0;
 }
 
 static int
-validate_workers(struct parse *p)
+validate_workers(struct parse *p, size_t i)
 {
-	struct config *c = p->config;
-	bool pool = c->workers_min || c->workers_max;
+	struct config_pool *c = &p->config->pools[i];
+	bool dynamic = c->workers_min || c->workers_max;
+	char where[80] = "";
 
 	if (c->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		c->workers = (unsigned)MIN(MAX(n, 1), CONFIG_MAX_WORKERS);
 	}
-	if (!pool) {
+	if (!dynamic) {
 		c->workers_min = c->workers_max = c->workers;
 		return 0;
 	}
@@ -961,11 +1187,88 @@ validate_workers(struct parse *p)
 		c->workers_max = c->workers_min;
 	if (c->workers_min == 0)
 		c->workers_min = 1;
+	if (c->line)
+		snprintf(where, sizeof(where), "[pool %.60s]: ", c->name);
 	if (c->workers_min > c->workers_max)
-		return parse_fail(p, 0, "workers_min (%u) is above workers_max (%u)", c->workers_min,
-				  c->workers_max);
+		return parse_fail(p, c->line, "%sworkers_min (%u) is above workers_max (%u)", where,
+				  c->workers_min, c->workers_max);
 	c->workers = c->workers_min;
 	return 0;
+}
+
+/* [daemon]'s pool keys, for each key pool i did not set itself. */
+static int
+pool_inherit(struct parse *p, size_t i)
+{
+	char what[WHAT_MAX];
+
+	for (size_t k = 0; k < N_ITEMS; k++) {
+		const struct config_item *it = &config_items[k];
+
+		if (it->section != CONFIG_SECTION_POOL || !p->default_values[k] ||
+		    p->lines[LINES_POOL(i)][k])
+			continue;
+		/* It parsed once already, in [daemon]: only memory can fail now. */
+		if (it->type->parse(it, p->default_values[k], &p->config->pools[i], what) < 0)
+			return parse_oom(p);
+	}
+	return 0;
+}
+
+/* Each listener's pool, by name; the implicit one is made for those that name none. */
+static int
+resolve_pools(struct parse *p)
+{
+	struct config *c = p->config;
+
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		struct config_listener *l = &c->listeners[i];
+		const char *name = l->pool_name ? l->pool_name : CONFIG_DEFAULT_POOL;
+		const struct config_pool *pool = config_find_pool(c, name);
+
+		if (!pool && strcmp(name, CONFIG_DEFAULT_POOL) == 0) {
+			if (c->n_pools >= CONFIG_MAX_POOLS)
+				return parse_fail(p, l->line, "more than %d pools", CONFIG_MAX_POOLS);
+			if (pool_add(p, CONFIG_DEFAULT_POOL, 0) < 0)
+				return p->error;
+			pool = &c->pools[c->n_pools - 1];
+		}
+		if (!pool)
+			return parse_fail(p, key_line(p, LINES_LISTENER(i), CONFIG_SECTION_LISTENER, "pool"),
+					  "pool: no [pool %s] section", name);
+		l->pool = (unsigned)(pool - c->pools);
+	}
+	return 0;
+}
+
+static int
+validate_pools(struct parse *p)
+{
+	struct config *c = p->config;
+	unsigned total = 0;
+	int r = resolve_pools(p);
+
+	for (size_t i = 0; i < c->n_pools && r >= 0; i++) {
+		bool used = false;
+
+		for (size_t k = 0; k < c->n_listeners; k++)
+			used |= c->listeners[k].pool == i;
+		if (!used)
+			return parse_fail(p, c->pools[i].line,
+					  "[pool %s] serves no listener (a listener names it with pool = %s)",
+					  c->pools[i].name, c->pools[i].name);
+		r = pool_inherit(p, i);
+		if (r >= 0)
+			r = validate_user(p, i);
+		if (r >= 0)
+			r = validate_workers(p, i);
+		if (r >= 0)
+			total += c->pools[i].workers_max;
+	}
+	if (r >= 0 && total > CONFIG_MAX_WORKERS)
+		return parse_fail(p, 0, "the pools have up to %u workers together, more than %d", total,
+				  CONFIG_MAX_WORKERS);
+	return r;
 }
 
 static int
@@ -983,10 +1286,7 @@ validate(struct parse *p)
 		if (r < 0)
 			return r;
 	}
-	r = validate_user(p);
-	if (r < 0)
-		return r;
-	return validate_workers(p);
+	return validate_pools(p);
 }
 
 static int
@@ -1012,11 +1312,20 @@ config_load_string(const char *name, const char *text, struct config **ret, char
 	struct parse *p = calloc(1, sizeof(*p));
 	int r = -ENOMEM;
 
-	if (c && p && (c->file = strdup(name)) && apply_defaults(CONFIG_SECTION_DAEMON, c) >= 0) {
-		*p = (struct parse){ .config = c, .name = name, .err = err, .errlen = errlen };
+	if (c && p && (c->file = strdup(name)) && apply_defaults(CONFIG_SECTION_DAEMON, c) >= 0 &&
+	    apply_defaults(CONFIG_SECTION_POOL, &p->defaults) >= 0) {
+		p->config = c;
+		p->name = name;
+		p->err = err;
+		p->errlen = errlen;
 		r = parse_text(p, text);
 	} else {
 		snprintf(err, errlen, "%s: out of memory", name);
+	}
+	if (p) {
+		pool_free(&p->defaults);
+		for (size_t i = 0; i < N_ITEMS; i++)
+			free(p->default_values[i]);
 	}
 	free(p);
 	if (r < 0) {
@@ -1100,6 +1409,10 @@ config_dump(const struct config *c, FILE *f)
 	fprintf(f, "; The effective configuration of %s, printed by udsd -T.\n\n[daemon]\n",
 		c->file);
 	r = dump_section(c, CONFIG_SECTION_DAEMON, false, f);
+	for (size_t i = 0; i < c->n_pools && r >= 0; i++) {
+		fprintf(f, "\n[pool %s]\n", c->pools[i].name);
+		r = dump_section(&c->pools[i], CONFIG_SECTION_POOL, false, f);
+	}
 	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
 		const struct config_listener *l = &c->listeners[i];
 
@@ -1128,6 +1441,8 @@ config_free(struct config *c)
 		free(l->service);
 		free(l->allow_uids);
 		free(l->allow_gids);
+		units_free(l->allow_units, l->n_allow_units);
+		free(l->pool_name);
 		for (size_t k = 0; k < l->n_extra; k++) {
 			free(l->extra[k].key);
 			free(l->extra[k].value);
@@ -1135,7 +1450,9 @@ config_free(struct config *c)
 		free(l->extra);
 	}
 	free(c->listeners);
-	free(c->user_name);
+	for (size_t i = 0; i < c->n_pools; i++)
+		pool_free(&c->pools[i]);
+	free(c->pools);
 	free(c->file);
 	free(c);
 }
@@ -1146,6 +1463,15 @@ config_find_listener(const struct config *c, const char *name)
 	for (size_t i = 0; i < c->n_listeners; i++)
 		if (strcmp(c->listeners[i].name, name) == 0)
 			return &c->listeners[i];
+	return NULL;
+}
+
+const struct config_pool *
+config_find_pool(const struct config *c, const char *name)
+{
+	for (size_t i = 0; i < c->n_pools; i++)
+		if (strcmp(c->pools[i].name, name) == 0)
+			return &c->pools[i];
 	return NULL;
 }
 

@@ -10,6 +10,12 @@
 #define CONFIG_MAX_WORKERS 64
 #define CONFIG_MAX_THREADS 64
 #define CONFIG_MAX_LISTENERS 32
+#define CONFIG_MAX_POOLS 16
+#define CONFIG_MAX_UNITS 16
+/* The worker tick and the master's longest sleep: no deadline can be shorter. */
+#define CONFIG_TICK_USEC UINT64_C(1000000)
+/* The implicit pool: [daemon]'s keys, for the listeners that name none. */
+#define CONFIG_DEFAULT_POOL "default"
 #ifndef CONFIG_DEFAULT_FILE
 #define CONFIG_DEFAULT_FILE "/etc/udsd/udsd.conf"
 #endif
@@ -48,12 +54,22 @@ struct config_listener {
 	size_t n_allow_uids;
 	gid_t *allow_gids;
 	size_t n_allow_gids;
+	char **allow_units; /* systemd units, e.g. "backup.service" */
+	size_t n_allow_units;
+	unsigned max_per_uid; /* max_connections_per_uid; 0: no limit */
+	char *pool_name;      /* as written; NULL: the default pool */
+	unsigned pool;	      /* index in config->pools, once validated */
 	struct config_kv *extra;
 	size_t n_extra;
 };
 
-struct config {
-	char *file;
+/*
+ * A pool: worker processes with their own credentials, counts and limits,
+ * serving the listeners that name it.  [daemon] gives every key's default.
+ */
+struct config_pool {
+	char *name;
+	unsigned line; /* of the [pool NAME] header; 0 for the implicit pool */
 	unsigned workers; /* resolved: "auto" is the CPU count */
 	unsigned workers_min, workers_max; /* equal unless the pool is dynamic */
 	uint64_t worker_idle_usec;
@@ -61,13 +77,23 @@ struct config {
 	unsigned threads;
 	unsigned max_connections; /* per worker */
 	unsigned max_connections_total; /* across workers; 0: no limit of its own */
-	uint64_t shutdown_timeout_usec;
 	uint64_t busy_poll_usec; /* 0: off */
-	uint64_t exit_idle_usec; /* 0: off */
 	uid_t user;	 /* (uid_t)-1: keep */
 	char *user_name; /* NULL when user is unset; else its passwd name, or the number as written */
 	gid_t user_gid;	 /* the user's primary group from passwd; (gid_t)-1 without an entry */
 	gid_t group;	 /* (gid_t)-1: not given, so the user's own groups (initgroups) */
+	uint64_t request_timeout_usec; /* a service callback running longer is stuck */
+	unsigned max_requests;	       /* recycle a worker after this many; 0: never */
+	unsigned max_requests_jitter;  /* plus a random 0..this, per worker */
+	uint64_t max_rss;	       /* recycle a worker above this many bytes; 0: never */
+};
+
+struct config {
+	char *file;
+	uint64_t shutdown_timeout_usec;
+	uint64_t exit_idle_usec; /* 0: off */
+	struct config_pool *pools; /* at least one, once validated */
+	size_t n_pools;
 	struct config_listener *listeners;
 	size_t n_listeners;
 };
@@ -80,6 +106,7 @@ enum config_section {
 	CONFIG_SECTION_NONE,
 	CONFIG_SECTION_DAEMON,	 /* [daemon], once */
 	CONFIG_SECTION_LISTENER, /* [listener NAME], one per socket */
+	CONFIG_SECTION_POOL,	 /* [pool NAME], and in [daemon] as every pool's default */
 };
 
 struct config_type;
@@ -88,7 +115,7 @@ struct config_item {
 	enum config_section section;
 	const char *key;
 	const struct config_type *type;
-	size_t offset;	   /* of the value in struct config or struct config_listener */
+	size_t offset;	   /* in struct config, struct config_listener or struct config_pool */
 	uint64_t min, max; /* for numbers, durations and sizes; max 0: none */
 	unsigned flags;	   /* CONFIG_OFF */
 	const char *def;   /* the default, as a user writes it; "" = unset; NULL: required */
@@ -115,3 +142,4 @@ void config_free(struct config *c);
 int config_dump(const struct config *c, FILE *f);
 
 const struct config_listener *config_find_listener(const struct config *c, const char *name);
+const struct config_pool *config_find_pool(const struct config *c, const char *name);

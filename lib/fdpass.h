@@ -13,7 +13,8 @@
  * socket).  The caller keeps its descriptors either way; on success the
  * receiver owns duplicates of them.
  */
-ssize_t fdpass_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
+__attribute__((visibility("default"))) ssize_t
+fdpass_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
 
 /*
  * Receive one message into buf and up to max_fds descriptors into fds, with
@@ -23,4 +24,5 @@ ssize_t fdpass_send(int sock, const void *buf, size_t len, const int *fds, size_
  * -EMSGSIZE or -EXFULL, and every descriptor that did arrive is closed.  No
  * error path leaves a received descriptor open.
  */
-ssize_t fdpass_recv(int sock, void *buf, size_t len, int *fds, size_t max_fds, size_t *ret_n_fds);
+__attribute__((visibility("default"))) ssize_t
+fdpass_recv(int sock, void *buf, size_t len, int *fds, size_t max_fds, size_t *ret_n_fds);

@@ -29,6 +29,14 @@
 #define UDSD_SERVICE_API_VERSION 1
 #define UDSD_SERVICE_SYMBOL "udsd_service_v1"
 
+/*
+ * The functions below are all a service sees of udsd: udsd is built with
+ * every other symbol hidden and exports exactly these (its dynamic symbol
+ * list is made from this file), so a service's own globals and functions
+ * stay its own whatever they are called.
+ */
+#define UDSD_API __attribute__((visibility("default")))
+
 struct udsd_conn;
 
 struct udsd_kv {
@@ -47,6 +55,8 @@ struct udsd_service_config {
 enum {
 	/* Receive SCM_RIGHTS descriptors that clients send with their bytes. */
 	UDSD_SERVICE_RECV_FDS = 1 << 0,
+	/* The service has a deadline_reply (a struct built before it had none, has not). */
+	UDSD_SERVICE_DEADLINE_REPLY = 1 << 1,
 };
 
 struct udsd_service {
@@ -98,6 +108,16 @@ struct udsd_service {
 	 * output for a whole timeout: it is closed at once, nothing would reach it.
 	 */
 	void (*on_timeout)(struct udsd_conn *conn);
+
+	/*
+	 * What a client is sent when a callback for it ran past its pool's
+	 * request_timeout (an HTTP 503, say), before its connection is shut
+	 * down and the stuck worker replaced: sent as is, from a signal
+	 * handler, and only if none of the stuck callback's output reached the
+	 * client and none waits for it.  Read only with
+	 * UDSD_SERVICE_DEADLINE_REPLY in flags.  Optional.
+	 */
+	const char *deadline_reply;
 };
 
 /*
@@ -105,13 +125,13 @@ struct udsd_service {
  * callback returns.  On a seqpacket listener each call is one message.
  * Returns 0 or -ENOMEM.
  */
-int udsd_conn_write(struct udsd_conn *conn, const void *data, size_t len);
+UDSD_API int udsd_conn_write(struct udsd_conn *conn, const void *data, size_t len);
 
 /* Close once the queued output is flushed.  No callback but on_close follows. */
-void udsd_conn_close(struct udsd_conn *conn);
+UDSD_API void udsd_conn_close(struct udsd_conn *conn);
 
 /* Bytes queued and not yet taken by the client. */
-size_t udsd_conn_pending(const struct udsd_conn *conn);
+UDSD_API size_t udsd_conn_pending(const struct udsd_conn *conn);
 
 /*
  * True while so much output waits for the client (256 KiB) that the service
@@ -121,33 +141,34 @@ size_t udsd_conn_pending(const struct udsd_conn *conn);
  * cannot grow the worker's memory, and one that takes nothing for a whole
  * idle timeout is closed.
  */
-bool udsd_conn_congested(const struct udsd_conn *conn);
+UDSD_API bool udsd_conn_congested(const struct udsd_conn *conn);
 
-void udsd_conn_set_data(struct udsd_conn *conn, void *data);
-void *udsd_conn_get_data(const struct udsd_conn *conn);
+UDSD_API void udsd_conn_set_data(struct udsd_conn *conn, void *data);
+UDSD_API void *udsd_conn_get_data(const struct udsd_conn *conn);
 
 /* The per-thread state that init returned. */
-void *udsd_conn_state(const struct udsd_conn *conn);
+UDSD_API void *udsd_conn_state(const struct udsd_conn *conn);
 
 /* The client's credentials (SO_PEERCRED), taken when it connected. */
-int udsd_conn_peer(const struct udsd_conn *conn, pid_t *ret_pid, uid_t *ret_uid, gid_t *ret_gid);
+UDSD_API int udsd_conn_peer(const struct udsd_conn *conn, pid_t *ret_pid, uid_t *ret_uid,
+			    gid_t *ret_gid);
 
 /*
  * Descriptors that arrived with the bytes of the current on_data call
  * (UDSD_SERVICE_RECV_FDS).  udsd_conn_take_fd() transfers ownership of fd i
  * to the service (-EBADF if already taken); udsd closes the rest after on_data.
  */
-size_t udsd_conn_n_fds(const struct udsd_conn *conn);
-int udsd_conn_take_fd(struct udsd_conn *conn, size_t i);
+UDSD_API size_t udsd_conn_n_fds(const struct udsd_conn *conn);
+UDSD_API int udsd_conn_take_fd(struct udsd_conn *conn, size_t i);
 /* Look at fd i without taking it (-EBADF if taken or out of range). */
-int udsd_conn_fd(const struct udsd_conn *conn, size_t i);
+UDSD_API int udsd_conn_fd(const struct udsd_conn *conn, size_t i);
 
 /*
  * Close the connection once it has been idle for usec (0: back to the
  * listener's idle_timeout): no byte arrived and, while output waits, the
  * client took none of it.  Every read pushes this timeout back.
  */
-void udsd_conn_set_timeout(struct udsd_conn *conn, unsigned long long usec);
+UDSD_API void udsd_conn_set_timeout(struct udsd_conn *conn, unsigned long long usec);
 
 /*
  * Close the connection usec from now, whatever arrives meanwhile (0: no
@@ -155,19 +176,19 @@ void udsd_conn_set_timeout(struct udsd_conn *conn, unsigned long long usec);
  * client trickling a byte at a time cannot hold it off: for header timeouts
  * and the like, set it when the first byte of a request arrives.
  */
-void udsd_conn_set_deadline(struct udsd_conn *conn, unsigned long long usec);
+UDSD_API void udsd_conn_set_deadline(struct udsd_conn *conn, unsigned long long usec);
 
 /* True once the worker drains: finish the current exchange and close. */
-bool udsd_conn_draining(const struct udsd_conn *conn);
+UDSD_API bool udsd_conn_draining(const struct udsd_conn *conn);
 
 /* Count one request in the worker's live counters (shown by /status). */
-void udsd_conn_count_request(struct udsd_conn *conn);
+UDSD_API void udsd_conn_count_request(struct udsd_conn *conn);
 
 /*
  * The daemon's live status as JSON (version, uptime, listeners, per-worker
  * counters).  Returns the length it needed, like snprintf.
  */
-size_t udsd_status_json(char *buf, size_t size);
+UDSD_API size_t udsd_status_json(char *buf, size_t size);
 
 /*
  * A service's own keys, in the syntax of udsd's: durations "30us", "250ms",
@@ -175,8 +196,8 @@ size_t udsd_status_json(char *buf, size_t size);
  * "64k", "1M", "1G" (k/K/KiB, M/MiB, G/GiB: powers of 1024).  Both return 0,
  * or -EINVAL / -ERANGE, and write the result only on success.
  */
-int udsd_parse_duration(const char *s, uint64_t *ret_usec);
-int udsd_parse_size(const char *s, uint64_t *ret_bytes);
+UDSD_API int udsd_parse_duration(const char *s, uint64_t *ret_usec);
+UDSD_API int udsd_parse_size(const char *s, uint64_t *ret_bytes);
 
 /*
  * A service's keys as a table, the shape of udsd's own schema: check() and
@@ -206,6 +227,6 @@ struct udsd_key {
  * 0, or -errno with "key: what is wrong" in err (an unknown key is an error);
  * settings may then be partly written.
  */
-int udsd_keys_parse(const struct udsd_key *keys, size_t n_keys,
-		    const struct udsd_service_config *config, void *settings, char *err,
-		    size_t errlen);
+UDSD_API int udsd_keys_parse(const struct udsd_key *keys, size_t n_keys,
+			     const struct udsd_service_config *config, void *settings, char *err,
+			     size_t errlen);

@@ -63,9 +63,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(text, data, size);
 	text[size] = '\0';
 	if (config_load_string("fuzz.conf", text, &c, err, sizeof(err)) == 0) {
-		assert(c->n_listeners > 0 && c->threads > 0 && c->workers > 0);
+		assert(c->n_listeners > 0 && c->n_pools > 0);
+		for (size_t i = 0; i < c->n_pools; i++)
+			assert(c->pools[i].threads > 0 && c->pools[i].workers > 0);
 		for (size_t i = 0; i < c->n_listeners; i++)
-			assert(c->listeners[i].address && c->listeners[i].service);
+			assert(c->listeners[i].address && c->listeners[i].service &&
+			       c->listeners[i].pool < c->n_pools);
 		round_trip(c);
 		config_free(c);
 	} else {

@@ -12,7 +12,11 @@ $cc tests/fuzz/fuzz-http.c daemon/http-parser.c -o "$out/fuzz-http"
 $cc tests/fuzz/fuzz-config.c lib/config.c $(pkg-config --cflags --libs inih) -o "$out/fuzz-config"
 # channel.c holds both ends of the channel: the worker side brings the worker thread with it.
 $cc tests/fuzz/fuzz-channel.c daemon/channel.c daemon/conn.c daemon/worker.c daemon/log.c \
-	daemon/status.c daemon/load.c lib/fdpass.c lib/fd-util.c -lpthread -o "$out/fuzz-channel"
+	daemon/status.c daemon/load.c daemon/credentials.c daemon/service.c daemon/plugin.c \
+	daemon/peer.c daemon/echo.c daemon/http.c daemon/http-parser.c daemon/http-settings.c \
+	lib/config.c lib/fdpass.c lib/fd-util.c $(pkg-config --cflags --libs inih libsystemd) \
+	-lpthread -ldl \
+	-o "$out/fuzz-channel"
 for t in http config channel; do
 	mkdir -p "$out/corpus-$t"
 	echo "fuzz-$t: ${secs}s"

@@ -219,7 +219,23 @@ def test_16_fds_in_one_message_are_all_closed(udsd_factory):
         os.close(fd)
 
 
-def test_fds_sent_to_a_service_that_takes_none_are_dropped(udsd_factory):
+SO_PASSRIGHTS = 83  # Linux 6.16
+
+
+def kernel_has_passrights():
+    a, b = socket.socketpair()
+    try:
+        a.getsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS)
+        return True
+    except OSError:
+        return False
+    finally:
+        a.close()
+        b.close()
+
+
+def test_fds_sent_to_a_service_that_takes_none_are_refused_or_dropped(udsd_factory):
+    """Where the kernel has SO_PASSRIGHTS the client cannot send them at all; else they are closed."""
     d = start(udsd_factory, workers=1)
     (worker,) = d.workers()
     s = connect(os.path.join(d.tmp, "kv.sock"))
@@ -227,9 +243,20 @@ def test_fds_sent_to_a_service_that_takes_none_are_dropped(udsd_factory):
     assert s.recv(100).startswith(b"STATS")
     before = fd_count(worker)
     fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(8)]
-    socket.send_fds(s, [b"STATS\n"], fds)
+    if kernel_has_passrights():
+        try:
+            socket.send_fds(s, [b"STATS\n"], fds)
+            raise AssertionError("the kernel took descriptors for a service that takes none")
+        except PermissionError:
+            pass
+        s.sendall(b"STATS\n")
+    else:
+        socket.send_fds(s, [b"STATS\n"], fds)
     assert s.recv(100).startswith(b"STATS")
     assert fd_count(worker) == before
+    # A service that takes them still gets them.
+    (info,) = ask_fdinfo(os.path.join(d.tmp, "fdinfo.sock"), fds[:1])
+    assert info["type"] == "character-device"
     for fd in fds:
         os.close(fd)
 

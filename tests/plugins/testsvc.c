@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A service for tests: echoes, crashes on "crash", answers "probe" with what
+ * A service for tests: echoes, crashes on "crash", answers "whoami" with the
+ * worker's pid and uid and the client's as SO_PEERCRED tells, "uids" with
+ * the uid its check() and init() ran as in this process (check() also
+ * appends "check UID" to the file uid_log = PATH names), "sleep N" by
+ * sleeping N seconds in on_data whatever interrupts it, answers "probe" with what
  * it may write of udsd's shared status mapping, answers each byte 0xfe with
  * 64 KiB (and stops consuming while congested, as udsd.h asks), fails init
  * when the listener sets fail_init = yes and takes init_sleep = SECONDS to
@@ -14,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include <udsd.h>
 
@@ -83,9 +88,59 @@ amplify(struct udsd_conn *conn, const unsigned char *p, size_t len)
 	return (ssize_t)i;
 }
 
+static long check_uid = -1, init_uid = -1;
+
+/* A callback that overruns request_timeout: signals cut nanosleep() short, not this. */
+static void
+test_sleep(struct udsd_conn *conn, const char *arg, size_t len)
+{
+	char n[16] = "";
+	struct timespec end, now;
+
+	memcpy(n, arg, len < sizeof(n) - 1 ? len : sizeof(n) - 1);
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += atoi(n);
+	do {
+		struct timespec d = { 0, 10 * 1000 * 1000 };
+		nanosleep(&d, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while (now.tv_sec < end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec < end.tv_nsec));
+	udsd_conn_write(conn, "slept\n", 6);
+}
+
+/* Who serves this client, and who the client is, as the service sees them. */
+static void
+test_whoami(struct udsd_conn *conn)
+{
+	pid_t peer_pid = 0;
+	uid_t peer_uid = (uid_t)-1;
+	char out[128];
+	int n;
+
+	udsd_conn_peer(conn, &peer_pid, &peer_uid, NULL);
+	n = snprintf(out, sizeof(out), "pid=%d uid=%u peer_pid=%d peer_uid=%u\n", (int)getpid(),
+		     (unsigned)getuid(), (int)peer_pid, (unsigned)peer_uid);
+	udsd_conn_write(conn, out, (size_t)n);
+}
+
 static ssize_t
 test_data(struct udsd_conn *conn, const void *data, size_t len)
 {
+	if (len >= 6 && memcmp(data, "whoami", 6) == 0) {
+		test_whoami(conn);
+		return (ssize_t)len;
+	}
+	if (len >= 4 && memcmp(data, "uids", 4) == 0) {
+		char out[96];
+		int n = snprintf(out, sizeof(out), "check=%ld init=%ld data=%ld\n", check_uid,
+				 init_uid, (long)getuid());
+		udsd_conn_write(conn, out, (size_t)n);
+		return (ssize_t)len;
+	}
+	if (len >= 6 && memcmp(data, "sleep ", 6) == 0) {
+		test_sleep(conn, (const char *)data + 6, len - 6);
+		return (ssize_t)len;
+	}
 	if (len >= 5 && memcmp(data, "crash", 5) == 0)
 		abort();
 	if (len >= 5 && memcmp(data, "probe", 5) == 0) {
@@ -101,18 +156,31 @@ test_data(struct udsd_conn *conn, const void *data, size_t len)
 static int
 test_check(const struct udsd_service_config *config, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < config->n_keys; i++)
-		if (strcmp(config->keys[i].key, "fail_init") != 0 &&
-		    strcmp(config->keys[i].key, "init_sleep") != 0) {
-			snprintf(err, errlen, "%s: unknown key for testsvc", config->keys[i].key);
+	check_uid = (long)getuid();
+	for (size_t i = 0; i < config->n_keys; i++) {
+		const char *key = config->keys[i].key;
+
+		if (strcmp(key, "uid_log") == 0) {
+			FILE *f = fopen(config->keys[i].value, "a");
+			if (f) {
+				fprintf(f, "check %ld\n", check_uid);
+				fclose(f);
+			}
+		} else if (strcmp(key, "fail_check") == 0) {
+			snprintf(err, errlen, "fail_check: failing as asked, as uid %ld", check_uid);
+			return -EINVAL;
+		} else if (strcmp(key, "fail_init") != 0 && strcmp(key, "init_sleep") != 0) {
+			snprintf(err, errlen, "%s: unknown key for testsvc", key);
 			return -EINVAL;
 		}
+	}
 	return 0;
 }
 
 static int
 test_init(const struct udsd_service_config *config, void **ret_state)
 {
+	init_uid = (long)getuid();
 	for (size_t i = 0; i < config->n_keys; i++)
 		if (strcmp(config->keys[i].key, "fail_init") == 0 &&
 		    strcmp(config->keys[i].value, "yes") == 0)
@@ -133,6 +201,8 @@ const struct udsd_service udsd_service_v1 = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 #endif
 	.name = "testsvc",
+	.flags = UDSD_SERVICE_DEADLINE_REPLY,
+	.deadline_reply = "testsvc: too slow\n",
 	.check = test_check,
 	.init = test_init,
 	.on_data = test_data,

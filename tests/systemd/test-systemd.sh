@@ -60,6 +60,24 @@ wait_for "StatusText shows the new generation" bash -c "[[ \"\$($here/ns.sh run 
 check "/status: generation 2 serves" grep -q '"generation":2,' <(get /status)
 check "same main pid after reload" test "$(prop MainPID udsd)" = "$pid1"
 
+# allow_units: a client in allowed.service is served, one in another unit refused.  The
+# master reads each client's unit from its pidfd (SO_PEERPIDFD) and cgroup.
+run cp "$conf" "$conf.orig"
+run sh -c "printf '\n[listener units]\npath = /run/udsd/units.sock\nservice = echo\nmode = 0666\nallow_units = allowed.service\n' >> $conf"
+sc reload udsd
+units_client='import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect("/run/udsd/units.sock"); s.sendall(b"ping")
+try: print("served" if s.recv(4) == b"ping" else "refused")
+except ConnectionResetError: print("refused")'
+wait_for "the units listener is bound" test -S "$root/run/udsd/units.sock"
+check "a client of allowed.service is served" test "$(run systemd-run -q --wait --pipe --unit=allowed.service python3 -c "$units_client")" = served
+check "a client of other.service is refused" test "$(run systemd-run -q --wait --pipe --unit=other.service python3 -c "$units_client")" = refused
+check "the refusal names the unit" bash -c "$here/ns.sh run $state journalctl --no-pager -o cat -u udsd.service | grep -q 'unit other.service is not in allow_units'"
+check "/status counts it" grep -q '"allow_units":1' <(get /status)
+run mv "$conf.orig" "$conf"
+sc reload udsd
+wait_for "the units listener is gone" test ! -e "$root/run/udsd/units.sock"
+
 sc stop udsd
 check "stop: inactive" test "$(prop ActiveState udsd)" = inactive
 check "stop: Result=success" test "$(prop Result udsd)" = success

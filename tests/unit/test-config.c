@@ -51,14 +51,14 @@ test_valid(void **state)
 					    &c, err, sizeof(err)),
 			 0);
 	assert_string_equal(err, "");
-	assert_int_equal(c->workers, 3);
-	assert_int_equal(c->workers_min, 3);
-	assert_int_equal(c->threads, 2);
+	assert_int_equal(c->pools[0].workers, 3);
+	assert_int_equal(c->pools[0].workers_min, 3);
+	assert_int_equal(c->pools[0].threads, 2);
 	assert_int_equal(c->shutdown_timeout_usec, 250000);
-	assert_int_equal(c->user, 0);
-	assert_string_equal(c->user_name, "root");
-	assert_int_equal(c->user_gid, 0);
-	assert_int_equal(c->group, (gid_t)-1);
+	assert_int_equal(c->pools[0].user, 0);
+	assert_string_equal(c->pools[0].user_name, "root");
+	assert_int_equal(c->pools[0].user_gid, 0);
+	assert_int_equal(c->pools[0].group, (gid_t)-1);
 	assert_int_equal(c->n_listeners, 3);
 	const struct config_listener *l = config_find_listener(c, "main");
 	assert_non_null(l);
@@ -89,8 +89,8 @@ test_auto_workers(void **state)
 
 	(void)state;
 	assert_int_equal(config_load_string("t", "[listener a]\npath=/a\n", &c, err, sizeof(err)), 0);
-	assert_int_equal(c->workers, (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
-	assert_int_equal(c->threads, 4);
+	assert_int_equal(c->pools[0].workers, (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+	assert_int_equal(c->pools[0].threads, 4);
 	config_free(c);
 }
 
@@ -266,10 +266,17 @@ round_trip(const char *name, const char *text)
 		assert_non_null(strstr(first, want));
 	}
 	/* Printing loses nothing: the values themselves agree, not only their text. */
-	assert_true(a->workers == b->workers && a->workers_min == b->workers_min &&
-		    a->workers_max == b->workers_max && a->busy_poll_usec == b->busy_poll_usec &&
-		    a->exit_idle_usec == b->exit_idle_usec && a->user == b->user &&
-		    a->group == b->group && a->n_listeners == b->n_listeners);
+	assert_true(a->exit_idle_usec == b->exit_idle_usec && a->n_pools == b->n_pools &&
+		    a->n_listeners == b->n_listeners);
+	for (size_t i = 0; i < a->n_pools; i++) {
+		const struct config_pool *x = &a->pools[i], *y = &b->pools[i];
+		assert_string_equal(x->name, y->name);
+		assert_true(x->workers == y->workers && x->workers_min == y->workers_min &&
+			    x->workers_max == y->workers_max && x->busy_poll_usec == y->busy_poll_usec &&
+			    x->user == y->user && x->group == y->group &&
+			    x->request_timeout_usec == y->request_timeout_usec &&
+			    x->max_requests == y->max_requests && x->max_rss == y->max_rss);
+	}
 	for (size_t i = 0; i < a->n_listeners; i++) {
 		const struct config_listener *x = &a->listeners[i], *y = &b->listeners[i];
 		assert_string_equal(x->address, y->address);
@@ -341,7 +348,8 @@ assignment(const char *line, char *key, size_t keysize, char *value, size_t valu
  * (live or commented) is a key of the schema or of the http service it shows,
  * a commented key shows the default, and every key of both tables is there
  * with its default.  A live key may differ from its default only as an
- * example beside a commented line with the default.
+ * example beside a commented line with the default.  Lines starting with
+ * ";;" are an example file of their own (two pools): it must load.
  */
 static void
 test_example_file(void **state)
@@ -351,7 +359,8 @@ test_example_file(void **state)
 	bool core_seen[64] = { false }, http_seen[16] = { false };
 	enum config_section section = CONFIG_SECTION_NONE;
 	struct config *c = NULL;
-	char err[512] = "", line[1024];
+	char err[512] = "", line[1024], example[4096] = "";
+	size_t example_len = 0;
 	FILE *f;
 
 	(void)state;
@@ -367,10 +376,21 @@ test_example_file(void **state)
 
 		if (line[0] == '[')
 			section = strncmp(line, "[daemon]", 8) == 0 ? CONFIG_SECTION_DAEMON :
-								    CONFIG_SECTION_LISTENER;
+				  strncmp(line, "[pool", 5) == 0    ? CONFIG_SECTION_POOL :
+								      CONFIG_SECTION_LISTENER;
+		if (strncmp(line, ";;", 2) == 0) {
+			const char *ex = line + 2 + (line[2] == ' ');
+			assert_true(example_len + strlen(ex) < sizeof(example));
+			example_len += (size_t)snprintf(example + example_len,
+							sizeof(example) - example_len, "%s", ex);
+			continue;
+		}
 		if (!assignment(line, key, sizeof(key), value, sizeof(value), &commented))
 			continue;
 		const struct config_item *it = config_item_find(section, key);
+		/* [daemon] holds every pool's defaults. */
+		if (!it && section == CONFIG_SECTION_DAEMON)
+			it = config_item_find(CONFIG_SECTION_POOL, key);
 		size_t h = 0;
 		while (!it && h < n_http && strcmp(http[h].key, key) != 0)
 			h++;
@@ -384,9 +404,14 @@ test_example_file(void **state)
 			assert_false(commented); /* a commented key shows its default */
 	}
 	fclose(f);
+	print_message("the example:\n%s", example);
+	assert_int_equal(config_load_string("udsd.conf example", example, &c, err, sizeof(err)), 0);
+	assert_true(c->n_pools >= 2);
+	config_free(c);
 	for (size_t i = 0; i < config_n_items; i++) {
-		print_message("schema: [%s] %s = %s\n",
-			      config_items[i].section == CONFIG_SECTION_DAEMON ? "daemon" : "listener",
+		static const char *const names[] = { "", "daemon", "listener", "pool" };
+
+		print_message("schema: [%s] %s = %s\n", names[config_items[i].section],
 			      config_items[i].key, config_items[i].def ? config_items[i].def : "(required)");
 		assert_true(core_seen[i]);
 	}

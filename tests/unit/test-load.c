@@ -22,6 +22,7 @@
 struct bench {
 	struct generation gen, other;
 	struct config config;
+	struct config_pool pools[2];
 	struct config_listener listeners[2];
 	struct service services[2];
 	struct mworker workers[N_WORKERS];
@@ -44,8 +45,10 @@ setup(void **state)
 	b->st = aligned_alloc(STATUS_PAGE, sizeof(*b->st));
 	assert_non_null(b->st);
 	memset(b->st, 0, sizeof(*b->st));
-	b->config = (struct config){ .threads = N_THREADS, .max_connections = 100,
-				     .listeners = b->listeners, .n_listeners = 1 };
+	b->pools[0] = b->pools[1] = (struct config_pool){ .threads = N_THREADS,
+							   .max_connections = 100 };
+	b->config = (struct config){ .pools = b->pools, .n_pools = 1, .listeners = b->listeners,
+				     .n_listeners = 1 };
 	b->listeners[0].type = b->listeners[1].type = SOCK_STREAM;
 	b->services[0].ops = b->services[1].ops = &plain;
 	b->gen = (struct generation){ .id = 1, .config = &b->config, .services = b->services };
@@ -59,7 +62,7 @@ setup(void **state)
 	}
 	b->set = (struct load_set){ .targets = b->targets };
 	b->caps = (struct load_caps){ .per_worker = 100 };
-	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen);
+	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen, 0);
 	*state = b;
 	return 0;
 }
@@ -141,15 +144,31 @@ test_set_holds_the_running_workers_of_its_generation(void **state)
 
 	b->workers[0].state = WORKER_DRAINING;
 	b->workers[2].gen = &b->other;
-	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen);
+	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen, 0);
 	assert_int_equal(b->set.n_targets, N_THREADS);
 	for (unsigned t = 0; t < N_THREADS; t++)
 		assert_ptr_equal(b->set.targets[t], &b->chan[1][t]);
 	b->workers[1].state = WORKER_FREE;
-	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen);
+	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen, 0);
 	assert_int_equal(b->set.n_targets, 0);
 	assert_null(load_pick(&b->set, &b->caps));
 	assert_int_equal(load_room(&b->set, &b->caps), 0);
+}
+
+/* A pool's set holds its own workers, and none that is being replaced. */
+static void
+test_set_holds_its_pool_only(void **state)
+{
+	struct bench *b = *state;
+
+	b->workers[0].pool = 1;
+	b->workers[2].retiring = true;
+	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen, 0);
+	assert_int_equal(b->set.n_targets, N_THREADS);
+	assert_ptr_equal(b->set.targets[0], &b->chan[1][0]);
+	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen, 1);
+	assert_int_equal(b->set.n_targets, N_THREADS);
+	assert_ptr_equal(b->set.targets[0], &b->chan[0][0]);
 }
 
 static void
@@ -315,7 +334,7 @@ test_handshake_never_misses_a_close(void **state)
 
 	b->caps.per_worker = 1;
 	b->workers[1].state = b->workers[2].state = WORKER_FREE;
-	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen);
+	load_set_build(&b->set, b->workers, N_WORKERS, &b->gen, 0);
 	pthread_barrier_init(&r.go, NULL, 2);
 	pthread_barrier_init(&r.done, NULL, 2);
 	assert_int_equal(pthread_create(&th, NULL, race_worker, &r), 0);
@@ -343,23 +362,29 @@ test_caps(void **state)
 	struct load_caps caps;
 	unsigned reserve = 16 + 2 * N_THREADS;
 
-	b->config.max_connections = 100;
-	b->config.max_connections_total = 250;
-	load_caps_set(&caps, &b->gen, 1024);
+	b->pools[0].max_connections = 100;
+	b->pools[0].max_connections_total = 250;
+	load_caps_set(&caps, &b->gen, 0, 1024);
 	assert_int_equal(caps.per_worker, 100);
 	assert_int_equal(caps.total, 250);
-	load_caps_set(&caps, &b->gen, reserve + 40);
+	load_caps_set(&caps, &b->gen, 0, reserve + 40);
 	assert_int_equal(caps.per_worker, 40);
-	load_caps_set(&caps, &b->gen, 8); /* below the reserve: still one, not zero or a wrap */
+	load_caps_set(&caps, &b->gen, 0, 8); /* below the reserve: still one, not zero or a wrap */
 	assert_int_equal(caps.per_worker, 1);
 	/* A listener that takes descriptors needs room for a message's worth of them per thread. */
 	b->config.n_listeners = 2;
-	b->services[1].ops = &takes_fds;
-	load_caps_set(&caps, &b->gen, reserve + N_THREADS * FDPASS_MAX_FDS + 40);
+	b->services[1].flags = takes_fds.flags;
+	load_caps_set(&caps, &b->gen, 0, reserve + N_THREADS * FDPASS_MAX_FDS + 40);
 	assert_int_equal(caps.per_worker, 40);
-	b->services[1].ops = &plain;
+	/* ... but only a listener of the same pool. */
+	b->config.n_pools = 2;
+	b->listeners[1].pool = 1;
+	load_caps_set(&caps, &b->gen, 0, reserve + 40);
+	assert_int_equal(caps.per_worker, 40);
+	b->listeners[1].pool = 0;
+	b->services[1].flags = plain.flags;
 	b->listeners[1].type = SOCK_SEQPACKET;
-	load_caps_set(&caps, &b->gen, reserve + N_THREADS * FDPASS_MAX_FDS + 40);
+	load_caps_set(&caps, &b->gen, 0, reserve + N_THREADS * FDPASS_MAX_FDS + 40);
 	assert_int_equal(caps.per_worker, 40);
 }
 
@@ -373,6 +398,7 @@ main(void)
 		TEST(test_load_is_sent_minus_closed_plus_pending),
 		TEST(test_refresh_distrusts_the_worker),
 		TEST(test_set_holds_the_running_workers_of_its_generation),
+		TEST(test_set_holds_its_pool_only),
 		TEST(test_pick_least_loaded),
 		TEST(test_ties_rotate),
 		TEST(test_per_worker_cap),
