@@ -32,10 +32,11 @@
  * per connection (callgrind); a short LIFO of spares makes it a pop and a
  * push, and idle memory stays bounded.
  */
-#ifdef __SANITIZE_ADDRESS__
-#define CONN_SPARE_MAX 0 /* AddressSanitizer sees a use after the reap only in freed memory */
-#else
 #define CONN_SPARE_MAX 64
+#ifdef __SANITIZE_ADDRESS__
+#define CONN_SPARES false /* AddressSanitizer sees a use after the reap only in freed memory */
+#else
+#define CONN_SPARES true
 #endif
 
 /*
@@ -209,7 +210,7 @@ conn_reap(struct wthread *t)
 		t->freed += c->in_cap + c->out_cap;
 		free(c->in);
 		free(c->out);
-		if (t->n_spare < CONN_SPARE_MAX) {
+		if (CONN_SPARES && t->n_spare < CONN_SPARE_MAX) {
 			c->next_closed = t->spare;
 			t->spare = c;
 			t->n_spare++;
