@@ -249,7 +249,7 @@ accept_update_polling(struct master *m)
 		struct mlistener *l = &m->listeners[i];
 		bool want = !paused && listener_pool(m, l->index)->polling;
 
-		if (l->polling == want)
+		if (l->polling == want || l->type == SOCK_DGRAM)
 			continue;
 		struct epoll_event ev = { .events = want ? EPOLLIN : 0, .data.ptr = &l->watch };
 		if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "fd-util.h"
@@ -15,8 +16,8 @@
  * Functions taking a struct master run in the master; channel_thread_*() run
  * in a worker thread; the wire format below is shared.
  *
- * Wire format: a fixed 8-byte header, then for CHANNEL_FDS one byte per fd
- * naming its listener.  SOCK_SEQPACKET keeps each message and its fds together,
+ * Wire format: a fixed 8-byte header, then for CHANNEL_FDS and CHANNEL_DGRAM
+ * one byte per fd naming its listener.  SOCK_SEQPACKET keeps each message and its fds together,
  * so a message is received whole or not at all.
  */
 #define CHANNEL_HEADER 8
@@ -67,6 +68,7 @@ channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 	memcpy(&m.arg, p + 4, 4);
 	switch (m.type) {
 	case CHANNEL_FDS:
+	case CHANNEL_DGRAM:
 		if (m.count == 0 || m.count > CHANNEL_MAX_FDS || m.count != n_fds ||
 		    len != CHANNEL_HEADER + (size_t)m.count)
 			return -EBADMSG;
@@ -96,7 +98,7 @@ channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 
 /*
  * Receive and decode one message.  Returns 1 with a message (fds filled for
- * CHANNEL_FDS), 0 at end of file, or -errno; a malformed message has its fds
+ * CHANNEL_FDS and CHANNEL_DGRAM), 0 at end of file, or -errno; a malformed message has its fds
  * closed and is -EBADMSG.
  */
 int
@@ -273,7 +275,7 @@ channel_read(struct master *m, struct mchannel *ch)
 			ch->ready = true;
 			break;
 		default:
-			if (msg.type == CHANNEL_FDS)
+			if (msg.type == CHANNEL_FDS || msg.type == CHANNEL_DGRAM)
 				close_many(fds, msg.count);
 			log_error("worker %d: unexpected message %u", (int)w->pid, msg.type);
 		}
@@ -299,11 +301,67 @@ channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand)
 		for (size_t i = 0; i < ch->n_pending; i++)
 			kept += hand(m, w, ch->pending[i], ch->pending_listener[i]);
 		ch->n_pending = 0;
-		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0)
+		while (channel_recv(ch->peer, w->gen->config->n_listeners, &msg, fds) > 0) {
+			/* Our own copies of the dgram sockets stay with their listeners. */
+			if (msg.type == CHANNEL_DGRAM)
+				close_many(fds, msg.count);
 			for (size_t i = 0; msg.type == CHANNEL_FDS && i < msg.count; i++)
 				kept += hand(m, w, fds[i], msg.listener[i]);
+		}
 	}
 	return kept;
+}
+
+/*
+ * A new worker's threads each get the socket of every dgram listener of its
+ * pool, once, in the first message of their channels: sent before the fork,
+ * into a channel nothing else has used yet, so it cannot block.  A thread
+ * reads the sockets from then on, and says READY only once it has them all.
+ * ls is the set of w's generation (the pending one during a reload).
+ */
+int
+channel_send_dgram(struct mworker *w, const struct mlistener *ls, size_t n)
+{
+	const struct config *c = w->gen->config;
+	int fds[CONFIG_MAX_LISTENERS];
+	uint8_t index[CONFIG_MAX_LISTENERS];
+	size_t k = 0;
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		if (ls[i].type == SOCK_DGRAM && c->listeners[i].pool == w->pool) {
+			fds[k] = ls[i].fd;
+			index[k++] = (uint8_t)i;
+		}
+	for (unsigned t = 0; k > 0 && t < w->n_threads; t++) {
+		r = channel_send(w->chan[t].fd, CHANNEL_DGRAM, 0, fds, index, k);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * In a worker thread: the dgram listeners' sockets.  A thread that cannot
+ * read one of them cannot serve its listener: the worker exits and is
+ * replaced, as when setup fails.
+ */
+static void
+channel_thread_dgram(struct wthread *t, const struct channel_msg *m, int *fds)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < m->count; i++)
+		if (r >= 0)
+			r = dgram_thread_add(t, fds[i], m->listener[i]);
+		else
+			safe_close(fds[i]);
+	if (r >= 0 && dgram_thread_has_all(t))
+		r = channel_thread_ready(t);
+	if (r < 0) {
+		log_error("thread %u: taking the datagram sockets: %s", t->index, strerror(-r));
+		_exit(EXIT_FAILURE);
+	}
 }
 
 /* In a worker thread: the master's messages, one per readiness event. */
@@ -339,6 +397,9 @@ channel_thread_read(struct wthread *t)
 		break;
 	case CHANNEL_DRAIN:
 		worker_thread_drain(t);
+		break;
+	case CHANNEL_DGRAM:
+		channel_thread_dgram(t, &m, fds);
 		break;
 	default:
 		log_error("thread %u: unexpected message %u from master", t->index, m.type);

@@ -18,6 +18,7 @@
  *   credentials.c  a pool's user and groups, for its workers and plugin checks
  *   worker.c     the process (privileges, threads) and its threads' event loops
  *   conn.c       a client connection in a worker thread (the udsd_conn API)
+ *   dgram.c      a dgram listener's socket in a worker thread (the udsd_dgram API)
  *   echo.c, http.c, http-parser.c, http-settings.c: the built-in services
  * Master process
  *   main.c       setup, signals, reload (the pending generation), shutdown, sd_notify
@@ -87,6 +88,17 @@ extern const char *const refuse_reason_names[REFUSE_REASONS];
 #define STATUS_MAX_SLOTS 256
 #define STATUS_PAGE 4096
 
+/* dgram.c: what a thread did with the datagrams it read from dgram listeners. */
+struct status_dgram {
+	_Atomic uint64_t received;  /* read from a socket, whatever came of them */
+	_Atomic uint64_t refused;   /* dropped: the sender is not on the allow-lists */
+	_Atomic uint64_t oversize;  /* dropped: larger than max_datagram */
+	_Atomic uint64_t truncated; /* dropped: its control data (descriptors) did not fit */
+	_Atomic uint64_t failed;    /* on_datagram returned an error */
+	_Atomic uint64_t replies;
+	_Atomic uint64_t replies_dropped; /* would have blocked, or nowhere to go */
+};
+
 struct status_thread {
 	_Atomic uint64_t open;
 	_Atomic uint64_t accepted;
@@ -97,7 +109,8 @@ struct status_thread {
 	_Atomic uint64_t busy_since; /* when the current service callback began; 0: in none */
 	_Atomic uint32_t busy_listener; /* whose service that callback is */
 	_Atomic int32_t tid;	       /* the thread, for the master's stuck signal */
-} __attribute__((aligned(64))); /* one cache line each: threads never share a line */
+	struct status_dgram dgram;
+} __attribute__((aligned(64))); /* whole cache lines each: threads never share a line */
 
 struct status_worker {
 	_Atomic pid_t pid; /* 0: free slot */
@@ -125,6 +138,7 @@ int status_map(void);
 int status_restrict(unsigned slot);
 void status_forget(void);
 void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
+uint64_t status_datagrams(void);
 unsigned status_pool_workers(unsigned pool);
 
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
@@ -134,6 +148,7 @@ enum channel_type {
 	CHANNEL_CLOSED,  /* w→m: a client closed while the master waits for room */
 	CHANNEL_READY,   /* w→m: this thread serves */
 	CHANNEL_GONE,    /* w→m: a client of uid (arg) on the listener closed (max_connections_per_uid) */
+	CHANNEL_DGRAM,   /* m→w, once: the dgram listeners' sockets, listener index of each */
 };
 
 #define CHANNEL_MAX_FDS 64
@@ -217,6 +232,10 @@ struct wthread {
 	unsigned n_spare;
 	size_t freed; /* buffer bytes freed since the last malloc_trim() */
 	bool wake_master;
+	/* dgram.c: per listener, this thread's copy of its datagram socket (-EBADF: none). */
+	int dgram[CONFIG_MAX_LISTENERS];
+	unsigned dgram_wanted; /* dgram listeners: READY once every socket is here */
+	uint8_t *dgram_buf;    /* max_datagram bytes, when more than ibuf holds */
 	/* Closed clients of max_connections_per_uid listeners, not yet told to the master. */
 	struct { uint8_t listener; uid_t uid; } *gone;
 	size_t n_gone, cap_gone;
@@ -281,6 +300,25 @@ void conn_stuck(struct wthread *t);
 
 /* worker.c, for channel.c */
 void worker_thread_drain(struct wthread *t);
+
+/* dgram.c */
+extern char dgram_tags[CONFIG_MAX_LISTENERS];
+
+/* Is this epoll tag a dgram listener's (rather than a connection's)? */
+static inline bool
+dgram_is_tag(const void *ptr)
+{
+	uintptr_t p = (uintptr_t)ptr, tags = (uintptr_t)dgram_tags;
+
+	return p - tags < sizeof(dgram_tags);
+}
+
+int dgram_thread_setup(struct wthread *t);
+int dgram_thread_add(struct wthread *t, int fd, unsigned listener);
+bool dgram_thread_has_all(const struct wthread *t);
+void dgram_event(struct wthread *t, const void *tag);
+void dgram_thread_drain(struct wthread *t);
+void dgram_thread_teardown(struct wthread *t);
 
 /* channel.c, a worker thread's end */
 void channel_thread_read(struct wthread *t);
@@ -439,6 +477,8 @@ struct master {
 	uint64_t accept_resume_at; /* after EMFILE and friends */
 	bool waiting_for_room; /* some pool is */
 	uint64_t idle_since; /* exit_idle_time: no client anywhere since then */
+	bool has_dgram;	     /* a dgram listener: STATUS= and idleness count datagrams */
+	uint64_t datagrams_seen; /* status_datagrams() at the last idleness check */
 	unsigned fd_limit;
 	uint64_t next_status;
 	uint64_t watchdog_usec;
@@ -458,6 +498,7 @@ void channel_flush_all(struct master *m);
 void channel_drain(struct master *m, struct mworker *w);
 void channel_read(struct master *m, struct mchannel *ch);
 size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand);
+int channel_send_dgram(struct mworker *w, const struct mlistener *ls, size_t n);
 
 /* load.c */
 unsigned load_thread(const struct mchannel *ch);
@@ -488,6 +529,7 @@ void listeners_apply_passrights(const struct generation *g, struct mlistener *ls
 void listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file);
 bool listeners_pending(const struct master *m);
 bool listeners_all_passed(const struct master *m);
+bool listeners_has_dgram(const struct master *m);
 int listeners_remap(const struct config *to, const struct config *from, unsigned index);
 
 /* accept.c */

@@ -10,8 +10,18 @@ echo_data(struct udsd_conn *conn, const void *data, size_t len)
 	return (ssize_t)len;
 }
 
+/* Each datagram back to its sender; one that bound no address cannot be answered. */
+static int
+echo_datagram(struct udsd_dgram *d, const void *data, size_t len)
+{
+	(void)udsd_dgram_reply(d, data, len); /* a dropped reply is counted by udsd */
+	return 0;
+}
+
 const struct udsd_service service_echo = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 	.name = "echo",
+	.flags = UDSD_SERVICE_DATAGRAMS,
 	.on_data = echo_data,
+	.on_datagram = echo_datagram,
 };

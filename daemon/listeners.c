@@ -64,10 +64,17 @@ take_passed(const struct config *c, const struct config_listener *cl,
 		return 0;
 	int r = listener_check_fd(a->fd, address_family(cl->address), cl->type);
 	if (r <= 0) {
-		log_error("fd %d \"%s\": not a listening %s %s socket (listener %s)", a->fd, a->name,
+		log_error("fd %d \"%s\": not a %s %s %s socket (listener %s)", a->fd, a->name,
+			  cl->type == SOCK_DGRAM ? "bound" : "listening",
 			  address_family(cl->address) == AF_UNIX ? "Unix" : "TCP",
-			  cl->type == SOCK_STREAM ? "stream" : "seqpacket", cl->name);
+			  cl->type == SOCK_STREAM ? "stream" :
+			  cl->type == SOCK_DGRAM ? "dgram" : "seqpacket", cl->name);
 		return -EINVAL;
+	}
+	/* systemd sets it only with PassCredentials=yes; allow-lists and senders need it. */
+	if (cl->type == SOCK_DGRAM && (r = listener_pass_credentials(a->fd)) < 0) {
+		log_error("listener %s: SO_PASSCRED: %s", cl->name, strerror(-r));
+		return r;
 	}
 	a->used = true;
 	l->fd = a->fd;
@@ -106,6 +113,8 @@ listeners_open_one(const struct config *c, const struct config_listener *cl, str
 				  r == -EADDRINUSE ? "another server is listening there" :
 				  r == -EEXIST	    ? "exists and is not a socket; not touching it" :
 				  r == -ENAMETOOLONG ? "too long for a socket address" :
+				  r == -ELOOP	     ? "goes through a symlink; a dgram socket answers from "
+							       "its path, so write the path it really has" :
 						       strerror(-r);
 		log_error("listener %s: %s: %s", cl->name, cl->address, why);
 		return r;
@@ -313,6 +322,9 @@ listeners_install(struct master *m, struct mlistener *ls, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		struct epoll_event ev = { .events = 0, .data.ptr = &ls[i].watch };
 		ls[i].polling = false;
+		/* The master never reads a datagram: worker threads do (dgram.c). */
+		if (ls[i].type == SOCK_DGRAM)
+			continue;
 		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, ls[i].fd, &ev) < 0)
 			log_error("epoll_ctl: %s", strerror(errno));
 	}
@@ -336,6 +348,15 @@ listeners_all_passed(const struct master *m)
 		if (!m->listeners[i].passed)
 			return false;
 	return true;
+}
+
+bool
+listeners_has_dgram(const struct master *m)
+{
+	for (size_t i = 0; i < m->n_listeners; i++)
+		if (m->listeners[i].type == SOCK_DGRAM)
+			return true;
+	return false;
 }
 
 /* Listener index of config from, as an index of config to (matched by name), or -ENOENT. */

@@ -124,6 +124,7 @@ notify_status(struct master *m, bool force, const char *also)
 	uint64_t open, accepted, now = now_usec();
 	unsigned workers;
 	char text[sizeof(m->status_text)], failed[sizeof(m->reload_error) + 32] = "", pool[32] = "";
+	char dgrams[48] = "";
 	char pools[256];
 
 	if (!force && !also[0] && now < m->next_status)
@@ -135,9 +136,12 @@ notify_status(struct master *m, bool force, const char *also)
 	pools_text(m, pools, sizeof(pools));
 	if (m->reload_error[0])
 		snprintf(failed, sizeof(failed), "reload failed: %s; ", m->reload_error);
-	snprintf(text, sizeof(text), "%s%s%u workers%s (generation %u), %llu open, %llu served%s%s",
+	if (m->has_dgram)
+		snprintf(dgrams, sizeof(dgrams), ", %llu datagrams",
+			 (unsigned long long)status_datagrams());
+	snprintf(text, sizeof(text), "%s%s%u workers%s (generation %u), %llu open, %llu served%s%s%s",
 		 m->stopping ? "stopping: " : "", failed, workers, pool, m->gen->id,
-		 (unsigned long long)open, (unsigned long long)accepted,
+		 (unsigned long long)open, (unsigned long long)accepted, dgrams,
 		 pools_crashes(m) ? ", workers crashed" : "", pools);
 	if (!also[0] && strcmp(text, m->status_text) == 0)
 		return;
@@ -291,6 +295,7 @@ reload_switch(struct master *m)
 
 	listeners_install(m, m->pending_listeners, g->config->n_listeners);
 	listeners_apply_perms(g->config, m->listeners);
+	m->has_dgram = listeners_has_dgram(m);
 	listeners_apply_passrights(g, m->listeners, false);
 	m->pending_listeners = NULL;
 	m->pending = NULL;
@@ -412,11 +417,15 @@ stop(struct master *m, const char *why)
 static void
 idle_exit_check(struct master *m)
 {
-	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec();
+	uint64_t limit = m->gen->config->exit_idle_usec, now = now_usec(), datagrams;
 	bool busy = m->pending != NULL;
 
 	if (!limit || !m->activated || m->stopping || !listeners_all_passed(m))
 		return;
+	/* Datagrams hold no connection open: their count moving is what shows traffic. */
+	datagrams = m->has_dgram ? status_datagrams() : 0;
+	busy |= datagrams != m->datagrams_seen;
+	m->datagrams_seen = datagrams;
 	for (size_t i = 0; i < m->n_slots && !busy; i++) {
 		const struct mworker *w = &m->workers[i];
 		busy = w->state == WORKER_DRAINING ||
@@ -701,6 +710,7 @@ main(int argc, char **argv)
 	listeners_install(m, ls, c->n_listeners);
 	listeners_apply_passrights(g, m->listeners, false);
 	listeners_warn_unused_passed();
+	m->has_dgram = listeners_has_dgram(m);
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
 	if (c->exit_idle_usec && !listeners_all_passed(m))

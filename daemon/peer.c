@@ -57,21 +57,12 @@ peer_ids_allowed(const struct config_listener *cl, int fd, const struct ucred *c
 	const gid_t *groups = NULL;
 	size_t n = 0;
 
-	if (cl->n_allow_uids == 0 && cl->n_allow_gids == 0)
+	/* The uid and primary gid first: the groups cost a system call (or two). */
+	if (config_listener_admits(cl, cred->uid, cred->gid, NULL, 0))
 		return true;
-	for (size_t i = 0; i < cl->n_allow_uids; i++)
-		if (cl->allow_uids[i] == cred->uid)
-			return true;
 	if (cl->n_allow_gids > 0)
 		n = peer_groups(fd, small, ELEMENTSOF(small), &big, &groups);
-	for (size_t i = 0; i < cl->n_allow_gids; i++) {
-		if (cl->allow_gids[i] == cred->gid)
-			return true;
-		for (size_t k = 0; k < n; k++)
-			if (cl->allow_gids[i] == groups[k])
-				return true;
-	}
-	return false;
+	return n > 0 && config_listener_admits(cl, cred->uid, cred->gid, groups, n);
 }
 
 /* The pid a pidfd names, in our pid namespace, from /proc/self/fdinfo; -ESRCH once it exited. */

@@ -219,8 +219,13 @@ pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index
 			       .gen = g, .n_threads = g->config->pools[pool].threads,
 			       .started_usec = now_usec() };
 	r = channel_open(m, w);
-	if (r < 0)
+	if (r >= 0)
+		r = channel_send_dgram(w, g == m->pending ? m->pending_listeners : m->listeners,
+				       g->config->n_listeners);
+	if (r < 0) {
+		channel_close(m, w);
 		return r;
+	}
 	w->max_requests = max_requests_jittered(&g->config->pools[pool]);
 
 	struct status_worker *sw = &status->slots[w->slot];

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "daemon.h"
 
@@ -38,6 +40,26 @@ service_builtin(struct service *s, const struct config *c, const struct config_l
 	return -ENOENT;
 }
 
+/*
+ * The service has what its listener's type needs: on_data for streams and
+ * seqpacket, on_datagram (and UDSD_SERVICE_DATAGRAMS, which says the table has
+ * it) for datagrams.  Only where ops is known: for a plugin, in a child with
+ * the pool's credentials or in the pool's workers.
+ */
+static int
+service_fits(const struct udsd_service *ops, const struct config *c,
+	     const struct config_listener *l, char *err, size_t errlen)
+{
+	bool dgram = l->type == SOCK_DGRAM;
+
+	if (dgram ? ops->flags & UDSD_SERVICE_DATAGRAMS && ops->on_datagram : ops->on_data != NULL)
+		return 0;
+	snprintf(err, errlen, "%s:%u: service: %s has no %s, so it cannot serve a %s listener",
+		 c->file, l->service_line, ops->name, dgram ? "on_datagram" : "on_data",
+		 dgram ? "dgram" : l->type == SOCK_SEQPACKET ? "seqpacket" : "stream");
+	return -EINVAL;
+}
+
 /* dlopen() and dlsym() a plugin, and hold it to the API; in a child of the master only. */
 int
 service_load_plugin(struct service *s, const struct config *c, const struct config_listener *l,
@@ -63,12 +85,12 @@ service_load_plugin(struct service *s, const struct config *c, const struct conf
 			 UDSD_SERVICE_API_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	if (!s->ops->on_data || !s->ops->name) {
-		snprintf(err, errlen, "%s:%u: service: %s has no name or no on_data", c->file,
-			 l->service_line, name);
+	if (!s->ops->name) {
+		snprintf(err, errlen, "%s:%u: service: %s has no name", c->file, l->service_line,
+			 name);
 		return -EINVAL;
 	}
-	return 0;
+	return service_fits(s->ops, c, l, err, errlen);
 }
 
 /* The listener's own keys, as the service sees them (no service code runs here). */
@@ -138,6 +160,8 @@ service_resolve(const struct config *c, struct service **ret, char *err, size_t 
 		if (r < 0 || service_is_plugin(l))
 			continue;
 		r = service_builtin(&s[i], c, l, err, errlen);
+		if (r >= 0)
+			r = service_fits(s[i].ops, c, l, err, errlen);
 		if (r >= 0)
 			r = service_check(&s[i], c, l, err, errlen);
 		if (r >= 0)

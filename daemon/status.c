@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -150,6 +151,23 @@ status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers)
 	*ret_workers = workers;
 }
 
+/* Datagrams read by the live workers: the master's sign of datagram traffic. */
+uint64_t
+status_datagrams(void)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < STATUS_MAX_SLOTS; i++) {
+		struct status_worker *w = &status->slots[i];
+
+		if (atomic_load_explicit(&w->pid, memory_order_relaxed) == 0)
+			continue;
+		for (unsigned t = 0; t < w->n_threads && t < CONFIG_MAX_THREADS; t++)
+			n += load(&w->threads[t].dgram.received);
+	}
+	return n;
+}
+
 /* Workers of the current generation in a pool of its config. */
 unsigned
 status_pool_workers(unsigned pool)
@@ -202,6 +220,32 @@ out_json_string(struct out *o, const char *s)
 	out_printf(o, "\"");
 }
 
+/* A worker's datagram counters, summed over its threads (dgram.c). */
+static void
+out_datagrams(struct out *o, const struct status_worker *w)
+{
+	uint64_t n[7] = { 0 };
+
+	for (unsigned t = 0; t < w->n_threads && t < CONFIG_MAX_THREADS; t++) {
+		struct status_dgram *d = (struct status_dgram *)&w->threads[t].dgram;
+
+		n[0] += load(&d->received);
+		n[1] += load(&d->refused);
+		n[2] += load(&d->oversize);
+		n[3] += load(&d->truncated);
+		n[4] += load(&d->failed);
+		n[5] += load(&d->replies);
+		n[6] += load(&d->replies_dropped);
+	}
+	out_printf(o,
+		   ",\"datagrams\":{\"received\":%llu,\"dropped\":{\"refused\":%llu,"
+		   "\"oversize\":%llu,\"truncated\":%llu},\"failed\":%llu,\"replies\":%llu,"
+		   "\"replies_dropped\":%llu}",
+		   (unsigned long long)n[0], (unsigned long long)n[1], (unsigned long long)n[2],
+		   (unsigned long long)n[3], (unsigned long long)n[4], (unsigned long long)n[5],
+		   (unsigned long long)n[6]);
+}
+
 static void
 out_worker(struct out *o, const struct status_worker *w, bool first)
 {
@@ -231,7 +275,9 @@ out_worker(struct out *o, const struct status_worker *w, bool first)
 	for (unsigned t = 0; t < w->n_threads && t < CONFIG_MAX_THREADS; t++)
 		out_printf(o, "%s%llu", t ? "," : "",
 			   (unsigned long long)load((_Atomic uint64_t *)&w->threads[t].accepted));
-	out_printf(o, "]}");
+	out_printf(o, "]");
+	out_datagrams(o, w);
+	out_printf(o, "}");
 }
 
 /* The clients the master refused, by reason: "refused_by":{"allow_uids":2,...}. */
@@ -310,6 +356,12 @@ udsd_status_json(char *buf, size_t size)
 		out_json_string(&o, l->address);
 		out_printf(&o, ",\"service\":");
 		out_json_string(&o, l->service);
+		/* Stream, the default, goes without saying. */
+		if (l->type != SOCK_STREAM)
+			out_printf(&o, ",\"type\":\"%s\"",
+				   l->type == SOCK_DGRAM ? "dgram" : "seqpacket");
+		if (l->type == SOCK_DGRAM)
+			out_printf(&o, ",\"max_datagram\":%llu", (unsigned long long)l->max_datagram);
 		if (l->kind == LISTENER_PATH)
 			out_printf(&o, ",\"mode\":\"%04o\"", (unsigned)l->mode);
 		out_printf(&o, "}");

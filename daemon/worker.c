@@ -72,6 +72,7 @@ worker_thread_drain(struct wthread *t)
 	if (t->draining)
 		return;
 	t->draining = true;
+	dgram_thread_drain(t);
 	/* conn_drain() may close c: a closed connection keeps its memory and next pointer till the round ends. */
 	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
 		next = c->next;
@@ -129,6 +130,9 @@ thread_setup(struct wthread *t)
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 	pthread_once(&once, malloc_setup);
+	r = dgram_thread_setup(t);
+	if (r < 0)
+		return r;
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (t->epfd < 0)
 		return negative_errno();
@@ -151,7 +155,8 @@ thread_setup(struct wthread *t)
 	}
 	t->now = now_usec();
 	atomic_store_explicit(&t->stats->heartbeat_usec, t->now, memory_order_relaxed);
-	return channel_thread_ready(t);
+	/* With dgram listeners, READY waits for their sockets (channel_thread_read()). */
+	return dgram_thread_has_all(t) ? channel_thread_ready(t) : 0;
 }
 
 static void
@@ -163,6 +168,7 @@ thread_teardown(struct wthread *t)
 		conn_close(t->conns);
 	conn_reap(t);
 	conn_free_spares(t);
+	dgram_thread_teardown(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
 		if (spec->config->listeners[i].pool == spec->pool_index && spec->services[i].ops->fini)
 			spec->services[i].ops->fini(t->state[i]);
@@ -222,6 +228,8 @@ thread_run(void *userdata)
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.ptr == &channel_tag)
 				channel_thread_read(t);
+			else if (dgram_is_tag(events[i].data.ptr))
+				dgram_event(t, events[i].data.ptr);
 			else
 				conn_event(events[i].data.ptr, events[i].events);
 		}

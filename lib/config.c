@@ -37,6 +37,8 @@ struct config_type {
 #define ID_GROUP (1u << 8)  /* ids are groups (uid_t and gid_t are both unsigned int) */
 #define FILE_ONLY (1u << 9) /* for socket files, not @abstract or tcp: listeners */
 #define WIDE (1u << 10)	    /* a number in a uint64_t, not an unsigned (services' keys) */
+#define DGRAM_ONLY (1u << 11) /* for type = dgram listeners only */
+#define CONN_ONLY (1u << 12)  /* for listeners with connections: stream and seqpacket */
 
 #define FIELD(type, base, it) ((type *)((char *)(base) + (it)->offset))
 #define CFIELD(type, base, it) ((const type *)((const char *)(base) + (it)->offset))
@@ -357,15 +359,19 @@ parse_socktype(const struct config_item *it, const char *value, void *base, char
 		*FIELD(int, base, it) = SOCK_STREAM;
 	else if (strcmp(value, "seqpacket") == 0)
 		*FIELD(int, base, it) = SOCK_SEQPACKET;
+	else if (strcmp(value, "dgram") == 0)
+		*FIELD(int, base, it) = SOCK_DGRAM;
 	else
-		return bad(what, "'%s' is not stream or seqpacket", value);
+		return bad(what, "'%s' is not stream, seqpacket or dgram", value);
 	return 0;
 }
 
 static void
 print_socktype(const struct config_item *it, const void *base, FILE *f)
 {
-	fputs(*CFIELD(int, base, it) == SOCK_SEQPACKET ? "seqpacket" : "stream", f);
+	int type = *CFIELD(int, base, it);
+
+	fputs(type == SOCK_SEQPACKET ? "seqpacket" : type == SOCK_DGRAM ? "dgram" : "stream", f);
 }
 
 static const struct config_type type_socktype = { parse_socktype, print_socktype, NULL };
@@ -721,23 +727,26 @@ const struct config_item config_items[] = {
 		 "echo, http or /path/to/service.so"),
 	LISTENER("pool", type_name, pool_name, 0, 0, 0, "",
 		 "the [pool NAME] whose workers serve it; empty = the default pool"),
-	LISTENER("type", type_socktype, type, 0, 0, 0, "stream", "stream or seqpacket"),
+	LISTENER("type", type_socktype, type, 0, 0, 0, "stream",
+		 "stream, seqpacket or dgram (path and @abstract only)"),
 	LISTENER("owner", type_id, owner, 0, 0, FILE_ONLY, "", "the socket file's owner"),
 	LISTENER("group", type_id, group, 0, 0, ID_GROUP | FILE_ONLY, "",
 		 "the socket file's group"),
 	LISTENER("mode", type_mode, mode, 0, 0, FILE_ONLY, "0660", "the socket file's mode"),
-	LISTENER("backlog", type_uint, backlog, 1, 65535, 0, "4096",
+	LISTENER("backlog", type_uint, backlog, 1, 65535, CONN_ONLY, "4096",
 		 "clients the kernel queues until they are accepted"),
-	LISTENER("idle_timeout", type_duration, idle_timeout_usec, 0, 0, CONFIG_OFF, "60s",
+	LISTENER("idle_timeout", type_duration, idle_timeout_usec, 0, 0, CONFIG_OFF | CONN_ONLY, "60s",
 		 "close a client that sends nothing, or takes no output, for this long"),
 	LISTENER("allow_uids", type_allow, allow_uids, 0, 0, 0, "",
 		 "admit only these users (SO_PEERCRED); empty = anyone the mode lets in"),
 	LISTENER("allow_gids", type_allow, allow_gids, 0, 0, ID_GROUP, "",
 		 "admit only members of these groups, primary or supplementary"),
-	LISTENER("allow_units", type_units, allow_units, 0, 0, 0, "",
+	LISTENER("allow_units", type_units, allow_units, 0, 0, CONN_ONLY, "",
 		 "admit only clients running in these systemd units; empty = any"),
-	LISTENER("max_connections_per_uid", type_uint, max_per_uid, 0, 100000000, 0, "0",
+	LISTENER("max_connections_per_uid", type_uint, max_per_uid, 0, 100000000, CONN_ONLY, "0",
 		 "most clients one user holds open on this listener; 0 = no limit"),
+	LISTENER("max_datagram", type_size, max_datagram, 1, 16 << 20, DGRAM_ONLY, "64k",
+		 "dgram: a larger datagram is dropped and counted, never truncated"),
 };
 
 const size_t config_n_items = ELEMENTSOF(config_items);
@@ -1112,6 +1121,29 @@ flagged_line(const struct parse *p, size_t i, unsigned flags)
 	return line;
 }
 
+/* Where listener i set the key of row it. */
+static unsigned
+item_line(const struct parse *p, size_t i, const struct config_item *it)
+{
+	return p->lines[LINES_LISTENER(i)][it - config_items];
+}
+
+/* The key with these flags that listener i set first; NULL if it set none. */
+static const struct config_item *
+flagged_item(const struct parse *p, size_t i, unsigned flags)
+{
+	const struct config_item *first = NULL;
+
+	for (size_t k = 0; k < N_ITEMS; k++) {
+		const struct config_item *it = &config_items[k];
+
+		if (it->section == CONFIG_SECTION_LISTENER && it->flags & flags && item_line(p, i, it) &&
+		    (!first || item_line(p, i, it) < item_line(p, i, first)))
+			first = it;
+	}
+	return first;
+}
+
 static int
 validate_listener(struct parse *p, size_t i)
 {
@@ -1119,11 +1151,14 @@ validate_listener(struct parse *p, size_t i)
 	const enum config_section s = CONFIG_SECTION_LISTENER;
 	unsigned uids = key_line(p, LINES_LISTENER(i), s, "allow_uids");
 	unsigned gids = key_line(p, LINES_LISTENER(i), s, "allow_gids");
+	const struct config_item *dgram, *conn;
 
 	l->service_line = key_line(p, LINES_LISTENER(i), s, "service");
 	if (l->service_line == 0)
 		l->service_line = l->line;
 	l->perm_line = flagged_line(p, i, FILE_ONLY);
+	dgram = flagged_item(p, i, DGRAM_ONLY);
+	conn = flagged_item(p, i, CONN_ONLY);
 	if (!l->address)
 		return parse_fail(p, l->line, "[listener %s] has no path", l->name);
 	if (l->kind != LISTENER_PATH && l->perm_line)
@@ -1132,6 +1167,12 @@ validate_listener(struct parse *p, size_t i)
 				  l->address);
 	if (l->kind == LISTENER_TCP && l->type != SOCK_STREAM)
 		return parse_fail(p, l->line, "tcp listeners are stream only");
+	if (l->type != SOCK_DGRAM && dgram)
+		return parse_fail(p, item_line(p, i, dgram), "%s applies to type = dgram listeners",
+				  dgram->key);
+	if (l->type == SOCK_DGRAM && conn)
+		return parse_fail(p, item_line(p, i, conn),
+				  "%s applies to connections; a dgram listener has none", conn->key);
 	/* Checked in the master with SO_PEERCRED, which TCP has not: it would refuse everyone. */
 	if (l->kind == LISTENER_TCP && (l->n_allow_uids || l->n_allow_gids)) {
 		unsigned line = l->n_allow_uids ? uids : gids;
@@ -1379,7 +1420,7 @@ dump_key(const char *key, const char *value, FILE *f)
 }
 
 static int
-dump_section(const void *base, enum config_section section, bool no_file, FILE *f)
+dump_section(const void *base, enum config_section section, bool no_file, bool no_dgram, FILE *f)
 {
 	for (size_t i = 0; i < N_ITEMS; i++) {
 		const struct config_item *it = &config_items[i];
@@ -1395,7 +1436,10 @@ dump_section(const void *base, enum config_section section, bool no_file, FILE *
 		if (fclose(v) != 0)
 			return -ENOMEM;
 		/* A key that cannot apply is shown, not set: setting it is an error. */
-		fprintf(f, "; %s\n%s", it->doc, no_file && it->flags & FILE_ONLY ? "; " : "");
+		fprintf(f, "; %s\n%s", it->doc,
+			(no_file && it->flags & FILE_ONLY) || (no_dgram && it->flags & DGRAM_ONLY) ||
+					(!no_dgram && it->flags & CONN_ONLY) ?
+				"; " : "");
 		dump_key(it->key, value, f);
 	}
 	return 0;
@@ -1408,16 +1452,17 @@ config_dump(const struct config *c, FILE *f)
 
 	fprintf(f, "; The effective configuration of %s, printed by udsd -T.\n\n[daemon]\n",
 		c->file);
-	r = dump_section(c, CONFIG_SECTION_DAEMON, false, f);
+	r = dump_section(c, CONFIG_SECTION_DAEMON, false, false, f);
 	for (size_t i = 0; i < c->n_pools && r >= 0; i++) {
 		fprintf(f, "\n[pool %s]\n", c->pools[i].name);
-		r = dump_section(&c->pools[i], CONFIG_SECTION_POOL, false, f);
+		r = dump_section(&c->pools[i], CONFIG_SECTION_POOL, false, false, f);
 	}
 	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
 		const struct config_listener *l = &c->listeners[i];
 
 		fprintf(f, "\n[listener %s]\n", l->name);
-		r = dump_section(l, CONFIG_SECTION_LISTENER, l->kind != LISTENER_PATH, f);
+		r = dump_section(l, CONFIG_SECTION_LISTENER, l->kind != LISTENER_PATH,
+				 l->type != SOCK_DGRAM, f);
 		if (l->n_extra)
 			fprintf(f, "; for the %s service, as written\n", l->service);
 		for (size_t k = 0; k < l->n_extra; k++)
@@ -1455,6 +1500,25 @@ config_free(struct config *c)
 	free(c->pools);
 	free(c->file);
 	free(c);
+}
+
+bool
+config_listener_admits(const struct config_listener *l, uid_t uid, gid_t gid,
+		       const gid_t *groups, size_t n_groups)
+{
+	if (l->n_allow_uids == 0 && l->n_allow_gids == 0)
+		return true;
+	for (size_t i = 0; i < l->n_allow_uids; i++)
+		if (l->allow_uids[i] == uid)
+			return true;
+	for (size_t i = 0; i < l->n_allow_gids; i++) {
+		if (l->allow_gids[i] == gid)
+			return true;
+		for (size_t k = 0; k < n_groups; k++)
+			if (l->allow_gids[i] == groups[k])
+				return true;
+	}
+	return false;
 }
 
 const struct config_listener *

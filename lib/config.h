@@ -41,7 +41,7 @@ struct config_listener {
 	unsigned line; /* of the [listener NAME] header */
 	char *address; /* as written: /path, @name or tcp:host:port */
 	enum listener_kind kind;
-	int type; /* SOCK_STREAM or SOCK_SEQPACKET */
+	int type; /* SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM */
 	char *service;
 	unsigned service_line;
 	uid_t owner; /* (uid_t)-1: leave as created */
@@ -59,6 +59,7 @@ struct config_listener {
 	unsigned max_per_uid; /* max_connections_per_uid; 0: no limit */
 	char *pool_name;      /* as written; NULL: the default pool */
 	unsigned pool;	      /* index in config->pools, once validated */
+	uint64_t max_datagram; /* dgram: larger datagrams are dropped */
 	struct config_kv *extra;
 	size_t n_extra;
 };
@@ -143,3 +144,10 @@ int config_dump(const struct config *c, FILE *f);
 
 const struct config_listener *config_find_listener(const struct config *c, const char *name);
 const struct config_pool *config_find_pool(const struct config *c, const char *name);
+
+/*
+ * Do these credentials pass l's allow_uids and allow_gids (empty lists admit
+ * everyone)?  groups are the supplementary groups, where known.
+ */
+bool config_listener_admits(const struct config_listener *l, uid_t uid, gid_t gid,
+			    const gid_t *groups, size_t n_groups);

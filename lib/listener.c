@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -267,8 +268,45 @@ identify_bound(struct listener_file *f)
 	return 0;
 }
 
+/*
+ * A datagram socket's address is where its replies come from, and clients
+ * (socat's UNIX-SENDTO, for one) drop replies from any address but the one
+ * they sent to: bound by its name in dir_fd, the socket would answer from
+ * "name", not from its path.  So bind it by the path as written, which is as
+ * safe only while that path leads to dir_fd with no symlink on the way:
+ * listener_check_dir() then guarantees that nobody but root and us can change
+ * where it leads.  -ELOOP if it goes through a symlink.
+ */
 static int
-bind_file(struct listener_file *f, int fd, int type, char *err, size_t errlen)
+bind_path(const struct listener_file *f, int fd, const char *address)
+{
+	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+				.resolve = RESOLVE_NO_SYMLINKS };
+	const char *slash = strrchr(address, '/');
+	_cleanup_free_ char *dir = strndup(address, slash == address ? 1 : (size_t)(slash - address));
+	struct sockaddr_un sa;
+	struct stat a, b;
+	socklen_t len;
+	int r;
+
+	if (!dir)
+		return -ENOMEM;
+	_cleanup_close_ int dfd = (int)syscall(SYS_openat2, AT_FDCWD, dir, &how, sizeof(how));
+	if (dfd < 0)
+		return errno == ELOOP || errno == EXDEV ? -ELOOP : negative_errno();
+	if (fstat(dfd, &a) < 0 || fstat(f->dir_fd, &b) < 0)
+		return negative_errno();
+	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		return -ELOOP;
+	r = listener_sockaddr(address, &sa, &len);
+	if (r < 0)
+		return r;
+	return bind(fd, (const struct sockaddr *)&sa, len) < 0 ? negative_errno() : 0;
+}
+
+static int
+bind_file(struct listener_file *f, int fd, const char *address, int type, char *err,
+	  size_t errlen)
 {
 	int r;
 
@@ -282,7 +320,7 @@ bind_file(struct listener_file *f, int fd, int type, char *err, size_t errlen)
 		return negative_errno();
 	/* The master is single-threaded, so changing the umask around bind() races nobody. */
 	mode_t old = umask(0777);
-	r = sock_at(f->dir_fd, fd, f->name, true);
+	r = type == SOCK_DGRAM ? bind_path(f, fd, address) : sock_at(f->dir_fd, fd, f->name, true);
 	umask(old);
 	if (r < 0)
 		return r;
@@ -321,12 +359,16 @@ listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, gid_
 	_cleanup_close_ int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return negative_errno();
-	r = is_file ? bind_file(&f, fd, type, err, errlen) : bind_abstract(fd, address);
+	/* Before bind(): a datagram queued without credentials could not be checked. */
+	if (type == SOCK_DGRAM && (r = listener_pass_credentials(fd)) < 0)
+		return r;
+	r = is_file ? bind_file(&f, fd, address, type, err, errlen) : bind_abstract(fd, address);
 	if (r < 0)
 		return r;
 	if (is_file)
 		r = listener_set_perms(&f, mode, owner, group);
-	if (r == 0 && listen(fd, backlog) < 0)
+	/* A datagram socket is bound and that is all: nothing listens or accepts. */
+	if (r == 0 && type != SOCK_DGRAM && listen(fd, backlog) < 0)
 		r = negative_errno();
 	if (r < 0) {
 		if (is_file)
@@ -339,6 +381,14 @@ listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, gid_
 		f = LISTENER_FILE_NULL;
 	}
 	return 0;
+}
+
+int
+listener_pass_credentials(int fd)
+{
+	static const int one = 1;
+
+	return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ? negative_errno() : 0;
 }
 
 int
@@ -385,9 +435,10 @@ listener_check_fd(int fd, int family, int type)
 	if (v != type)
 		return 0;
 	vl = sizeof(v);
-	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) < 0)
+	/* A datagram socket never listens: being bound is all it takes. */
+	if (type != SOCK_DGRAM && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) < 0)
 		return negative_errno();
-	if (!v)
+	if (type != SOCK_DGRAM && !v)
 		return 0;
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
 		return negative_errno();

@@ -38,7 +38,10 @@ void listener_file_done(struct listener_file *f);
 int listener_check_dir(int dir_fd, char *err, size_t errlen);
 
 /*
- * Create a listening AF_UNIX socket of the given type at address.  For a file
+ * Create a listening AF_UNIX socket of the given type at address (for
+ * SOCK_DGRAM: bound, with SO_PASSCRED set before bind(), so that every
+ * datagram it ever receives carries its sender's credentials; backlog is
+ * unused).  For a file
  * path: the directory must pass listener_check_dir() (-EPERM and err if not);
  * a stale socket file (nothing accepts on it) is replaced; a live one is
  * -EADDRINUSE and left alone; anything that is not a socket is -EEXIST and
@@ -46,6 +49,8 @@ int listener_check_dir(int dir_fd, char *err, size_t errlen);
  * group and mode, so it is never more open than asked, not even for an
  * instant.  owner/group may be -1 to leave them.  Returns a non-blocking,
  * close-on-exec fd and, for a path, the file in ret_file (may be NULL).
+ * A datagram socket file is bound by its path as written, which its replies
+ * come from; -ELOOP if that path goes through a symlink.
  * err/errlen may be NULL/0.
  */
 int listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, gid_t group,
@@ -62,7 +67,13 @@ int listener_open_tcp(const char *address, int backlog, int *ret_fd);
  */
 int listener_set_perms(const struct listener_file *f, mode_t mode, uid_t owner, gid_t group);
 
-/* Is fd a listening socket of this family and type?  1 yes, 0 no, -errno on error. */
+/* SO_PASSCRED on fd: each datagram received from now on carries SCM_CREDENTIALS. */
+int listener_pass_credentials(int fd);
+
+/*
+ * Is fd a listening socket of this family and type (SOCK_DGRAM: a bound one)?
+ * 1 yes, 0 no, -errno on error.
+ */
 int listener_check_fd(int fd, int family, int type);
 
 /* Unlink f only if its name still leads to the socket udsd bound (-ESTALE if not). */

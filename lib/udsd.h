@@ -19,16 +19,23 @@
  * Threading: every callback of one connection runs on the same worker thread.
  * init/fini run once per worker thread and listener, so a service can keep
  * per-thread tables without locks.
+ *
+ * Datagrams: on a "type = dgram" listener there are no connections.  Every
+ * worker thread reads the one bound socket, and each datagram is handed to
+ * on_datagram() on whichever thread read it, with its sender's credentials,
+ * address and descriptors; udsd_dgram_reply() answers it.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define UDSD_SERVICE_API_VERSION 1
 #define UDSD_SERVICE_SYMBOL "udsd_service_v1"
 
+struct sockaddr_un;
 /*
  * The functions below are all a service sees of udsd: udsd is built with
  * every other symbol hidden and exports exactly these (its dynamic symbol
@@ -38,6 +45,7 @@
 #define UDSD_API __attribute__((visibility("default")))
 
 struct udsd_conn;
+struct udsd_dgram;
 
 struct udsd_kv {
 	const char *key;
@@ -57,6 +65,8 @@ enum {
 	UDSD_SERVICE_RECV_FDS = 1 << 0,
 	/* The service has a deadline_reply (a struct built before it had none, has not). */
 	UDSD_SERVICE_DEADLINE_REPLY = 1 << 1,
+	/* The service has on_datagram, likewise: it serves dgram listeners. */
+	UDSD_SERVICE_DATAGRAMS = 1 << 2,
 };
 
 struct udsd_service {
@@ -86,7 +96,8 @@ struct udsd_service {
 	 * udsd then stops reading that client and, once it has taken enough of
 	 * its output, presents the kept bytes again by themselves.  On a
 	 * seqpacket listener each call is one whole message (possibly empty) and
-	 * unconsumed bytes are dropped.  Required.
+	 * unconsumed bytes are dropped.  Required on stream and seqpacket
+	 * listeners (a service for dgram listeners alone may leave it NULL).
 	 */
 	ssize_t (*on_data)(struct udsd_conn *conn, const void *data, size_t len);
 
@@ -118,6 +129,18 @@ struct udsd_service {
 	 * UDSD_SERVICE_DEADLINE_REPLY in flags.  Optional.
 	 */
 	const char *deadline_reply;
+
+	/*
+	 * One datagram arrived on a dgram listener: len bytes, whole (one larger
+	 * than the listener's max_datagram never gets here: it is dropped and
+	 * counted), from a sender the allow-lists admit.  d and what it refers
+	 * to are valid during the call only; the datagram's descriptors that the
+	 * service did not take are closed after it.  Return 0, or <0 to count
+	 * the datagram as failed.  Read only with UDSD_SERVICE_DATAGRAMS in
+	 * flags; required on dgram listeners, which a service without it cannot
+	 * serve ("udsd -t" says so).
+	 */
+	int (*on_datagram)(struct udsd_dgram *d, const void *data, size_t len);
 };
 
 /*
@@ -183,6 +206,51 @@ UDSD_API bool udsd_conn_draining(const struct udsd_conn *conn);
 
 /* Count one request in the worker's live counters (shown by /status). */
 UDSD_API void udsd_conn_count_request(struct udsd_conn *conn);
+
+/*
+ * The sender's credentials as the kernel attached them to this datagram
+ * (SCM_CREDENTIALS): its process, and its real (or, if it chose, effective)
+ * user and group.  Supplementary groups do not travel with a datagram.  pid
+ * is 0 when the kernel knows none: a sender in a pid namespace udsd cannot
+ * see, or a datagram queued before SO_PASSCRED was set on a socket that
+ * systemd passed without PassCredentials=yes (its uid and gid then read
+ * 65534); the allow-lists refuse such a datagram.  -ENODATA if none came.
+ */
+UDSD_API int udsd_dgram_sender(const struct udsd_dgram *d, pid_t *ret_pid, uid_t *ret_uid,
+			       gid_t *ret_gid);
+
+/*
+ * The sender's address, where replies go: 0, or -EDESTADDRREQ for a sender
+ * that bound none (it can send but not be answered).  An abstract address
+ * starts with a NUL byte; ret_len counts it.
+ */
+UDSD_API int udsd_dgram_address(const struct udsd_dgram *d,
+				const struct sockaddr_un **ret_addr, socklen_t *ret_len);
+
+/*
+ * Send one datagram to the sender's address, from the listener's socket.
+ * Never blocks: a reply the sender's queue (or the socket's send buffer)
+ * cannot take now is dropped and counted, as is one to a sender that bound
+ * no address or is gone.  Returns 0, or the -errno why it was dropped
+ * (-EAGAIN, -EDESTADDRREQ, -ECONNREFUSED, -EMSGSIZE, ...; -EACCES when the
+ * worker's user may not write to the sender's socket file).  Any number of
+ * replies may be sent during on_datagram.
+ */
+UDSD_API int udsd_dgram_reply(struct udsd_dgram *d, const void *data, size_t len);
+
+/*
+ * Descriptors that came with the datagram (SCM_RIGHTS), for a service with
+ * UDSD_SERVICE_RECV_FDS (for others the kernel refuses them where it can,
+ * else udsd closes them): udsd_dgram_take_fd() makes fd i the service's
+ * (-EBADF if taken or out of range); udsd closes the rest after on_datagram.
+ * udsd_dgram_fd() looks without taking.
+ */
+UDSD_API size_t udsd_dgram_n_fds(const struct udsd_dgram *d);
+UDSD_API int udsd_dgram_take_fd(struct udsd_dgram *d, size_t i);
+UDSD_API int udsd_dgram_fd(const struct udsd_dgram *d, size_t i);
+
+/* The per-thread state that init returned for the datagram's listener. */
+UDSD_API void *udsd_dgram_state(const struct udsd_dgram *d);
 
 /*
  * The daemon's live status as JSON (version, uptime, listeners, per-worker

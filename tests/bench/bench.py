@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """udsd against its peers, in one run, on the same socket path with the same load.
 
-    python3 tests/bench/bench.py [--duration 3] [--warmup 0.5] [--only udsd,floor] [--smoke]
+    python3 tests/bench/bench.py [--duration 3] [--warmup 0.5] [--only udsd,floor,dgfloor] [--smoke]
 
 Builds the C load generator and the floor server, starts each server fresh,
 runs every workload it serves, stops it, and prints one table of each peer's
@@ -41,6 +41,10 @@ HTTP_CELLS = [
     # The same dial loop over HTTP (GET, Connection: close), so nginx has a figure too.
     ("dialhttp", ["dialhttp", "-t", "1"]),
 ]
+DGRAM_CELLS = [  # one op: a 64-byte datagram and its echo, on a dgram listener
+    ("dgram1", ["dgram", "-c", "1", "-s", "64"]),
+    ("dgram8", ["dgram", "-c", "8", "-t", "2", "-s", "64"]),
+]
 
 UDSD_CONF = """
 [daemon]
@@ -54,6 +58,10 @@ service = echo
 [listener http]
 path = {http}
 service = http
+[listener dgram]
+path = {dgram}
+type = dgram
+service = echo
 {tcp}
 """
 
@@ -70,6 +78,7 @@ def build():
     hf = [cc, "-O2", "-Wall", "-o", os.path.join(OUT, "handoff-floor"), os.path.join(HERE, "handoff-floor.c")]
     uring = os.path.exists("/usr/include/liburing.h")  # Debian's liburing-dev
     sh(hf + (["-DHAVE_LIBURING", "-luring"] if uring else []))
+    sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "dgfloor"), os.path.join(HERE, "dgfloor.c")])
     if not os.environ.get("UDSD_BIN"):  # under meson test the binary is already built
         if not os.path.exists(os.path.join(TOP, "build", "build.ninja")):
             sh(["meson", "setup", os.path.join(TOP, "build")], stdout=subprocess.DEVNULL)
@@ -132,13 +141,13 @@ def cpu_and_rss(pid):
     return cpu, rss
 
 
-def wait_socket(path, proc, timeout=20):
+def wait_socket(path, proc, timeout=20, kind=socket.SOCK_STREAM):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError("server exited: %s" % proc.args)
         try:
-            s = socket.socket(socket.AF_UNIX if not path.startswith("tcp:") else socket.AF_INET)
+            s = socket.socket(socket.AF_UNIX if not path.startswith("tcp:") else socket.AF_INET, kind)
             s.connect(path if not path.startswith("tcp:") else ("127.0.0.1", int(path.rsplit(":", 1)[1])))
             s.close()
             return
@@ -153,9 +162,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+def dgram_path(tmp):
+    return os.path.join(tmp, "dgram.sock")
+
+
 def servers(tmp, gobin, args):
     """name -> (kind, argv, socket path, extra)"""
-    echo, http = os.path.join(tmp, "echo.sock"), os.path.join(tmp, "http.sock")
+    echo, http, dgram = os.path.join(tmp, "echo.sock"), os.path.join(tmp, "http.sock"), dgram_path(tmp)
     udsd = os.environ.get("UDSD_BIN") or os.path.join(TOP, "build", "daemon", "udsd")
     port = free_port()
 
@@ -163,6 +176,7 @@ def servers(tmp, gobin, args):
         p = os.path.join(tmp, "udsd-%d-%d%s-%s.conf" % (workers, threads, "-tcp" if tcp else "", busy_poll))
         with open(p, "w") as f:
             f.write(UDSD_CONF.format(workers=workers, threads=threads, echo=echo, http=http, busy_poll=busy_poll,
+                                     dgram=dgram,
                                      tcp="[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = echo\n" % port if tcp else ""))
         return p
 
@@ -179,6 +193,8 @@ def servers(tmp, gobin, args):
         ("floor-2p", "echo", [floor, echo, "2"], {"cells": ["conn", "dial"]}),
         # The hand-off alone: one process accepts and passes each client to one of two.
         ("floor-handoff", "echo", [os.path.join(OUT, "handoff-floor"), echo, "2"], {"cells": ["conn", "dial"]}),
+        ("dgfloor", "dgram", [os.path.join(OUT, "dgfloor"), dgram, "1"], {}),
+        ("dgfloor-2p", "dgram", [os.path.join(OUT, "dgfloor"), dgram, "2"], {"cells": ["dgram8"]}),
     ]
     if "handoff-uring" in gobin:  # the same with io_uring in the acceptor
         s.append(("floor-handoff-uring", "echo", [os.path.join(OUT, "handoff-floor"), echo, "2", "uring"],
@@ -305,6 +321,8 @@ def run_once(args, gobin, idle):
             cells += [(c, a, echo, "unix") for c, a in ECHO_CELLS]
         if kind in ("http", "both"):
             cells += [(c, a, http, "unix") for c, a in HTTP_CELLS]
+        if kind in ("dgram", "both"):
+            cells += [(c, a, dgram_path(tmp), "unix") for c, a in DGRAM_CELLS]
         if kind == "scale":
             cells = [(c, a, echo, "unix") for c, a in ECHO_CELLS]
         if "cells" in extra:
@@ -313,18 +331,22 @@ def run_once(args, gobin, idle):
             cells += [(c, a, "tcp:127.0.0.1:%d" % extra["tcp"], "tcp") for c, a in ECHO_CELLS if c in ("conn", "rr1", "rr8", "stream")]
         if args.cells:
             cells = [c for c in cells if c[0] in args.cells]
-        for p in (echo, http):
+        for p in (echo, http, dgram_path(tmp)):
             if os.path.exists(p):
                 os.unlink(p)
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, name + ".log"), "ab"))
         try:
-            wait_socket(echo if kind != "http" else http, proc)
+            if kind == "dgram":
+                wait_socket(dgram_path(tmp), proc, kind=socket.SOCK_DGRAM)
+            else:
+                wait_socket(echo if kind != "http" else http, proc)
             if kind == "both":
                 wait_socket(http, proc)
+                wait_socket(dgram_path(tmp), proc, kind=socket.SOCK_DGRAM)
             for cell, cargs, addr, transport in cells:
                 r = loadgen(args, addr, cargs, proc.pid)
                 _, rss = cpu_and_rss(proc.pid)
-                r.update(server=name, cell=cell, transport=transport, rss_kib=rss)
+                r.update(server=name, cell=cell, transport=transport, rss_kib=rss, warmup_s=args.warmup)
                 results.append(r)
                 print("  %-13s %-8s %-5s %11.0f ops/s  p50 %7.1f us  p99 %8.1f us  %8.1f MB/s  err %d  cpu %.2fs "
                       "%6.2f us/%s  rss %d KiB"
@@ -372,7 +394,7 @@ def table(results):
 
     peers = []
     for r in results:
-        if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith("udsd-w"):
+        if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith(("udsd-w", "dgfloor")):
             peers.append(r["server"])
     def cost(r):
         return r.get("cpu_us_op", 0)
@@ -419,6 +441,7 @@ def table(results):
         lines.append("| udsd conn/s by workers (threads=1) | 1 | 2 | 4 |")
         lines.append("|---|---|---|---|")
         lines.append("| conn/s | " + " | ".join("%.0f" % s["ops_per_sec"] for s in scale) + " |")
+    lines += dgram_table(results, get)
     idle = get("udsd", "idle10k")
     if idle:
         lines.append("")
@@ -434,6 +457,31 @@ def table(results):
     lines.append("| peak RSS MiB | " + " | ".join(
         "%.1f" % (max([r["rss_kib"] for r in rows if r["server"] == n] or [0]) / 1024) for n in names) + " |")
     return "\n".join(lines)
+
+
+def dgram_table(results, get):
+    """udsd's dgram listener against dgfloor: throughput, p99 and the server's CPU per datagram."""
+    def cpu_us(r):  # the server's CPU per exchange: one datagram in, its echo out
+        if "cpu_us_op" in r:
+            return r["cpu_us_op"]
+        return r["cpu_s"] * 1e6 / (r["ops_per_sec"] * (r["secs"] + r["warmup_s"])) if r["ops_per_sec"] else 0
+
+    names = [n for n in ("udsd", "dgfloor", "dgfloor-2p") if any(get(n, c) for c, _ in DGRAM_CELLS)]
+    if "udsd" not in names or len(names) < 2:
+        return []
+    lines = ["", "| datagrams: 64 B, each echoed | " + " | ".join(names) + " | udsd/dgfloor |",
+             "|---" * (len(names) + 2) + "|"]
+    for cell, _ in DGRAM_CELLS:
+        u, f = get("udsd", cell), get("dgfloor", cell)
+        for label, fn in (("/s", lambda r: r["ops_per_sec"]), ("p99 us", lambda r: r["p99_us"]),
+                          ("server cpu us/datagram", cpu_us)):
+            fmt = "%.2f" if fn is cpu_us else "%.0f"
+            row = [fmt % fn(get(n, cell)) if get(n, cell) else "-" for n in names]
+            ratio = "%.2fx" % (fn(u) / fn(f)) if u and f and fn(f) else "-"
+            lines.append("| %s %s | %s | %s |" % (cell, label, " | ".join(row), ratio))
+    lines.append("(server cpu: utime + stime of all the server's processes per datagram answered; "
+                 "dgram1: one client ping-ponging, dgram8: eight)")
+    return lines
 
 
 def parser_bench():
@@ -460,7 +508,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="0.3 s per cell, udsd and floor only")
     args = ap.parse_args()
     if args.smoke:
-        args.duration, args.warmup, args.only = 0.3, 0.1, args.only or ["udsd", "floor"]
+        args.duration, args.warmup, args.only = 0.3, 0.1, args.only or ["udsd", "floor", "dgfloor"]
     results = run(args)
     t = table(results)
     t += parser_bench()

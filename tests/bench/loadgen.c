@@ -9,6 +9,8 @@
  *       rr      CONNS persistent connections ping-ponging SIZE bytes
  *       stream  CONNS connections writing 64 KiB chunks and reading them back
  *       http    CONNS keep-alive connections sending GET requests
+ *       dgram   CONNS datagram sockets (each bound to an address of its own and
+ *               connected to ADDR) ping-ponging SIZE-byte datagrams
  * ADDR  /path, @abstract or tcp:HOST:PORT
  *
  * Prints one JSON line: ops, ops/s, MB/s, p50/p99 latency in microseconds, errors.
@@ -35,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { CONN, RR, STREAM, HTTP, DIALHTTP };
+enum mode { CONN, RR, STREAM, HTTP, DGRAM, DIALHTTP };
 enum phase { WARMUP, MEASURE, STOP };
 
 #define BUCKETS (64 * 64)
@@ -141,10 +143,16 @@ parse_addr(const char *a)
 static int
 dial(void)
 {
-	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	int fd = socket(family, (mode == DGRAM ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0), one = 1;
+	sa_family_t autobind = AF_UNIX;
 
 	if (fd < 0)
 		return -1;
+	/* A datagram client needs an address to be answered at: the kernel picks an abstract one. */
+	if (mode == DGRAM && bind(fd, (struct sockaddr *)&autobind, sizeof(autobind)) < 0) {
+		close(fd);
+		return -1;
+	}
 	if (connect(fd, (struct sockaddr *)&addr, addrlen) < 0) {
 		close(fd);
 		return -1;
@@ -383,12 +391,12 @@ main(int argc, char **argv)
 	double secs = 5, warmup = 1;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: loadgen conn|dialhttp|rr|stream|http ADDR [-c N] [-t N] [-d S] [-w S] [-s B] [-M]\n");
+		fprintf(stderr, "usage: loadgen conn|dialhttp|rr|stream|http|dgram ADDR [-c N] [-t N] [-d S] [-w S] [-s B] [-M]\n");
 		return 2;
 	}
 	mode = strcmp(argv[1], "conn") == 0 ? CONN : strcmp(argv[1], "rr") == 0 ? RR :
-	       strcmp(argv[1], "stream") == 0 ? STREAM : strcmp(argv[1], "dialhttp") == 0 ? DIALHTTP :
-	       HTTP;
+	       strcmp(argv[1], "stream") == 0 ? STREAM : strcmp(argv[1], "dgram") == 0 ? DGRAM :
+	       strcmp(argv[1], "dialhttp") == 0 ? DIALHTTP : HTTP;
 	if (parse_addr(argv[2]) < 0) {
 		fprintf(stderr, "bad address %s\n", argv[2]);
 		return 2;

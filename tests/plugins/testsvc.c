@@ -8,7 +8,10 @@
  * it may write of udsd's shared status mapping, answers each byte 0xfe with
  * 64 KiB (and stops consuming while congested, as udsd.h asks), fails init
  * when the listener sets fail_init = yes and takes init_sleep = SECONDS to
- * start.  Built with
+ * start.  On a dgram listener it answers "creds", "addr", "fds" and "take"
+ * with what it saw, fails "fail", leaves "quiet..." unanswered and echoes
+ * anything else.  Built with -DNO_DGRAM_FLAG it does not say
+ * UDSD_SERVICE_DATAGRAMS, with -DRECV_FDS it takes descriptors; built with
  * -DBAD_VERSION it claims an API version udsd does not have; with
  * -DNO_SYMBOL it exports nothing.
  */
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <udsd.h>
@@ -88,7 +92,9 @@ amplify(struct udsd_conn *conn, const unsigned char *p, size_t len)
 	return (ssize_t)i;
 }
 
-static long check_uid = -1, init_uid = -1;
+/* Every thread's init() writes init_uid, and on_data() on any thread reads it: atomic. */
+static long check_uid = -1;
+static _Atomic long init_uid = -1;
 
 /* A callback that overruns request_timeout: signals cut nanosleep() short, not this. */
 static void
@@ -153,6 +159,73 @@ test_data(struct udsd_conn *conn, const void *data, size_t len)
 	return (ssize_t)len;
 }
 
+/* "fds": the first bytes of each descriptor's file, which udsd closes after the call. */
+static void
+dgram_fds(struct udsd_dgram *d)
+{
+	char out[1024];
+	int len = snprintf(out, sizeof(out), "fds %zu:", udsd_dgram_n_fds(d));
+
+	for (size_t i = 0; i < udsd_dgram_n_fds(d) && len < (int)sizeof(out) - 64; i++) {
+		char buf[32];
+		ssize_t n = pread(udsd_dgram_fd(d, i), buf, sizeof(buf) - 1, 0);
+		buf[n > 0 ? n : 0] = '\0';
+		len += snprintf(out + len, sizeof(out) - (size_t)len, " %s", buf);
+	}
+	udsd_dgram_reply(d, out, (size_t)len);
+}
+
+/* "addr": the sender's address as udsd saw it, an abstract one with '@' for its NUL. */
+static void
+dgram_addr(struct udsd_dgram *d)
+{
+	const struct sockaddr_un *sa;
+	socklen_t len;
+	char out[sizeof(sa->sun_path) + 1] = "none";
+	size_t n = 4;
+
+	if (udsd_dgram_address(d, &sa, &len) == 0) {
+		n = len - offsetof(struct sockaddr_un, sun_path);
+		memcpy(out, sa->sun_path, n);
+		if (out[0] == '\0')
+			out[0] = '@';
+		while (n > 0 && out[n - 1] == '\0')
+			n--;
+	}
+	udsd_dgram_reply(d, out, n);
+}
+
+static int
+test_datagram(struct udsd_dgram *d, const void *data, size_t len)
+{
+	char out[128];
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+
+	if (len == 5 && memcmp(data, "creds", 5) == 0) {
+		if (udsd_dgram_sender(d, &pid, &uid, &gid) < 0)
+			return udsd_dgram_reply(d, "none", 4);
+		int n = snprintf(out, sizeof(out), "%d %u %u", (int)pid, (unsigned)uid, (unsigned)gid);
+		udsd_dgram_reply(d, out, (size_t)n);
+	} else if (len == 4 && memcmp(data, "addr", 4) == 0) {
+		dgram_addr(d);
+	} else if (len == 3 && memcmp(data, "fds", 3) == 0) {
+		dgram_fds(d);
+	} else if (len == 4 && memcmp(data, "take", 4) == 0) {
+		int fd = udsd_dgram_take_fd(d, 0);
+		bool again = udsd_dgram_take_fd(d, 0) == -EBADF && udsd_dgram_fd(d, 0) == -EBADF;
+		udsd_dgram_reply(d, fd >= 0 && again ? "took" : "none", 4);
+		if (fd >= 0)
+			close(fd);
+	} else if (len == 4 && memcmp(data, "fail", 4) == 0) {
+		return -EINVAL;
+	} else if (len < 5 || memcmp(data, "quiet", 5) != 0) {
+		udsd_dgram_reply(d, data, len);
+	}
+	return 0;
+}
+
 static int
 test_check(const struct udsd_service_config *config, char *err, size_t errlen)
 {
@@ -201,9 +274,17 @@ const struct udsd_service udsd_service_v1 = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 #endif
 	.name = "testsvc",
+#ifdef NO_DGRAM_FLAG
+	/* udsd must not read on_datagram without the flag: a table built before it had none. */
 	.flags = UDSD_SERVICE_DEADLINE_REPLY,
+#elif defined(RECV_FDS)
+	.flags = UDSD_SERVICE_DEADLINE_REPLY | UDSD_SERVICE_DATAGRAMS | UDSD_SERVICE_RECV_FDS,
+#else
+	.flags = UDSD_SERVICE_DEADLINE_REPLY | UDSD_SERVICE_DATAGRAMS,
+#endif
 	.deadline_reply = "testsvc: too slow\n",
 	.check = test_check,
 	.init = test_init,
 	.on_data = test_data,
+	.on_datagram = test_datagram,
 };

@@ -63,6 +63,37 @@ test_bad_listener_closes_fds(void **state)
 	safe_close(w);
 }
 
+/* Issue 18: the dgram sockets travel like clients, in a message type of their own. */
+static void
+test_dgram(void **state)
+{
+	int m = -1, w = -1, fds[2], got[CHANNEL_MAX_FDS];
+	uint8_t lis[2] = { 3, 1 };
+	struct channel_msg msg;
+
+	(void)state;
+	assert_int_equal(channel_pair(&m, &w), 0);
+	for (int i = 0; i < 2; i++)
+		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_int_equal(channel_send(m, CHANNEL_DGRAM, 0, fds, lis, 2), 0);
+	assert_int_equal(channel_recv(w, 4, &msg, got), 1);
+	assert_int_equal(msg.type, CHANNEL_DGRAM);
+	assert_int_equal(msg.count, 2);
+	assert_memory_equal(msg.listener, lis, 2);
+	close_many(got, 2);
+	/* One listener index too many for the worker's config: refused, nothing left open. */
+	int before = fd_count_open();
+	assert_int_equal(channel_send(m, CHANNEL_DGRAM, 0, fds, lis, 2), 0);
+	assert_int_equal(channel_recv(w, 3, &msg, got), -EBADMSG);
+	assert_int_equal(fd_count_open(), before);
+	/* And none without a descriptor. */
+	assert_int_equal(channel_send(m, CHANNEL_DGRAM, 0, NULL, lis, 1), 0);
+	assert_int_equal(channel_recv(w, 4, &msg, got), -EBADMSG);
+	close_many(fds, 2);
+	safe_close(m);
+	safe_close(w);
+}
+
 static void
 test_decode_rejects(void **state)
 {
@@ -94,6 +125,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_bad_listener_closes_fds),
+		cmocka_unit_test(test_dgram),
 		cmocka_unit_test(test_decode_rejects),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

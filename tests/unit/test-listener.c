@@ -271,6 +271,74 @@ test_abstract(void **state)
 	safe_close(a);
 }
 
+/*
+ * Issue 18: a datagram socket is bound with its mode, not listening, and a
+ * datagram sent to it carries its sender's credentials (SO_PASSCRED set
+ * before bind()); a stale one is replaced and a live one left alone.
+ */
+static void
+test_dgram(void **state)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(struct ucred))];
+	} control;
+	char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			     .msg_controllen = sizeof(control.buf) };
+	struct sockaddr_un sa;
+	socklen_t len;
+	struct ucred cred;
+	struct stat st;
+	int fd = -999, b = -999, c;
+
+	(void)state;
+	assert_int_equal(listener_open_unix(path("d.sock"), SOCK_DGRAM, 0620, -1, -1, 16, &fd, NULL,
+					    NULL, 0), 0);
+	assert_int_equal(lstat(path("d.sock"), &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0620);
+	assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_DGRAM), 1);
+	assert_int_equal(listener_check_fd(fd, AF_UNIX, SOCK_STREAM), 0);
+	/* Its address is its path, which replies come from, not its name in the directory. */
+	len = sizeof(sa);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	assert_string_equal(sa.sun_path, path("d.sock"));
+	assert_int_equal(listener_open_unix(path("d.sock"), SOCK_DGRAM, 0600, -1, -1, 16, &b, NULL,
+					    NULL, 0), -EADDRINUSE);
+	assert_int_equal(b, -999);
+	c = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(listener_sockaddr(path("d.sock"), &sa, &len), 0);
+	assert_int_equal(sendto(c, "x", 1, 0, (struct sockaddr *)&sa, len), 1);
+	assert_int_equal(recvmsg(fd, &mh, 0), 1);
+	assert_non_null(CMSG_FIRSTHDR(&mh));
+	assert_int_equal(CMSG_FIRSTHDR(&mh)->cmsg_type, SCM_CREDENTIALS);
+	memcpy(&cred, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(cred));
+	assert_int_equal(cred.pid, getpid());
+	assert_int_equal(cred.uid, getuid());
+	safe_close(c);
+	safe_close(fd); /* now stale: replaced */
+	assert_int_equal(listener_open_unix(path("d.sock"), SOCK_DGRAM, 0600, -1, -1, 16, &b, NULL,
+					    NULL, 0), 0);
+	safe_close(b);
+	unlink(path("d.sock"));
+	/* Through a symlink, that address would not be the socket's: refused, nothing made. */
+	char real[128];
+	snprintf(real, sizeof(real), "%s", path("dgdir"));
+	assert_int_equal(mkdir(real, 0755), 0);
+	assert_int_equal(symlink(real, path("dglink")), 0);
+	assert_int_equal(listener_open_unix(path("dglink/d.sock"), SOCK_DGRAM, 0600, -1, -1, 16, &b,
+					    NULL, NULL, 0), -ELOOP);
+	assert_int_equal(access(path("dgdir/d.sock"), F_OK), -1);
+	assert_int_equal(listener_open_unix(path("dglink/s.sock"), SOCK_STREAM, 0600, -1, -1, 16, &b,
+					    NULL, NULL, 0), 0);
+	safe_close(b);
+	unlink(path("dgdir/s.sock"));
+	unlink(path("dglink"));
+	rmdir(path("dgdir"));
+}
+
 static void
 test_too_long(void **state)
 {
@@ -318,6 +386,7 @@ main(void)
 		cmocka_unit_test(test_moved_directory_and_symlink_in_its_place),
 		cmocka_unit_test(test_unsafe_directory_is_refused),
 		cmocka_unit_test(test_abstract),
+		cmocka_unit_test(test_dgram),
 		cmocka_unit_test(test_too_long),
 		cmocka_unit_test(test_tcp),
 	};
