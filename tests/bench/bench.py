@@ -172,12 +172,16 @@ def servers(tmp, gobin, args):
     udsd = os.environ.get("UDSD_BIN") or os.path.join(TOP, "build", "daemon", "udsd")
     port = free_port()
 
-    def udsd_conf(workers, threads, tcp=False, busy_poll="off"):
-        p = os.path.join(tmp, "udsd-%d-%d%s-%s.conf" % (workers, threads, "-tcp" if tcp else "", busy_poll))
+    def udsd_conf(workers, threads, tcp=False, busy_poll="off", datagrams=True):
+        p = os.path.join(tmp, "udsd-%d-%d%s-%s%s.conf" % (workers, threads, "-tcp" if tcp else "", busy_poll,
+                                                          "" if datagrams else "-nodgram"))
+        text = UDSD_CONF.format(workers=workers, threads=threads, echo=echo, http=http, busy_poll=busy_poll,
+                                dgram=dgram,
+                                tcp="[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = echo\n" % port if tcp else "")
+        if not datagrams:  # for a --baseline binary older than dgram listeners
+            text = text.replace("[listener dgram]\npath = %s\ntype = dgram\nservice = echo\n" % dgram, "")
         with open(p, "w") as f:
-            f.write(UDSD_CONF.format(workers=workers, threads=threads, echo=echo, http=http, busy_poll=busy_poll,
-                                     dgram=dgram,
-                                     tcp="[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = echo\n" % port if tcp else ""))
+            f.write(text)
         return p
 
     nginx = os.path.join(tmp, "nginx.conf")
@@ -200,7 +204,8 @@ def servers(tmp, gobin, args):
         s.append(("floor-handoff-uring", "echo", [os.path.join(OUT, "handoff-floor"), echo, "2", "uring"],
                   {"cells": ["conn", "dial"]}))
     if args.baseline:  # another udsd binary, same config: before and after in one run
-        s.insert(1, ("udsd-base", "both", [args.baseline, "-c", udsd_conf(args.workers, args.threads)], {}))
+        s.insert(1, ("udsd-base", "streams", [args.baseline, "-c", udsd_conf(args.workers, args.threads, datagrams=False)],
+                     {}))
     if node:
         s += [
             ("node", "echo", [node, os.path.join(HERE, "peers", "echo.js"), echo], {}),
@@ -317,9 +322,9 @@ def run_once(args, gobin, idle):
         if args.only and name.split("-")[0] not in args.only and name not in args.only:
             continue
         cells = []
-        if kind in ("echo", "both"):
+        if kind in ("echo", "both", "streams"):  # streams: echo and http, no dgram listener
             cells += [(c, a, echo, "unix") for c, a in ECHO_CELLS]
-        if kind in ("http", "both"):
+        if kind in ("http", "both", "streams"):
             cells += [(c, a, http, "unix") for c, a in HTTP_CELLS]
         if kind in ("dgram", "both"):
             cells += [(c, a, dgram_path(tmp), "unix") for c, a in DGRAM_CELLS]
@@ -340,8 +345,9 @@ def run_once(args, gobin, idle):
                 wait_socket(dgram_path(tmp), proc, kind=socket.SOCK_DGRAM)
             else:
                 wait_socket(echo if kind != "http" else http, proc)
-            if kind == "both":
+            if kind in ("both", "streams"):
                 wait_socket(http, proc)
+            if kind == "both":
                 wait_socket(dgram_path(tmp), proc, kind=socket.SOCK_DGRAM)
             for cell, cargs, addr, transport in cells:
                 r = loadgen(args, addr, cargs, proc.pid)
