@@ -167,6 +167,7 @@ thread_teardown(struct wthread *t)
 	while (t->conns)
 		conn_close(t->conns);
 	conn_reap(t);
+	conn_free_spares(t);
 	dgram_thread_teardown(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
 		if (spec->config->listeners[i].pool == spec->pool_index && spec->services[i].ops->fini)
