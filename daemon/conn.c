@@ -26,6 +26,18 @@
  */
 #define LINGER_USEC (2 * USEC_PER_SEC)
 #define LINGER_MAX (4 * 1024 * 1024)
+/*
+ * Connection structs a thread keeps for reuse.  A connect-echo-close client
+ * cost a calloc() and a free() each, a third of the worker's instructions
+ * per connection (callgrind); a short LIFO of spares makes it a pop and a
+ * push, and idle memory stays bounded.
+ */
+#define CONN_SPARE_MAX 64
+#ifdef __SANITIZE_ADDRESS__
+#define CONN_SPARES false /* AddressSanitizer sees a use after the reap only in freed memory */
+#else
+#define CONN_SPARES true
+#endif
 
 /*
  * Around every service callback: the master reads when the thread's current
@@ -261,8 +273,27 @@ conn_reap(struct wthread *t)
 		t->freed += c->in_cap + c->out_cap;
 		free(c->in);
 		free(c->out);
+		if (CONN_SPARES && t->n_spare < CONN_SPARE_MAX) {
+			c->next_closed = t->spare;
+			t->spare = c;
+			t->n_spare++;
+		} else {
+			free(c);
+		}
+	}
+}
+
+/* At the thread's end: the spares go back. */
+void
+conn_free_spares(struct wthread *t)
+{
+	while (t->spare) {
+		struct udsd_conn *c = t->spare;
+
+		t->spare = c->next_closed;
 		free(c);
 	}
+	t->n_spare = 0;
 }
 
 /*
@@ -736,10 +767,15 @@ conn_event(struct udsd_conn *c, uint32_t events)
 static struct udsd_conn *
 conn_new(struct wthread *t, int fd, unsigned listener)
 {
-	struct udsd_conn *c = calloc(1, sizeof(*c));
+	struct udsd_conn *c = t->spare;
 
-	if (!c)
+	if (c) {
+		t->spare = c->next_closed;
+		t->n_spare--;
+	} else if (!(c = malloc(sizeof(*c)))) {
 		return NULL;
+	}
+	/* Every field: the rest zero, as calloc() gave it. */
 	*c = (struct udsd_conn){
 		.fd = fd,
 		.listener = (uint8_t)listener,

@@ -240,6 +240,8 @@ struct wthread {
 	struct udsd_conn *conns; /* every open connection, for drain and timeouts */
 	unsigned n_conns;
 	struct udsd_conn *closed; /* closed during this round, freed at its end */
+	struct udsd_conn *spare; /* freed connections kept for the next clients (conn_new) */
+	unsigned n_spare;
 	size_t freed; /* buffer bytes freed since the last malloc_trim() */
 	bool wake_master;
 	/* dgram.c: per listener, this thread's copy of its datagram socket (-EBADF: none). */
@@ -312,6 +314,7 @@ bool conn_expired(const struct udsd_conn *c, uint64_t now);
 void conn_trim(struct udsd_conn *c);
 void conn_close(struct udsd_conn *c);
 void conn_reap(struct wthread *t);
+void conn_free_spares(struct wthread *t);
 void conn_stuck(struct wthread *t);
 
 /* worker.c, for channel.c */

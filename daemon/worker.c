@@ -192,6 +192,7 @@ thread_teardown(struct wthread *t)
 		conn_close(t->conns);
 	conn_reap(t);
 	close_many(t->migrated, t->n_migrated); /* the master is gone: nobody takes them */
+	conn_free_spares(t);
 	dgram_thread_teardown(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
 		if (spec->config->listeners[i].pool == spec->pool_index && spec->services[i].ops->fini)

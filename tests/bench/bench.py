@@ -28,6 +28,8 @@ OUT = os.environ.get("BENCH_OUT") or os.path.join(TOP, "build-bench")
 
 ECHO_CELLS = [  # (name, loadgen args)
     ("conn", ["conn", "-t", "8", "-s", "64"]),
+    # The Go seed's dial loop: one client, connect + 64 B echo + close, one after another.
+    ("dial", ["conn", "-t", "1", "-s", "64"]),
     ("rr1", ["rr", "-c", "1", "-s", "64"]),
     ("rr8", ["rr", "-c", "8", "-t", "2", "-s", "64"]),
     ("rr64", ["rr", "-c", "64", "-t", "2", "-s", "64"]),
@@ -36,6 +38,8 @@ ECHO_CELLS = [  # (name, loadgen args)
 HTTP_CELLS = [
     ("http1", ["http", "-c", "1"]),
     ("http16", ["http", "-c", "16", "-t", "2"]),
+    # The same dial loop over HTTP (GET, Connection: close), so nginx has a figure too.
+    ("dialhttp", ["dialhttp", "-t", "1"]),
 ]
 DGRAM_CELLS = [  # one op: a 64-byte datagram and its echo, on a dgram listener
     ("dgram1", ["dgram", "-c", "1", "-s", "64"]),
@@ -71,12 +75,17 @@ def build():
     cc = os.environ.get("CC", "cc")
     sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "loadgen"), os.path.join(HERE, "loadgen.c"), "-lpthread"])
     sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "floor"), os.path.join(HERE, "floor.c")])
+    hf = [cc, "-O2", "-Wall", "-o", os.path.join(OUT, "handoff-floor"), os.path.join(HERE, "handoff-floor.c")]
+    uring = os.path.exists("/usr/include/liburing.h")  # Debian's liburing-dev
+    sh(hf + (["-DHAVE_LIBURING", "-luring"] if uring else []))
     sh([cc, "-O2", "-Wall", "-o", os.path.join(OUT, "dgfloor"), os.path.join(HERE, "dgfloor.c")])
     if not os.environ.get("UDSD_BIN"):  # under meson test the binary is already built
         if not os.path.exists(os.path.join(TOP, "build", "build.ninja")):
             sh(["meson", "setup", os.path.join(TOP, "build")], stdout=subprocess.DEVNULL)
         sh(["ninja", "-C", os.path.join(TOP, "build")], stdout=subprocess.DEVNULL)
     gobin = {}
+    if uring:
+        gobin["handoff-uring"] = True
     if shutil.which("go"):
         env = dict(os.environ, GOCACHE=os.path.join(OUT, "gocache"), GO111MODULE="off", GOPATH=os.path.join(OUT, "gopath"))
         for name in ("echo", "http"):
@@ -105,14 +114,24 @@ def tree(pid):
     return out
 
 
+def start_time(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def cpu_and_rss(pid):
+    """CPU seconds and peak RSS of pid's tree: utime + stime of every process (all its
+    threads, dead ones too), plus cutime + cstime (children it has reaped)."""
     cpu, rss = 0.0, 0
     tick = os.sysconf("SC_CLK_TCK")
     for p in tree(pid):
         try:
             with open("/proc/%d/stat" % p) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / tick
+            cpu += sum(int(x) for x in fields[11:15]) / tick
             with open("/proc/%d/status" % p) as f:
                 for line in f:
                     if line.startswith("VmHWM:"):
@@ -153,12 +172,16 @@ def servers(tmp, gobin, args):
     udsd = os.environ.get("UDSD_BIN") or os.path.join(TOP, "build", "daemon", "udsd")
     port = free_port()
 
-    def udsd_conf(workers, threads, tcp=False, busy_poll="off"):
-        p = os.path.join(tmp, "udsd-%d-%d%s-%s.conf" % (workers, threads, "-tcp" if tcp else "", busy_poll))
+    def udsd_conf(workers, threads, tcp=False, busy_poll="off", datagrams=True):
+        p = os.path.join(tmp, "udsd-%d-%d%s-%s%s.conf" % (workers, threads, "-tcp" if tcp else "", busy_poll,
+                                                          "" if datagrams else "-nodgram"))
+        text = UDSD_CONF.format(workers=workers, threads=threads, echo=echo, http=http, busy_poll=busy_poll,
+                                dgram=dgram,
+                                tcp="[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = echo\n" % port if tcp else "")
+        if not datagrams:  # for a --baseline binary older than dgram listeners
+            text = text.replace("[listener dgram]\npath = %s\ntype = dgram\nservice = echo\n" % dgram, "")
         with open(p, "w") as f:
-            f.write(UDSD_CONF.format(workers=workers, threads=threads, echo=echo, http=http, busy_poll=busy_poll,
-                                     dgram=dgram,
-                                     tcp="[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = echo\n" % port if tcp else ""))
+            f.write(text)
         return p
 
     nginx = os.path.join(tmp, "nginx.conf")
@@ -171,10 +194,18 @@ def servers(tmp, gobin, args):
     s = [
         ("udsd", "both", [udsd, "-c", udsd_conf(args.workers, args.threads, tcp=True)], {"tcp": port}),
         ("floor", "echo", [floor, echo, "1"], {}),
-        ("floor-2p", "echo", [floor, echo, "2"], {"cells": ["conn"]}),
+        ("floor-2p", "echo", [floor, echo, "2"], {"cells": ["conn", "dial"]}),
+        # The hand-off alone: one process accepts and passes each client to one of two.
+        ("floor-handoff", "echo", [os.path.join(OUT, "handoff-floor"), echo, "2"], {"cells": ["conn", "dial"]}),
         ("dgfloor", "dgram", [os.path.join(OUT, "dgfloor"), dgram, "1"], {}),
         ("dgfloor-2p", "dgram", [os.path.join(OUT, "dgfloor"), dgram, "2"], {"cells": ["dgram8"]}),
     ]
+    if "handoff-uring" in gobin:  # the same with io_uring in the acceptor
+        s.append(("floor-handoff-uring", "echo", [os.path.join(OUT, "handoff-floor"), echo, "2", "uring"],
+                  {"cells": ["conn", "dial"]}))
+    if args.baseline:  # another udsd binary, same config: before and after in one run
+        s.insert(1, ("udsd-base", "streams", [args.baseline, "-c", udsd_conf(args.workers, args.threads, datagrams=False)],
+                     {}))
     if node:
         s += [
             ("node", "echo", [node, os.path.join(HERE, "peers", "echo.js"), echo], {}),
@@ -193,11 +224,28 @@ def servers(tmp, gobin, args):
     return s, echo, http
 
 
-def loadgen(args, addr, cell_args):
-    out = subprocess.run([os.path.join(OUT, "loadgen"), cell_args[0], addr] + cell_args[1:] +
-                         ["-d", str(args.duration), "-w", str(args.warmup)],
-                         capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
-    return json.loads(out.stdout)
+def loadgen(args, addr, cell_args, pid):
+    """Run one cell; the server's CPU seconds are read as loadgen opens and closes its
+    measured window (-M), so CPU per operation covers exactly the operations counted."""
+    p = subprocess.Popen([os.path.join(OUT, "loadgen"), cell_args[0], addr] + cell_args[1:] +
+                         ["-d", str(args.duration), "-w", str(args.warmup), "-M"],
+                         stdout=subprocess.PIPE, text=True)
+    cpu = {}
+    try:
+        for line in p.stdout:
+            if line.strip() in ("measure", "stop"):
+                cpu[line.strip()] = cpu_and_rss(pid)[0]
+                continue
+            r = json.loads(line)
+    finally:
+        p.wait(timeout=args.duration + args.warmup + 60)
+    r["cpu_s"] = round(cpu["stop"] - cpu["measure"], 3)
+    # Per operation; for stream, per MB moved.
+    units = r["mb_per_sec"] * r["secs"] if r["mode"] == "stream" else r["ops"]
+    r["cpu_us_op"] = round(r["cpu_s"] * 1e6 / units, 2) if units else 0
+    if r["mode"] in ("conn", "dialhttp") and r["ops"] and cell_args[cell_args.index("-t") + 1] == "1":
+        r["mean_us"] = round(r["secs"] * 1e6 / r["ops"], 1)  # one client: the mean is exact
+    return r
 
 
 def idle_scale(args, http, n):
@@ -244,7 +292,8 @@ def run(args):
 
 
 def median_results(results):
-    """One result per (server, cell, transport): the repetition with the median rate."""
+    """One result per (server, cell, transport): the repetition with the median rate, with
+    the median of each repetition's CPU per operation and latencies beside it."""
     groups = {}
     for r in results:
         groups.setdefault((r["server"], r["cell"], r["transport"]), []).append(r)
@@ -253,6 +302,10 @@ def median_results(results):
         key = "mb_per_sec" if rs[0]["cell"] == "stream" else "ops_per_sec"
         rs.sort(key=lambda r: r[key])
         m = dict(rs[len(rs) // 2])
+        for k in ("cpu_us_op", "p50_us", "p99_us", "mean_us"):
+            v = sorted(r[k] for r in rs if k in r)
+            if v:
+                m[k] = v[len(v) // 2]
         m["repetitions"] = len(rs)
         m["errors"] = sum(r.get("errors", 0) for r in rs)
         out.append(m)
@@ -269,9 +322,9 @@ def run_once(args, gobin, idle):
         if args.only and name.split("-")[0] not in args.only and name not in args.only:
             continue
         cells = []
-        if kind in ("echo", "both"):
+        if kind in ("echo", "both", "streams"):  # streams: echo and http, no dgram listener
             cells += [(c, a, echo, "unix") for c, a in ECHO_CELLS]
-        if kind in ("http", "both"):
+        if kind in ("http", "both", "streams"):
             cells += [(c, a, http, "unix") for c, a in HTTP_CELLS]
         if kind in ("dgram", "both"):
             cells += [(c, a, dgram_path(tmp), "unix") for c, a in DGRAM_CELLS]
@@ -281,6 +334,8 @@ def run_once(args, gobin, idle):
             cells = [c for c in cells if c[0] in extra["cells"]]
         if "tcp" in extra:
             cells += [(c, a, "tcp:127.0.0.1:%d" % extra["tcp"], "tcp") for c, a in ECHO_CELLS if c in ("conn", "rr1", "rr8", "stream")]
+        if args.cells:
+            cells = [c for c in cells if c[0] in args.cells]
         for p in (echo, http, dgram_path(tmp)):
             if os.path.exists(p):
                 os.unlink(p)
@@ -290,20 +345,21 @@ def run_once(args, gobin, idle):
                 wait_socket(dgram_path(tmp), proc, kind=socket.SOCK_DGRAM)
             else:
                 wait_socket(echo if kind != "http" else http, proc)
-            if kind == "both":
+            if kind in ("both", "streams"):
                 wait_socket(http, proc)
+            if kind == "both":
                 wait_socket(dgram_path(tmp), proc, kind=socket.SOCK_DGRAM)
             for cell, cargs, addr, transport in cells:
-                cpu0, _ = cpu_and_rss(proc.pid)
-                r = loadgen(args, addr, cargs)
-                cpu1, rss = cpu_and_rss(proc.pid)
-                r.update(server=name, cell=cell, transport=transport, cpu_s=round(cpu1 - cpu0, 2), rss_kib=rss,
-                         warmup_s=args.warmup)
+                r = loadgen(args, addr, cargs, proc.pid)
+                _, rss = cpu_and_rss(proc.pid)
+                r.update(server=name, cell=cell, transport=transport, rss_kib=rss, warmup_s=args.warmup)
                 results.append(r)
-                print("  %-13s %-7s %-5s %11.0f ops/s  p50 %7.1f us  p99 %8.1f us  %8.1f MB/s  err %d  cpu %.2fs  rss %d KiB"
+                print("  %-13s %-8s %-5s %11.0f ops/s  p50 %7.1f us  p99 %8.1f us  %8.1f MB/s  err %d  cpu %.2fs "
+                      "%6.2f us/%s  rss %d KiB"
                       % (name, cell, transport, r["ops_per_sec"], r["p50_us"], r["p99_us"], r["mb_per_sec"],
-                         r["errors"], r["cpu_s"], rss), flush=True)
-            if name == "udsd" and idle and not args.smoke:
+                         r["errors"], r["cpu_s"], r["cpu_us_op"], "MB" if cell == "stream" else "op", rss),
+                      flush=True)
+            if name == "udsd" and idle and not args.smoke and (not args.cells or "idle10k" in args.cells):
                 socks, secs = idle_scale(args, http, 10000)
                 _, rss = cpu_and_rss(proc.pid)
                 cur = 0
@@ -312,11 +368,12 @@ def run_once(args, gobin, idle):
                         cur += int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
                 results.append(dict(server=name, cell="idle10k", transport="unix", ops_per_sec=10000 / secs,
                                     accept_secs=round(secs, 3), rss_kib=cur, p50_us=0, p99_us=0, errors=0,
-                                    mb_per_sec=0, cpu_s=0))
+                                    mb_per_sec=0, cpu_s=0, cpu_us_op=0))
                 print("  udsd          idle10k       all accepted in %.2fs, total RSS %d KiB" % (secs, cur), flush=True)
                 for s in socks:
                     s.close()
         finally:
+            procs = [(p, start_time(p)) for p in tree(proc.pid)]
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(10)
@@ -324,6 +381,12 @@ def run_once(args, gobin, idle):
                 for p in tree(proc.pid):
                     os.kill(p, signal.SIGKILL)
                 proc.wait()
+            for p, t in procs[1:]:  # none may outlive its cell (a forked peer whose parent died)
+                if t is not None and start_time(p) == t:  # the same process, not a reused pid
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
     shutil.rmtree(tmp, ignore_errors=True)
     return results
 
@@ -339,6 +402,9 @@ def table(results):
     for r in results:
         if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith(("udsd-w", "dgfloor")):
             peers.append(r["server"])
+    def cost(r):
+        return r.get("cpu_us_op", 0)
+
     lines = ["| workload | udsd | " + " | ".join(peers) + " |", "|---" * (len(peers) + 2) + "|"]
     for cell, _ in ECHO_CELLS + HTTP_CELLS:
         u = get("udsd", cell)
@@ -346,11 +412,27 @@ def table(results):
             continue
         key = "mb_per_sec" if cell == "stream" else "ops_per_sec"
         unit = "MB/s" if cell == "stream" else "/s"
-        row = ["%s (%s)" % (cell, unit), "%.0f p99 %.0fus" % (u[key], u["p99_us"])]
+        per = "MB" if cell == "stream" else "op"
+        row = ["%s (%s; cpu us/%s)" % (cell, unit, per), "%.0f p99 %.0fus cpu %.1f" % (u[key], u["p99_us"], cost(u))]
         for p in peers:
             r = get(p, cell)
-            row.append("%.0f p99 %.0fus (udsd %.2fx)" % (r[key], r["p99_us"], u[key] / r[key]) if r and r[key] else "-")
+            row.append("%.0f p99 %.0fus cpu %.1f (udsd %.2fx, cpu %.2fx)"
+                       % (r[key], r["p99_us"], cost(r), u[key] / r[key], cost(u) / cost(r) if cost(r) else 0)
+                       if r and r[key] else "-")
         lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("cpu: the server's own CPU time (utime + stime over all its processes) per operation, "
+                 "over the measured window. (udsd Nx, cpu Nx): udsd's figure over the peer's.")
+    for cell, what in (("dial", "echo 64 B"), ("dialhttp", "GET, Connection: close")):
+        have = [n for n in ["udsd"] + peers if get(n, cell)]
+        if not have:
+            continue
+        lines.append("")
+        lines.append("| dial loop, one client (connect, %s, close) | " % what + " | ".join(have) + " |")
+        lines.append("|---" * (len(have) + 1) + "|")
+        for label, k in (("p50 us", "p50_us"), ("p99 us", "p99_us"), ("mean us", "mean_us"),
+                         ("server cpu us/conn", "cpu_us_op")):
+            lines.append("| %s | " % label + " | ".join("%.1f" % get(n, cell).get(k, 0) for n in have) + " |")
     lines.append("")
     lines.append("| udsd: unix vs tcp | unix | tcp | unix/tcp |")
     lines.append("|---|---|---|---|")
@@ -426,6 +508,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", type=lambda s: s.split(","), default=None)
+    ap.add_argument("--cells", type=lambda s: s.split(","), default=None, help="only these cells, e.g. conn,dial")
+    ap.add_argument("--baseline", help="another udsd binary to run as peer udsd-base, for before/after")
     ap.add_argument("--repeat", type=int, default=1, help="run everything N times, report medians")
     ap.add_argument("--smoke", action="store_true", help="0.3 s per cell, udsd and floor only")
     args = ap.parse_args()

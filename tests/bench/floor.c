@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -68,7 +70,10 @@ main(int argc, char **argv)
 	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 4096) < 0)
 		return 1;
 	for (int i = 1; i < n; i++)
-		if (fork() == 0)
+		if (fork() == 0) {
+			/* Die with the first process: the bench stops that one only. */
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
 			serve(lfd);
+		}
 	serve(lfd);
 }
