@@ -344,3 +344,34 @@ accept_orphans_drop(struct master *m, const char *why)
 	if (n)
 		log_warning("%s: closing %zu client(s) that wait for a worker", why, n);
 }
+
+/*
+ * Before a binary upgrade's exec: clients queued to a thread whose channel
+ * would not take them (EAGAIN) wait here instead, and go with the state.
+ */
+void
+accept_orphans_take_pending(struct master *m)
+{
+	uint64_t now = now_usec();
+
+	for (size_t i = 0; i < m->n_slots; i++) {
+		struct mworker *w = &m->workers[i];
+
+		for (unsigned t = 0; w->state != WORKER_FREE && t < w->n_threads; t++) {
+			struct mchannel *ch = &w->chan[t];
+
+			for (size_t k = 0; k < ch->n_pending; k++) {
+				int l = listeners_remap(m->gen->config, w->gen->config,
+							ch->pending_listener[k]);
+				if (l < 0)
+					safe_close(ch->pending[k]);
+				else
+					orphan_hold(m, listener_pool(m, (unsigned)l),
+						    (struct orphan){ .fd = ch->pending[k],
+								     .listener = (uint8_t)l,
+								     .since = now });
+			}
+			ch->n_pending = 0;
+		}
+	}
+}

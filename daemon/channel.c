@@ -16,9 +16,12 @@
  * Functions taking a struct master run in the master; channel_thread_*() run
  * in a worker thread; the wire format below is shared.
  *
- * Wire format: a fixed 8-byte header, then for CHANNEL_FDS and CHANNEL_DGRAM
- * one byte per fd naming its listener.  SOCK_SEQPACKET keeps each message and its fds together,
- * so a message is received whole or not at all.
+ * Wire format: a fixed 8-byte header, then for CHANNEL_FDS, CHANNEL_DGRAM and
+ * CHANNEL_MIGRATED one byte per fd naming its listener (an index in the
+ * worker's config, both ways), and for CHANNEL_DRAIN one byte per listener of
+ * the worker's config, 1 if its clients migrate (none: all drain).
+ * SOCK_SEQPACKET keeps each message and its fds together, so a message is
+ * received whole or not at all.
  */
 #define CHANNEL_HEADER 8
 
@@ -69,6 +72,7 @@ channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 	switch (m.type) {
 	case CHANNEL_FDS:
 	case CHANNEL_DGRAM:
+	case CHANNEL_MIGRATED:
 		if (m.count == 0 || m.count > CHANNEL_MAX_FDS || m.count != n_fds ||
 		    len != CHANNEL_HEADER + (size_t)m.count)
 			return -EBADMSG;
@@ -78,6 +82,14 @@ channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners,
 				return -EBADMSG;
 		break;
 	case CHANNEL_DRAIN:
+		if (m.count > n_listeners || m.count > CHANNEL_MAX_FDS || n_fds != 0 ||
+		    len != CHANNEL_HEADER + (size_t)m.count)
+			return -EBADMSG;
+		memcpy(m.listener, p + CHANNEL_HEADER, m.count);
+		for (size_t i = 0; i < m.count; i++)
+			if (m.listener[i] > 1)
+				return -EBADMSG;
+		break;
 	case CHANNEL_CLOSED:
 	case CHANNEL_READY:
 		if (m.count != 0 || n_fds != 0 || len != CHANNEL_HEADER)
@@ -166,6 +178,19 @@ channel_open(struct master *m, struct mworker *w)
 	return r;
 }
 
+/* A worker adopted in a binary upgrade: its channels, carried over, are polled again. */
+int
+channel_adopt(struct master *m, struct mworker *w)
+{
+	for (unsigned t = 0; t < w->n_threads; t++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &w->chan[t].watch };
+
+		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, w->chan[t].fd, &ev) < 0)
+			return negative_errno();
+	}
+	return 0;
+}
+
 static void
 channel_want_out(struct master *m, struct mchannel *ch, bool want)
 {
@@ -202,7 +227,10 @@ channel_flush(struct master *m, struct mchannel *ch)
 		ch->n_pending = 0;
 	}
 	if (ch->drain_wanted) {
-		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, NULL, 0);
+		const struct mworker *w = ch->worker;
+		/* A version 1 worker (adopted in an upgrade) knows a DRAIN without a payload only. */
+		r = channel_send(ch->fd, CHANNEL_DRAIN, 0, NULL, w->migrate,
+				 w->chan_version >= 2 ? w->n_migrate : 0);
 		if (r == -EAGAIN) {
 			channel_want_out(m, ch, true);
 			return;
@@ -237,7 +265,11 @@ channel_queue(struct master *m, struct mchannel *ch, int fd, unsigned listener)
 		channel_flush(m, ch);
 }
 
-/* Ask every thread of w to take no more clients, finish and exit. */
+/*
+ * Ask every thread of w to take no more clients, finish and exit, handing
+ * back the clients of the listeners in w->migrate as they reach a message
+ * boundary.  Sent again, it changes that set (a stop ends migration).
+ */
 void
 channel_drain(struct master *m, struct mworker *w)
 {
@@ -247,9 +279,25 @@ channel_drain(struct master *m, struct mworker *w)
 	}
 }
 
-/* What a worker thread says: READY once, CLOSED as a wakeup. */
+/*
+ * Clients a draining worker handed back at a message boundary, each to
+ * hand() with its listener index in the worker's config (pool_migrated()).
+ */
+static void
+channel_migrated(struct master *m, const struct mworker *w, const int *fds,
+		 const struct channel_msg *msg, channel_hand_fn *hand)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < msg->count; i++)
+		kept += hand(m, w, fds[i], msg->listener[i]);
+	log_debug("worker %d handed back %u client(s)%s", (int)w->pid, msg->count,
+		  kept < msg->count ? "; some closed: stopping, or their listener changed" : "");
+}
+
+/* What a worker thread says: READY once, CLOSED as a wakeup, MIGRATED clients (to migrated()). */
 void
-channel_read(struct master *m, struct mchannel *ch)
+channel_read(struct master *m, struct mchannel *ch, channel_hand_fn *migrated)
 {
 	struct mworker *w = ch->worker;
 	struct channel_msg msg;
@@ -273,6 +321,9 @@ channel_read(struct master *m, struct mchannel *ch)
 			/* Once per thread, whatever the worker sends. */
 			w->ready += !ch->ready;
 			ch->ready = true;
+			break;
+		case CHANNEL_MIGRATED:
+			channel_migrated(m, w, fds, &msg, migrated);
 			break;
 		default:
 			if (msg.type == CHANNEL_FDS || msg.type == CHANNEL_DGRAM)
@@ -396,7 +447,7 @@ channel_thread_read(struct wthread *t)
 			conn_open(t, fds[i], m.listener[i]);
 		break;
 	case CHANNEL_DRAIN:
-		worker_thread_drain(t);
+		worker_thread_drain(t, &m);
 		break;
 	case CHANNEL_DGRAM:
 		channel_thread_dgram(t, &m, fds);
@@ -439,4 +490,28 @@ channel_thread_wake(struct wthread *t)
 	/* EAGAIN: the channel is full of earlier wakeups, which will do. */
 	(void)channel_send(t->chan, CHANNEL_CLOSED, 0, NULL, NULL, 0);
 	t->wake_master = false;
+}
+
+/*
+ * In a worker thread, at the end of a round: the clients it handed back
+ * leave in one message, and its copies close once the master has them.  On
+ * EAGAIN they wait for the next round (the thread then polls briefly).
+ * Assumption: the fds got sent if sendmsg sent anything.
+ */
+void
+channel_thread_migrated(struct wthread *t)
+{
+	int r;
+
+	if (t->n_migrated == 0)
+		return;
+	r = channel_send(t->chan, CHANNEL_MIGRATED, 0, t->migrated, t->migrated_listener,
+			 t->n_migrated);
+	if (r == -EAGAIN)
+		return;
+	if (r < 0)
+		log_error("thread %u: handing %zu client(s) back: %s; closing them", t->index,
+			  t->n_migrated, strerror(-r));
+	close_many(t->migrated, t->n_migrated);
+	t->n_migrated = 0;
 }

@@ -154,18 +154,17 @@ conn_gone(struct udsd_conn *c)
 }
 
 /*
- * Close a connection at once, but free it only at the end of the round
- * (conn_reap): later events of the same epoll_wait() batch may point at it,
- * and so may a list walk in progress (drain, tick).  Its next pointer stays
- * as it was, so such a walk goes on; conn_event() ignores a closed one.
+ * Take c out of the thread: on_close, out of epoll and the list, counted as
+ * closed (for the master's load count too).  Its memory stays until the
+ * round ends (conn_reap): later events of the same epoll_wait() batch may
+ * point at it, and so may a list walk in progress (drain, tick).  Its next
+ * pointer stays as it was, so such a walk goes on; conn_event() ignores it.
  */
-void
-conn_close(struct udsd_conn *c)
+static void
+conn_detach(struct udsd_conn *c)
 {
 	struct wthread *t = c->thread;
 
-	if (c->closed)
-		return;
 	c->closed = true;
 	c->dead = true; /* on_close may still write: drop it */
 	if (c->service->ops->on_close) {
@@ -180,9 +179,9 @@ conn_close(struct udsd_conn *c)
 	 * arrive for a closed connection in later rounds too.  Remove it explicitly.
 	 */
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	/* Closed or moved, it leaves this worker's per-uid count. */
 	if (t->spec->config->listeners[c->listener].max_per_uid)
 		conn_gone(c);
-	c->fd = safe_close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -197,6 +196,70 @@ conn_close(struct udsd_conn *c)
 	if (!c->counted)
 		atomic_fetch_add_explicit(&t->stats->requests, 1, memory_order_relaxed);
 	worker_client_done(t);
+}
+
+/* Close a connection at once; it is freed at the end of the round (conn_detach()). */
+void
+conn_close(struct udsd_conn *c)
+{
+	if (c->closed)
+		return;
+	conn_detach(c);
+	c->fd = safe_close(c->fd);
+}
+
+/*
+ * At a message boundary, where another worker can take the client over with
+ * nothing lost: every byte udsd read was consumed and answered, every answer
+ * left, the client still talks, and the service (can_migrate) agrees.  What
+ * the client sent since is still in the kernel and travels with the fd.
+ */
+static bool
+conn_at_boundary(struct udsd_conn *c)
+{
+	const struct udsd_service *ops = c->service->ops;
+	bool ok;
+
+	if (c->closed || c->dead || c->closing || c->eof || c->lingering || c->stalled ||
+	    c->in_callback || c->in_len > 0 || conn_queued(c) || c->n_fds > 0 ||
+	    !(ops->flags & UDSD_SERVICE_MIGRATE))
+		return false;
+	if (!ops->can_migrate)
+		return true;
+	callback_begin(c, "can_migrate");
+	ok = ops->can_migrate(c);
+	callback_end(c);
+	return ok;
+}
+
+static bool
+conn_migrating(const struct udsd_conn *c)
+{
+	return c->thread->draining && c->thread->migrate[c->listener];
+}
+
+/*
+ * Hand c back to the master (reload, a retired worker) if it sits at a
+ * message boundary: the fd joins the thread's batch, sent at the end of the
+ * round (channel_thread_migrated()); for the master's load it counts as
+ * closed here.  False if c stays.
+ */
+bool
+conn_migrate(struct udsd_conn *c)
+{
+	struct wthread *t = c->thread;
+
+	if (!conn_migrating(c) || !conn_at_boundary(c))
+		return false;
+	if (t->n_migrated == CHANNEL_MAX_FDS) {
+		t->migrate_retry = true;
+		return false;
+	}
+	conn_detach(c);
+	t->migrated[t->n_migrated] = TAKE_FD(c->fd);
+	t->migrated_listener[t->n_migrated] = c->listener;
+	t->n_migrated++;
+	return true;
 }
 
 /* End of a round: nothing refers to the connections closed during it any more. */
@@ -683,6 +746,8 @@ conn_settle(struct udsd_conn *c)
 		conn_close(c);
 		return;
 	}
+	if (conn_migrate(c))
+		return;
 	conn_update_events(c);
 }
 
@@ -788,6 +853,11 @@ conn_drain(struct udsd_conn *c)
 {
 	if (c->closed)
 		return;
+	/* Moving: nothing is read here, the bytes travel with the fd; busy, it moves later. */
+	if (conn_migrating(c)) {
+		conn_settle(c);
+		return;
+	}
 	conn_readable(c);
 	if (c->service->ops->on_drain && !c->dead && !c->closing) {
 		callback_begin(c, "on_drain");
@@ -922,10 +992,11 @@ udsd_conn_set_deadline(struct udsd_conn *c, unsigned long long usec)
 	c->fixed_deadline = usec ? c->thread->now + usec : 0;
 }
 
+/* A connection that will move to the new generation goes on as if nothing happened. */
 bool
 udsd_conn_draining(const struct udsd_conn *c)
 {
-	return c->thread->draining;
+	return c->thread->draining && !conn_migrating(c);
 }
 
 void

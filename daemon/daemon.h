@@ -29,6 +29,9 @@
  *   accept.c     accept, admission, hand-off to a worker thread, clients waiting for one
  *   peer.c       who a client is: credentials, groups, systemd unit, per-uid counts
  *   load.c       load, least-loaded choice, room, caps, the room_wanted handshake
+ *   upgrade.c    same-PID binary upgrade: check, state hand-off across execve, rollback
+ *   fdstore.c    the sockets udsd binds, kept in systemd's fd store across restarts
+ *   startlimit.c idle exits no more often than the unit's start limit allows
  */
 
 #include <pthread.h>
@@ -43,6 +46,7 @@
 #include "fdpass.h"
 #include "listener.h"
 #include "macro.h"
+#include "sockact.h"
 #include "udsd.h"
 
 #ifndef UDSD_VERSION
@@ -144,12 +148,20 @@ unsigned status_pool_workers(unsigned pool);
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
 enum channel_type {
 	CHANNEL_FDS = 1, /* m→w: count fds, listener index of each */
-	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit */
+	CHANNEL_DRAIN,   /* m→w: take no more, finish, exit; count bytes: listeners that migrate */
 	CHANNEL_CLOSED,  /* w→m: a client closed while the master waits for room */
 	CHANNEL_READY,   /* w→m: this thread serves */
 	CHANNEL_GONE,    /* w→m: a client of uid (arg) on the listener closed (max_connections_per_uid) */
 	CHANNEL_DGRAM,   /* m→w, once: the dgram listeners' sockets, listener index of each */
+	CHANNEL_MIGRATED, /* w→m: count fds handed back at a message boundary, listener of each */
 };
+
+/*
+ * The channel's protocol version, carried across a binary upgrade: an image
+ * that adopts workers of another version speaks theirs (version 1 knows no
+ * CHANNEL_DRAIN payload and no CHANNEL_MIGRATED).
+ */
+#define CHANNEL_VERSION 2
 
 #define CHANNEL_MAX_FDS 64
 
@@ -157,7 +169,7 @@ struct channel_msg {
 	uint16_t type;
 	uint16_t count;
 	uint32_t arg;
-	uint8_t listener[CHANNEL_MAX_FDS];
+	uint8_t listener[CHANNEL_MAX_FDS]; /* CHANNEL_DRAIN: 1 if that listener's clients migrate */
 };
 
 int channel_pair(int *ret_master, int *ret_worker);
@@ -242,6 +254,12 @@ struct wthread {
 	int last_events; /* of the previous epoll round, for busy_poll */
 	bool draining;
 	bool done;
+	/* Migration (reload): clients of listener i at a message boundary go back to the master. */
+	bool migrate[CONFIG_MAX_LISTENERS];
+	bool migrate_retry; /* a client at a boundary found the batch full: look again */
+	size_t n_migrated;
+	int migrated[CHANNEL_MAX_FDS]; /* handed back, sent at the round's end */
+	uint8_t migrated_listener[CHANNEL_MAX_FDS];
 	/* The service callback running now (conn.c), for the stuck handler. */
 	struct udsd_conn *current;
 	const char *current_callback;
@@ -290,6 +308,7 @@ void conn_open(struct wthread *t, int fd, unsigned listener);
 void worker_client_done(struct wthread *t);
 void conn_event(struct udsd_conn *c, uint32_t events);
 void conn_drain(struct udsd_conn *c);
+bool conn_migrate(struct udsd_conn *c);
 void conn_timeout(struct udsd_conn *c);
 bool conn_expired(const struct udsd_conn *c, uint64_t now);
 void conn_trim(struct udsd_conn *c);
@@ -299,7 +318,7 @@ void conn_free_spares(struct wthread *t);
 void conn_stuck(struct wthread *t);
 
 /* worker.c, for channel.c */
-void worker_thread_drain(struct wthread *t);
+void worker_thread_drain(struct wthread *t, const struct channel_msg *msg);
 
 /* dgram.c */
 extern char dgram_tags[CONFIG_MAX_LISTENERS];
@@ -325,6 +344,7 @@ void channel_thread_read(struct wthread *t);
 int channel_thread_ready(struct wthread *t);
 void channel_thread_wake(struct wthread *t);
 void channel_thread_gone(struct wthread *t);
+void channel_thread_migrated(struct wthread *t);
 
 /* load.c, a worker thread's side of the room_wanted handshake */
 bool load_closed(struct status_thread *th, struct status *st);
@@ -352,8 +372,9 @@ struct mlistener {
 	int type;
 	int fd;
 	struct listener_file file; /* ours: the socket file, only ever reached through this */
-	bool ours;      /* udsd created the file: it unlinks it at exit */
+	bool ours;      /* udsd created the file: it unlinks it at exit (unless stored) */
 	bool passed;    /* systemd passed it: never unlinked, chmod'ed or re-bound */
+	char *stored;   /* in systemd's fd store under this listener name (fdstore.c), or NULL */
 	bool polling;
 };
 
@@ -393,6 +414,9 @@ struct mworker {
 	unsigned ready;
 	uint64_t started_usec;
 	uint64_t kill_at; /* draining: SIGKILL after shutdown_timeout */
+	/* Draining: the listeners (of its config) whose clients migrate, sent with CHANNEL_DRAIN. */
+	uint8_t migrate[CONFIG_MAX_LISTENERS];
+	unsigned n_migrate; /* 0: none migrate (stop, or a service that cannot) */
 	bool killed;	  /* the master stopped it on purpose: its SIGKILL is no crash */
 	uint64_t idle_since; /* no clients since then (0: busy) */
 	/*
@@ -408,6 +432,7 @@ struct mworker {
 	struct uid_count *uids; /* clients of listeners with max_connections_per_uid */
 	size_t n_uids, cap_uids;
 	struct mchannel *chan;
+	unsigned chan_version; /* CHANNEL_VERSION, or an adopted worker's own */
 };
 
 /* load.c: one balancer's targets and caps, one per pool. */
@@ -449,6 +474,24 @@ struct mpool {
 	size_t n_orphans, cap_orphans;
 };
 
+/* upgrade.c: a same-PID binary upgrade in progress, and what it needs. */
+struct master_upgrade {
+	char **argv;	 /* ours, for the next exec */
+	char **old_argv; /* the first image's: a rollback runs the old binary as it was started */
+	char *exe_path;	 /* where our binary was started from: a new one is looked for there */
+	int exe_fd;	 /* our binary, open for a rollback even once the file is replaced */
+	int old_exe_fd;	 /* while adopting: the binary we came from, to roll back to */
+	char *binary;	 /* the one being checked */
+	pid_t check_pid; /* its "-t" run */
+	int check_out;
+	uint64_t check_deadline;
+	bool adopting; /* new image: the adopted workers wait for our generation */
+	uint64_t adopt_deadline;
+	bool rolled_back; /* this image is a rollback: never roll back again */
+	char *env_rollback;
+	char error[192]; /* why the last upgrade failed, in STATUS= until the next good one */
+};
+
 struct master {
 	int epfd;
 	struct watch signal_watch;
@@ -479,6 +522,8 @@ struct master {
 	uint64_t idle_since; /* exit_idle_time: no client anywhere since then */
 	bool has_dgram;	     /* a dgram listener: STATUS= and idleness count datagrams */
 	uint64_t datagrams_seen; /* status_datagrams() at the last idleness check */
+	uint64_t started_usec;
+	uint64_t idle_exit_at; /* no idle exit before (startlimit.c); UINT64_MAX: not asked yet */
 	unsigned fd_limit;
 	uint64_t next_status;
 	uint64_t watchdog_usec;
@@ -486,6 +531,7 @@ struct master {
 	uint64_t refused_logged_at;
 	unsigned refused_unlogged;
 	char status_text[512];
+	struct master_upgrade up;
 };
 
 /* channel.c, the master's end */
@@ -496,7 +542,8 @@ void channel_queue(struct master *m, struct mchannel *ch, int fd, unsigned liste
 void channel_flush(struct master *m, struct mchannel *ch);
 void channel_flush_all(struct master *m);
 void channel_drain(struct master *m, struct mworker *w);
-void channel_read(struct master *m, struct mchannel *ch);
+void channel_read(struct master *m, struct mchannel *ch, channel_hand_fn *migrated);
+int channel_adopt(struct master *m, struct mworker *w);
 size_t channel_reclaim(struct master *m, struct mworker *w, channel_hand_fn *hand);
 int channel_send_dgram(struct mworker *w, const struct mlistener *ls, size_t n);
 
@@ -518,6 +565,8 @@ void load_caps_set(struct load_caps *ret, const struct generation *g, unsigned p
 int listeners_take_passed(void);
 void listeners_warn_unused_passed(void);
 void listeners_free_passed(void);
+void listeners_passed_get(struct sockact_fd **ret, size_t *ret_n);
+void listeners_passed_set(struct sockact_fd *fds, size_t n);
 int listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		    struct mlistener **ret);
 void listeners_install(struct master *m, struct mlistener *ls, size_t n);
@@ -532,6 +581,32 @@ bool listeners_all_passed(const struct master *m);
 bool listeners_has_dgram(const struct master *m);
 int listeners_remap(const struct config *to, const struct config *from, unsigned index);
 
+/*
+ * upgrade.c.  master_upgrade_start() is what SIGUSR2 runs, for an admin
+ * command too: 0 means the check of the new binary started; the outcome is
+ * asynchronous.  Failure: m->up.error says why (also in the log and STATUS=),
+ * m->up.check_pid is 0 again.  Success: the process re-executes itself, and
+ * the new image's READY=1 (generation + 1, same PID) follows RELOADING=1; a
+ * rollback shows in its m->up.error.  -EBUSY: a reload, upgrade or stop runs.
+ */
+void upgrade_init(struct master *m, char **argv);
+int master_upgrade_start(struct master *m, const char *binary, char *err, size_t errlen);
+bool upgrade_reaped(struct master *m, pid_t pid, int wstatus);
+void upgrade_tick(struct master *m);
+int upgrade_adopt(struct master *m, int fd, struct generation *g);
+_noreturn_ void upgrade_adopt_failed(struct master *m, int fd, const char *why);
+void upgrade_rollback(struct master *m, const char *why);
+
+
+/* startlimit.c */
+uint64_t startlimit_min_run(void);
+
+/* fdstore.c */
+bool fdstore_enabled(void);
+const char *fdstore_listener(const char *fdname);
+int fdstore_put(const char *listener, int fd);
+void fdstore_remove(const char *listener);
+
 /* accept.c */
 void accept_listener(struct master *m, struct mlistener *l);
 void accept_dispatch(struct master *m, int fd, unsigned listener);
@@ -540,6 +615,7 @@ void accept_orphans_flush(struct master *m);
 void accept_orphans_remap(struct master *m, struct mpool *old, size_t n_old,
 			  const struct generation *from);
 void accept_orphans_drop(struct master *m, const char *why);
+void accept_orphans_take_pending(struct master *m);
 void accept_orphans_free(struct mpool *p);
 
 /* peer.c */
@@ -554,7 +630,9 @@ int pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned i
 void pools_setup(struct master *m, const struct generation *old);
 unsigned pools_wanted(const struct master *m);
 unsigned pools_crashes(const struct master *m);
-void pool_drain(struct master *m, struct mworker *w);
+void pool_drain(struct master *m, struct mworker *w, bool migrate);
+int pool_migrate_index(const struct generation *to, const struct generation *from, unsigned index);
+bool pool_migrated(struct master *m, const struct mworker *from, int fd, unsigned listener);
 void pool_kill(struct mworker *w);
 void pool_reap(struct master *m);
 void pool_check(struct master *m);
@@ -563,6 +641,7 @@ void pool_targets_update(struct master *m);
 unsigned pool_count(const struct master *m, enum worker_state state);
 int generation_new(struct master *m, struct config *c, struct service *s, struct generation **ret);
 void generation_unref(struct generation *g);
+bool generation_ready(const struct master *m, const struct generation *g, const struct mpool *sizes);
 
 static inline void
 generation_unrefp(struct generation **g)

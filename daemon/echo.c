@@ -21,7 +21,8 @@ echo_datagram(struct udsd_dgram *d, const void *data, size_t len)
 const struct udsd_service service_echo = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 	.name = "echo",
-	.flags = UDSD_SERVICE_DATAGRAMS,
+	/* No state: any moment between reads is a boundary. */
+	.flags = UDSD_SERVICE_DATAGRAMS | UDSD_SERVICE_MIGRATE,
 	.on_data = echo_data,
 	.on_datagram = echo_datagram,
 };

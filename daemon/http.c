@@ -321,6 +321,18 @@ http_drain(struct udsd_conn *c)
 		udsd_conn_set_deadline(c, set->header_timeout_usec);
 }
 
+/*
+ * Between requests, with nothing held: the connection can move to the new
+ * generation, keep-alive and all (one that sent nothing yet too).
+ */
+static bool
+http_can_migrate(struct udsd_conn *c)
+{
+	const struct http_conn *h = udsd_conn_get_data(c);
+
+	return !h->partial && !h->discard && !h->held && !h->closing;
+}
+
 static void
 http_timeout(struct udsd_conn *c)
 {
@@ -373,7 +385,7 @@ _Static_assert(sizeof(DEADLINE_BODY) - 1 == 51, "Content-Length of the deadline 
 const struct udsd_service service_http = {
 	.api_version = UDSD_SERVICE_API_VERSION,
 	.name = "http",
-	.flags = UDSD_SERVICE_DEADLINE_REPLY,
+	.flags = UDSD_SERVICE_DEADLINE_REPLY | UDSD_SERVICE_MIGRATE,
 	.deadline_reply = deadline_reply,
 	.check = http_check,
 	.init = http_init,
@@ -383,4 +395,5 @@ const struct udsd_service service_http = {
 	.on_close = http_close,
 	.on_drain = http_drain,
 	.on_timeout = http_timeout,
+	.can_migrate = http_can_migrate,
 };

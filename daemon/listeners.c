@@ -24,14 +24,46 @@ listeners_take_passed(void)
 	return sockact_take(&passed, &n_passed);
 }
 
-/* Sockets systemd passed that no listener took: say so, they serve nobody. */
+/*
+ * Sockets systemd passed that no listener took: say so, they serve nobody.
+ * One of ours from the fd store whose listener is gone (or moved) is closed
+ * and dropped from the store, which would otherwise keep it forever.
+ */
 void
 listeners_warn_unused_passed(void)
 {
-	for (size_t i = 0; i < n_passed; i++)
-		if (!passed[i].used)
+	for (size_t i = 0; i < n_passed; i++) {
+		const char *stored = fdstore_listener(passed[i].name);
+
+		if (passed[i].used)
+			continue;
+		if (!stored) {
 			log_warning("socket \"%s\" from systemd matches no listener; ignoring it",
 				    passed[i].name);
+			continue;
+		}
+		log_notice("socket of listener %s in systemd's fd store: no such listener at that "
+			   "address any more; closing it", stored);
+		fdstore_remove(stored);
+		passed[i].fd = safe_close(passed[i].fd);
+		passed[i].used = true;
+	}
+}
+
+/* For a binary upgrade: the sockets systemd passed go with the state, used or not. */
+void
+listeners_passed_get(struct sockact_fd **ret, size_t *ret_n)
+{
+	*ret = passed;
+	*ret_n = n_passed;
+}
+
+void
+listeners_passed_set(struct sockact_fd *fds, size_t n)
+{
+	listeners_free_passed();
+	passed = fds;
+	n_passed = n;
 }
 
 void
@@ -83,6 +115,59 @@ take_passed(const struct config *c, const struct config_listener *cl,
 	return 1;
 }
 
+/*
+ * A socket udsd bound in an earlier run, back from systemd's fd store: taken
+ * if it is still bound at the listener's address (and, for a file, that file
+ * is still its socket), so that the clients in its backlog are served.
+ */
+static int
+take_stored(const struct config_listener *cl, struct mlistener *l)
+{
+	char err[PATH_MAX + 64] = "";
+	struct sockact_fd *a = NULL;
+	int r;
+
+	for (size_t i = 0; i < n_passed && !a; i++) {
+		const char *name = fdstore_listener(passed[i].name);
+		if (!passed[i].used && name && strcmp(name, cl->name) == 0)
+			a = &passed[i];
+	}
+	if (!a || listener_check_fd(a->fd, address_family(cl->address), cl->type) <= 0)
+		return 0;
+	r = cl->kind == LISTENER_TCP ? 0 :
+	    cl->kind == LISTENER_PATH ? listener_adopt_unix(a->fd, cl->address, &l->file, err,
+							     sizeof(err)) :
+					 listener_adopt_unix(a->fd, cl->address, NULL, err, sizeof(err));
+	if (r < 0) {
+		log_notice("listener %s: the socket in systemd's fd store is not at %s any more (%s); "
+			   "binding a new one", cl->name, cl->address, *err ? err : strerror(-r));
+		return 0;
+	}
+	a->used = true;
+	l->fd = a->fd;
+	l->stored = strdup(cl->name);
+	l->ours = cl->kind == LISTENER_PATH;
+	fd_set_nonblock(l->fd, true);
+	log_info("listener %s: %s taken back from systemd's fd store", cl->name, cl->address);
+	return l->stored ? 1 : -ENOMEM;
+}
+
+/* Keep a socket udsd bound in systemd's fd store, when there is one (fdstore.c). */
+static void
+store(const struct config_listener *cl, struct mlistener *l)
+{
+	int r;
+
+	if (!fdstore_enabled())
+		return;
+	r = fdstore_put(cl->name, l->fd);
+	if (r >= 0)
+		l->stored = strdup(cl->name);
+	if (r < 0 || !l->stored)
+		log_warning("listener %s: not kept in systemd's fd store: %s", cl->name,
+			    strerror(r < 0 ? -r : ENOMEM));
+}
+
 /* An abstract socket has no file mode: without an allow-list, anyone in the netns may connect. */
 static void
 warn_open(const struct config_listener *cl)
@@ -99,6 +184,8 @@ listeners_open_one(const struct config *c, const struct config_listener *cl, str
 	int r;
 
 	r = take_passed(c, cl, l);
+	if (r == 0)
+		r = take_stored(cl, l);
 	if (r > 0)
 		warn_open(cl);
 	if (r != 0)
@@ -121,6 +208,7 @@ listeners_open_one(const struct config *c, const struct config_listener *cl, str
 	}
 	l->ours = cl->kind == LISTENER_PATH;
 	warn_open(cl);
+	store(cl, l);
 	return 0;
 }
 
@@ -145,10 +233,14 @@ listeners_close_one(struct master *m, struct mlistener *l, bool unlink_file)
 		safe_close(l->fd);
 	if (l->ours && unlink_file && listener_unlink(&l->file) == -ESTALE)
 		log_warning("%s is no longer the socket udsd bound; not removing it", l->address);
+	if (l->stored && unlink_file)
+		fdstore_remove(l->stored);
 	listener_file_done(&l->file);
 	free(l->address);
+	free(l->stored);
 	l->fd = -EBADF;
 	l->address = NULL;
+	l->stored = NULL;
 }
 
 /*
@@ -213,6 +305,7 @@ listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 			ls[i].file = keep->file; /* moves: listeners_install() leaves the old one be */
 			ls[i].ours = keep->ours;
 			ls[i].passed = keep->passed;
+			ls[i].stored = keep->stored; /* moves, as the file */
 			r = listeners_recheck(cl, keep);
 			continue;
 		}

@@ -35,7 +35,9 @@ usage(void)
 	       "      --verbose        log debug messages\n"
 	       "  -v, --version        print the version and exit\n"
 	       "  -V                   print the version and build settings and exit\n"
-	       "  -h, --help           show this help\n");
+	       "  -h, --help           show this help\n\n"
+	       "SIGHUP reloads the configuration; SIGUSR2 upgrades to the binary now at udsd's\n"
+	       "path, in place (same PID), after checking it with -t.\n");
 	exit(EXIT_SUCCESS);
 }
 
@@ -123,9 +125,8 @@ notify_status(struct master *m, bool force, const char *also)
 {
 	uint64_t open, accepted, now = now_usec();
 	unsigned workers;
-	char text[sizeof(m->status_text)], failed[sizeof(m->reload_error) + 32] = "", pool[32] = "";
-	char dgrams[48] = "";
-	char pools[256];
+	char text[sizeof(m->status_text)], pool[32] = "", pools[256], dgrams[48] = "";
+	char failed[sizeof(m->reload_error) + sizeof(m->up.error) + 48] = "";
 
 	if (!force && !also[0] && now < m->next_status)
 		return;
@@ -134,8 +135,11 @@ notify_status(struct master *m, bool force, const char *also)
 	if (m->gen->config->n_pools == 1)
 		pool_range(&m->gen->config->pools[0], pool, sizeof(pool));
 	pools_text(m, pools, sizeof(pools));
-	if (m->reload_error[0])
-		snprintf(failed, sizeof(failed), "reload failed: %s; ", m->reload_error);
+	if (m->reload_error[0] || m->up.error[0])
+		snprintf(failed, sizeof(failed), "%s%s%s%s%s%s",
+			 m->reload_error[0] ? "reload failed: " : "", m->reload_error,
+			 m->reload_error[0] ? "; " : "", m->up.error[0] ? "upgrade failed: " : "",
+			 m->up.error, m->up.error[0] ? "; " : "");
 	if (m->has_dgram)
 		snprintf(dgrams, sizeof(dgrams), ", %llu datagrams",
 			 (unsigned long long)status_datagrams());
@@ -147,30 +151,6 @@ notify_status(struct master *m, bool force, const char *also)
 		return;
 	snprintf(m->status_text, sizeof(m->status_text), "%s", text);
 	sd_notifyf(0, "%sSTATUS=%s", also, text);
-}
-
-/*
- * Every thread of g's workers serves, and each of g's pools has as many
- * workers as wanted (sizes[i], or its config's workers when sizes is NULL).
- */
-static bool
-generation_ready(const struct master *m, const struct generation *g, const struct mpool *sizes)
-{
-	unsigned ready = 0, total = 0, per_pool[CONFIG_MAX_POOLS] = { 0 };
-
-	for (size_t i = 0; i < m->n_slots; i++) {
-		const struct mworker *w = &m->workers[i];
-
-		if (w->state != WORKER_RUNNING || w->gen != g || w->retiring)
-			continue;
-		ready += w->ready;
-		total += w->n_threads;
-		per_pool[w->pool]++;
-	}
-	for (size_t i = 0; i < g->config->n_pools; i++)
-		if (per_pool[i] < (sizes ? sizes[i].size : g->config->pools[i].workers))
-			return false;
-	return ready == total;
 }
 
 /* READY=1 once every thread of the first generation serves (a reload sends its own). */
@@ -306,7 +286,7 @@ reload_switch(struct master *m)
 	pools_setup(m, old);
 	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].gen == old)
-			pool_drain(m, &m->workers[i]);
+			pool_drain(m, &m->workers[i], true);
 	pool_targets_update(m);
 	generation_unref(old);
 	m->ready_sent = true;
@@ -402,7 +382,7 @@ stop(struct master *m, const char *why)
 	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
 	accept_update_polling(m);
 	for (size_t i = 0; i < m->n_slots; i++)
-		pool_drain(m, &m->workers[i]);
+		pool_drain(m, &m->workers[i], false);
 	notify_status(m, true, "");
 }
 
@@ -422,6 +402,9 @@ idle_exit_check(struct master *m)
 
 	if (!limit || !m->activated || m->stopping || !listeners_all_passed(m))
 		return;
+	/* Not sooner than the unit's start limit allows (startlimit.c): idle or not, stay. */
+	if (m->idle_exit_at == UINT64_MAX)
+		m->idle_exit_at = m->started_usec + startlimit_min_run();
 	/* Datagrams hold no connection open: their count moving is what shows traffic. */
 	datagrams = m->has_dgram ? status_datagrams() : 0;
 	busy |= datagrams != m->datagrams_seen;
@@ -435,13 +418,23 @@ idle_exit_check(struct master *m)
 		m->idle_since = now;
 		return;
 	}
-	if (now - m->idle_since < limit)
+	if (now - m->idle_since < limit || now < m->idle_exit_at)
 		return;
 	if (listeners_pending(m)) {
 		m->idle_since = now;
 		return;
 	}
 	stop(m, "idle");
+}
+
+static void
+upgrade_signal(struct master *m)
+{
+	char err[256];
+	int r = master_upgrade_start(m, NULL, err, sizeof(err));
+
+	if (r == -EBUSY)
+		log_warning("SIGUSR2: not upgrading: %s", err);
 }
 
 static void
@@ -456,8 +449,13 @@ signal_readable(struct master *m)
 			stop(m, sigabbrev_np((int)si.ssi_signo));
 			break;
 		case SIGHUP:
-			if (!m->stopping)
+			if (m->up.adopting)
+				log_warning("SIGHUP: not reloading: an upgrade is in progress");
+			else if (!m->stopping)
 				reload(m);
+			break;
+		case SIGUSR2:
+			upgrade_signal(m);
 			break;
 		case SIGCHLD:
 			pool_reap(m);
@@ -486,7 +484,8 @@ next_timeout_ms(const struct master *m)
 	if (m->watchdog_usec)
 		next = MIN(next, m->next_watchdog);
 	if (m->gen->config->exit_idle_usec && m->idle_since && !m->stopping)
-		next = MIN(next, m->idle_since + m->gen->config->exit_idle_usec);
+		next = MIN(next, MAX(m->idle_since + m->gen->config->exit_idle_usec,
+				     m->idle_exit_at == UINT64_MAX ? 0 : m->idle_exit_at));
 	return next <= now ? 0 : (int)((next - now + 999) / 1000);
 }
 
@@ -505,7 +504,7 @@ dispatch_event(struct master *m, struct epoll_event *ev)
 	case WATCH_CHANNEL: {
 		struct mchannel *ch = (struct mchannel *)w;
 		if (ev->events & EPOLLIN)
-			channel_read(m, ch);
+			channel_read(m, ch, pool_migrated);
 		if (ev->events & EPOLLOUT && ch->worker->state != WORKER_FREE)
 			channel_flush(m, ch);
 		break;
@@ -530,6 +529,7 @@ loop(struct master *m)
 		}
 		pool_check(m);
 		reload_check(m);
+		upgrade_tick(m);
 		accept_orphans_flush(m);
 		channel_flush_all(m);
 		accept_update_polling(m);
@@ -556,6 +556,7 @@ signals_setup(struct master *m)
 	sigaddset(&mask, SIGCHLD);
 	sigaddset(&mask, SIGPIPE);
 	sigaddset(&mask, SIGUSR1);
+	sigaddset(&mask, SIGUSR2);
 	/* Blocked before any fork: workers inherit the mask, so no thread takes a signal. */
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
@@ -572,8 +573,15 @@ signals_setup(struct master *m)
 static void
 cleanup(struct master *m)
 {
-	for (size_t i = 0; i < m->n_listeners; i++)
-		listeners_close_one(m, &m->listeners[i], true);
+	for (size_t i = 0; i < m->n_listeners; i++) {
+		struct mlistener *l = &m->listeners[i];
+
+		/* Its stored copy serves the path until systemd closes it: keep the file for it. */
+		if (l->stored && l->ours)
+			log_info("%s stays: systemd's fd store keeps its socket (across a restart; a stop closes it)",
+				 l->address);
+		listeners_close_one(m, l, !l->stored);
+	}
 	free(m->listeners);
 	for (size_t i = 0; i < m->n_pools; i++) {
 		free(m->pools[i].load.targets);
@@ -591,6 +599,8 @@ master_setup(struct master *m)
 {
 	int r;
 
+	m->started_usec = now_usec();
+	m->idle_exit_at = UINT64_MAX; /* not known yet: asked of systemd once it matters */
 	m->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (m->epfd < 0 || signals_setup(m) < 0)
 		fatalx("setting up the event loop: %s", strerror(errno));
@@ -602,11 +612,12 @@ master_setup(struct master *m)
 		fatalx("out of memory");
 }
 
-enum { OPT_VERBOSE = 0x100 };
+enum { OPT_VERBOSE = 0x100, OPT_UPGRADE_STATE };
 
 struct options {
 	const char *config_file;
 	bool test, dump, quiet;
+	int upgrade_fd; /* internal: the state an upgrading image left (upgrade.c) */
 };
 
 /* nginx's and php-fpm's habits: -v and -V are the version, -t tests, -T dumps, -q quiets -t. */
@@ -621,11 +632,12 @@ options_parse(int argc, char **argv, struct options *o)
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
 		{ "version", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "upgrade-state", required_argument, NULL, OPT_UPGRADE_STATE },
 		{ 0 },
 	};
 	int opt;
 
-	*o = (struct options){ .config_file = CONFIG_DEFAULT_FILE };
+	*o = (struct options){ .config_file = CONFIG_DEFAULT_FILE, .upgrade_fd = -EBADF };
 	while ((opt = getopt_long(argc, argv, "c:tTqvVh", options, NULL)) >= 0)
 		switch (opt) {
 		case 'c':
@@ -642,6 +654,9 @@ options_parse(int argc, char **argv, struct options *o)
 			break;
 		case OPT_VERBOSE:
 			log_set_level(LOG_DEBUG);
+			break;
+		case OPT_UPGRADE_STATE:
+			o->upgrade_fd = atoi(optarg);
 			break;
 		case 'v':
 		case 'V':
@@ -670,6 +685,30 @@ config_test(const struct options *o, const struct config *c)
 	return EXIT_SUCCESS;
 }
 
+/*
+ * What there is to serve with: systemd's sockets, or, in an upgrade, what
+ * the old image left (listeners, workers, waiting clients: upgrade.c).
+ */
+static void
+master_take_over(struct master *m, const struct options *o, struct generation *g)
+{
+	int r;
+
+	if (o->upgrade_fd >= 0) {
+		r = upgrade_adopt(m, o->upgrade_fd, g);
+		if (r < 0)
+			upgrade_adopt_failed(m, o->upgrade_fd, strerror(-r));
+		log_info("upgrade: took over from the old binary; generation %u starting", g->id);
+		return;
+	}
+	r = listeners_take_passed();
+	if (r < 0)
+		fatalx("reading sockets passed by systemd: %s", strerror(-r));
+	m->activated = r > 0;
+	m->gen = g;
+	pools_setup(m, NULL);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -685,8 +724,12 @@ main(int argc, char **argv)
 	options_parse(argc, argv, &o);
 	m->config_file = o.config_file;
 	log_open();
-	if (generation_read(m, &g, err, sizeof(err)) < 0)
+	upgrade_init(m, argv);
+	if (generation_read(m, &g, err, sizeof(err)) < 0) {
+		if (o.upgrade_fd >= 0)
+			upgrade_adopt_failed(m, o.upgrade_fd, err);
 		return EXIT_FAILURE;
+	}
 	c = g->config;
 	if (o.test) {
 		r = config_test(&o, c);
@@ -695,19 +738,18 @@ main(int argc, char **argv)
 	}
 
 	master_setup(m);
-	r = listeners_take_passed();
-	if (r < 0)
-		fatalx("reading sockets passed by systemd: %s", strerror(-r));
-	m->activated = r > 0;
-	m->gen = g;
+	master_take_over(m, &o, g);
 	atomic_store(&status->generation, m->gen->id);
 	status_config = c;
-	pools_setup(m, NULL);
-	if (listeners_build(c, NULL, 0, &ls) < 0) {
+	if (listeners_build(c, m->listeners, m->n_listeners, &ls) < 0) {
+		if (m->up.adopting)
+			upgrade_rollback(m, "the new configuration's listeners failed");
 		cleanup(m);
 		return EXIT_FAILURE;
 	}
 	listeners_install(m, ls, c->n_listeners);
+	if (m->up.adopting)
+		listeners_apply_perms(c, m->listeners);
 	listeners_apply_passrights(g, m->listeners, false);
 	listeners_warn_unused_passed();
 	m->has_dgram = listeners_has_dgram(m);

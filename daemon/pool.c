@@ -52,6 +52,30 @@ generation_unref(struct generation *g)
 	free(g);
 }
 
+/*
+ * Every thread of g's workers serves, and each of g's pools has as many
+ * workers as wanted (sizes[i], or its config's workers when sizes is NULL).
+ */
+bool
+generation_ready(const struct master *m, const struct generation *g, const struct mpool *sizes)
+{
+	unsigned ready = 0, total = 0, per_pool[CONFIG_MAX_POOLS] = { 0 };
+
+	for (size_t i = 0; i < m->n_slots; i++) {
+		const struct mworker *w = &m->workers[i];
+
+		if (w->state != WORKER_RUNNING || w->gen != g || w->retiring)
+			continue;
+		ready += w->ready;
+		total += w->n_threads;
+		per_pool[w->pool]++;
+	}
+	for (size_t i = 0; i < g->config->n_pools; i++)
+		if (per_pool[i] < (sizes ? sizes[i].size : g->config->pools[i].workers))
+			return false;
+	return ready == total;
+}
+
 /* The workers that take clients changed: each pool's balancer's targets follow. */
 void
 pool_targets_update(struct master *m)
@@ -217,7 +241,7 @@ pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index
 	m->n_slots = MAX(m->n_slots, (unsigned)(w - m->workers) + 1);
 	*w = (struct mworker){ .slot = (unsigned)(w - m->workers), .pool = pool, .index = index,
 			       .gen = g, .n_threads = g->config->pools[pool].threads,
-			       .started_usec = now_usec() };
+			       .started_usec = now_usec(), .chan_version = CHANNEL_VERSION };
 	r = channel_open(m, w);
 	if (r >= 0)
 		r = channel_send_dgram(w, g == m->pending ? m->pending_listeners : m->listeners,
@@ -268,14 +292,80 @@ pool_kill(struct mworker *w)
 	kill(w->pid, SIGKILL);
 }
 
-/* In the master: the worker takes no more clients, finishes what it has and exits. */
-void
-pool_drain(struct master *m, struct mworker *w)
+/*
+ * Where a client of listener index of generation from goes in generation to,
+ * if it is to move there at a message boundary: the listener of the same
+ * name, of the same type and with the same service, whose old service said
+ * it can move (UDSD_SERVICE_MIGRATE).  -ENOENT if there is none.
+ */
+int
+pool_migrate_index(const struct generation *to, const struct generation *from, unsigned index)
 {
+	const struct config_listener *a = &from->config->listeners[index], *b;
+	int l = listeners_remap(to->config, from->config, index);
+
+	if (l < 0)
+		return l;
+	b = &to->config->listeners[l];
+	if (!(from->services[index].flags & UDSD_SERVICE_MIGRATE) || a->type != b->type ||
+	    strcmp(a->service, b->service) != 0)
+		return -ENOENT;
+	return l;
+}
+
+/*
+ * A client a draining worker handed back goes out as a fresh client would
+ * (it passed the allow-list already), to the listener of the same name in
+ * the current config; with no worker to take it, it waits as a dead
+ * worker's clients do (accept_dispatch()).  A client that closed while its
+ * fd was in flight costs the new worker one read of EOF.  False if closed.
+ */
+bool
+pool_migrated(struct master *m, const struct mworker *from, int fd, unsigned listener)
+{
+	int l = pool_migrate_index(m->gen, from->gen, listener);
+
+	if (l < 0 || m->stopping) {
+		safe_close(fd);
+		return false;
+	}
+	accept_dispatch(m, fd, (unsigned)l);
+	return true;
+}
+
+/* Which of w's listeners may hand their clients over to the current generation. */
+static void
+migrate_set(const struct master *m, struct mworker *w, bool migrate)
+{
+	const struct config *c = w->gen->config;
+	bool any = false;
+
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		w->migrate[i] = migrate && !m->stopping && pool_migrate_index(m->gen, w->gen, (unsigned)i) >= 0;
+		any |= w->migrate[i];
+	}
+	w->n_migrate = any ? (unsigned)c->n_listeners : 0;
+}
+
+/*
+ * In the master: the worker takes no more clients, finishes what it has and
+ * exits; with migrate, its clients at a message boundary come back to be
+ * handed to the current generation.  A draining worker told again without
+ * migrate (a stop) stops handing clients back and drains the rest.
+ */
+void
+pool_drain(struct master *m, struct mworker *w, bool migrate)
+{
+	if (w->state == WORKER_DRAINING && !migrate && w->n_migrate) {
+		migrate_set(m, w, false);
+		channel_drain(m, w);
+		return;
+	}
 	if (w->state != WORKER_RUNNING)
 		return;
 	w->state = WORKER_DRAINING;
 	w->kill_at = now_usec() + w->gen->config->shutdown_timeout_usec;
+	migrate_set(m, w, migrate);
 	pool_targets_update(m);
 	channel_drain(m, w);
 }
@@ -378,6 +468,9 @@ reaped(struct master *m, struct mworker *w, int wstatus)
 	atomic_store(&status->slots[w->slot].pid, 0);
 	w->state = WORKER_FREE;
 	pool_targets_update(m);
+	/* What it handed back before it died is in our ends: read it before they close. */
+	for (unsigned t = 0; t < w->n_threads; t++)
+		channel_read(m, &w->chan[t], pool_migrated);
 	recover_clients(m, w);
 	if (!leaving && w->gen == m->gen && w->index < m->pools[w->pool].size)
 		schedule_respawn(&m->pools[w->pool], w, now);
@@ -399,6 +492,8 @@ pool_reap(struct master *m)
 
 		if (pid <= 0)
 			return;
+		if (upgrade_reaped(m, pid, wstatus))
+			continue;
 		for (size_t i = 0; i < m->n_slots; i++)
 			if (m->workers[i].state != WORKER_FREE && m->workers[i].pid == pid) {
 				reaped(m, &m->workers[i], wstatus);
@@ -433,7 +528,7 @@ pool_replace(struct master *m, struct mworker *w, const char *why)
 	if (w->state != WORKER_RUNNING || w->retiring)
 		return;
 	if (w->gen != m->gen || w->index >= m->pools[w->pool].size || m->stopping) {
-		pool_drain(m, w);
+		pool_drain(m, w, true);
 		return;
 	}
 	w->retiring = true;
@@ -464,14 +559,14 @@ pool_retire_check(struct master *m, struct mworker *w)
 	if (w->state != WORKER_RUNNING || !w->retiring)
 		return;
 	if (w->gen != m->gen || w->index >= m->pools[w->pool].size) {
-		pool_drain(m, w);
+		pool_drain(m, w, true);
 		return;
 	}
 	next = successor(m, w);
 	if (!next)
 		return;
 	log_info("worker %d serves in place of worker %d, which drains", (int)next->pid, (int)w->pid);
-	pool_drain(m, w);
+	pool_drain(m, w, true);
 }
 
 /* The threads of w that are not stuck hold no client: only the stuck ones are left. */
@@ -761,7 +856,7 @@ pool_adjust_one(struct master *m, struct mpool *p, uint64_t now)
 			 (int)top->pid, c->name,
 			 (unsigned long long)(c->worker_idle_usec / USEC_PER_MSEC), c->workers_min,
 			 c->workers_max);
-		pool_drain(m, top);
+		pool_drain(m, top, true);
 	}
 }
 

@@ -65,18 +65,42 @@ worker_client_done(struct wthread *t)
 		t->wake_master = true;
 }
 
-/* CHANNEL_DRAIN: take no more clients, let the services finish what they have. */
+/*
+ * CHANNEL_DRAIN: take no more clients, let the services finish what they
+ * have; the clients of the listeners msg names migrate instead, now if they
+ * sit at a message boundary, else as soon as they reach one (conn_settle()).
+ * A later DRAIN may only narrow that set (a stop during a reload).
+ */
 void
-worker_thread_drain(struct wthread *t)
+worker_thread_drain(struct wthread *t, const struct channel_msg *msg)
 {
-	if (t->draining)
-		return;
+	bool was = t->draining;
+
+	for (size_t i = 0; i < ELEMENTSOF(t->migrate); i++)
+		t->migrate[i] = (!was || t->migrate[i]) && i < msg->count && msg->listener[i];
 	t->draining = true;
 	dgram_thread_drain(t);
 	/* conn_drain() may close c: a closed connection keeps its memory and next pointer till the round ends. */
 	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
 		next = c->next;
 		conn_drain(c);
+	}
+}
+
+/*
+ * Once the handed-back batch has left: clients that found it full and sat at
+ * a boundary since, with no event to bring them back, are looked at again.
+ */
+static void
+thread_migrate_more(struct wthread *t)
+{
+	channel_thread_migrated(t);
+	if (!t->migrate_retry || t->n_migrated > 0)
+		return;
+	t->migrate_retry = false;
+	for (struct udsd_conn *c = t->conns, *next; c; c = next) {
+		next = c->next;
+		conn_migrate(c);
 	}
 }
 
@@ -167,6 +191,7 @@ thread_teardown(struct wthread *t)
 	while (t->conns)
 		conn_close(t->conns);
 	conn_reap(t);
+	close_many(t->migrated, t->n_migrated); /* the master is gone: nobody takes them */
 	conn_free_spares(t);
 	dgram_thread_teardown(t);
 	for (size_t i = 0; t->state && i < spec->config->n_listeners; i++)
@@ -217,8 +242,10 @@ thread_run(void *userdata)
 	}
 	while (!t->done) {
 		int n = busy_poll(t, events);
+		/* Clients handed back but not yet sent (a full channel): try again soon. */
 		if (n == 0)
-			n = epoll_wait(t->epfd, events, MAX_EVENTS, (int)(TICK_USEC / USEC_PER_MSEC));
+			n = epoll_wait(t->epfd, events, MAX_EVENTS,
+				       t->n_migrated ? 10 : (int)(TICK_USEC / USEC_PER_MSEC));
 		t->last_events = n;
 		if (n < 0 && errno != EINTR) {
 			log_error("thread %u: epoll_wait: %s", t->index, strerror(errno));
@@ -239,9 +266,11 @@ thread_run(void *userdata)
 			channel_thread_gone(t);
 		if (t->now - t->last_tick >= TICK_USEC)
 			thread_tick(t);
+		if (t->n_migrated || t->migrate_retry)
+			thread_migrate_more(t);
 		if (t->closed)
 			conn_reap(t);
-		if (t->draining && t->n_conns == 0)
+		if (t->draining && t->n_conns == 0 && t->n_migrated == 0)
 			t->done = true;
 	}
 	thread_teardown(t);

@@ -383,6 +383,68 @@ listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, gid_
 	return 0;
 }
 
+/* The name fd is bound to, as getsockname() says: for a file, what bind() was given. */
+static int
+bound_name(int fd, struct sockaddr_un *ret, socklen_t *ret_len)
+{
+	socklen_t len = sizeof(*ret);
+
+	if (getsockname(fd, (struct sockaddr *)ret, &len) < 0)
+		return negative_errno();
+	if (ret->sun_family != AF_UNIX || len <= offsetof(struct sockaddr_un, sun_path))
+		return -ESTALE;
+	*ret_len = len;
+	return 0;
+}
+
+static bool
+bound_as(const struct sockaddr_un *sa, size_t n, const char *name)
+{
+	return strnlen(sa->sun_path, n) == strlen(name) && strncmp(sa->sun_path, name, n) == 0;
+}
+
+int
+listener_adopt_unix(int fd, const char *address, struct listener_file *ret_file, char *err,
+		    size_t errlen)
+{
+	_cleanup_(listener_file_done) struct listener_file f = LISTENER_FILE_NULL;
+	struct sockaddr_un sa, want;
+	socklen_t len, want_len;
+	struct stat st;
+	size_t n;
+	int r;
+
+	r = listener_sockaddr(address, &want, &want_len);
+	if (r >= 0)
+		r = bound_name(fd, &sa, &len);
+	if (r < 0)
+		return r;
+	n = len - offsetof(struct sockaddr_un, sun_path);
+	if (address[0] == '@')
+		return len == want_len && memcmp(sa.sun_path, want.sun_path, n) == 0 ? 0 : -ESTALE;
+	r = open_parent(address, &f);
+	if (r < 0)
+		return r;
+	/*
+	 * Bound through its directory (sock_at()), the kernel kept the name
+	 * alone; a datagram socket is bound by its path (bind_path()).
+	 */
+	if (!bound_as(&sa, n, f.name) && !bound_as(&sa, n, address))
+		return -ESTALE;
+	r = listener_check_dir(f.dir_fd, err, errlen);
+	if (r < 0)
+		return r;
+	if (fstatat(f.dir_fd, f.name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ESTALE : negative_errno();
+	if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid())
+		return -ESTALE;
+	f.dev = st.st_dev;
+	f.ino = st.st_ino;
+	*ret_file = f;
+	f = LISTENER_FILE_NULL;
+	return 0;
+}
+
 int
 listener_pass_credentials(int fd)
 {

@@ -57,6 +57,16 @@ int listener_open_unix(const char *address, int type, mode_t mode, uid_t owner, 
 		       int backlog, int *ret_fd, struct listener_file *ret_file, char *err,
 		       size_t errlen);
 
+/*
+ * Take back a listening socket udsd bound at address in an earlier run (from
+ * systemd's fd store): it must be bound to that name, and for a file the name
+ * must still lead to a socket of ours in a safe directory (err says why not);
+ * that file is returned in ret_file.  -ESTALE when fd is not (or no longer)
+ * reachable at address: the caller then binds afresh.
+ */
+int listener_adopt_unix(int fd, const char *address, struct listener_file *ret_file, char *err,
+			size_t errlen);
+
 /* "tcp:HOST:PORT" (numeric host) → a listening, non-blocking TCP socket. */
 int listener_open_tcp(const char *address, int backlog, int *ret_fd);
 

@@ -67,6 +67,16 @@ enum {
 	UDSD_SERVICE_DEADLINE_REPLY = 1 << 1,
 	/* The service has on_datagram, likewise: it serves dgram listeners. */
 	UDSD_SERVICE_DATAGRAMS = 1 << 2,
+	/*
+	 * A client may move to another worker between two messages (on reload,
+	 * binary upgrade, or when the pool shrinks) instead of being drained:
+	 * the service's per-connection state then starts afresh (on_close here,
+	 * on_open there).  udsd moves a connection only when every byte it read
+	 * was consumed and every answer has left; bytes the client sent since
+	 * stay in the kernel and go with it.  A service with state that spans
+	 * messages says "not now" with can_migrate.
+	 */
+	UDSD_SERVICE_MIGRATE = 1 << 3,
 };
 
 struct udsd_service {
@@ -141,6 +151,16 @@ struct udsd_service {
 	 * serve ("udsd -t" says so).
 	 */
 	int (*on_datagram)(struct udsd_dgram *d, const void *data, size_t len);
+
+	/*
+	 * With UDSD_SERVICE_MIGRATE (read only then, so older plugins without
+	 * this member stay valid): may the connection move now?  Return false
+	 * while the service holds state that would be lost (half a request, a
+	 * body still to skip); udsd asks again after the next callback.  A
+	 * connection that never agrees is closed at shutdown_timeout.  Must not
+	 * write.  Optional: without it, every boundary is fine.
+	 */
+	bool (*can_migrate)(struct udsd_conn *conn);
 };
 
 /*
@@ -201,7 +221,10 @@ UDSD_API void udsd_conn_set_timeout(struct udsd_conn *conn, unsigned long long u
  */
 UDSD_API void udsd_conn_set_deadline(struct udsd_conn *conn, unsigned long long usec);
 
-/* True once the worker drains: finish the current exchange and close. */
+/*
+ * True once the worker drains: finish the current exchange and close.  A
+ * connection that will migrate (UDSD_SERVICE_MIGRATE) is not draining.
+ */
 UDSD_API bool udsd_conn_draining(const struct udsd_conn *conn);
 
 /* Count one request in the worker's live counters (shown by /status). */

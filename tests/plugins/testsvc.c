@@ -139,7 +139,7 @@ test_data(struct udsd_conn *conn, const void *data, size_t len)
 	if (len >= 4 && memcmp(data, "uids", 4) == 0) {
 		char out[96];
 		int n = snprintf(out, sizeof(out), "check=%ld init=%ld data=%ld\n", check_uid,
-				 init_uid, (long)getuid());
+				 (long)init_uid, (long)getuid());
 		udsd_conn_write(conn, out, (size_t)n);
 		return (ssize_t)len;
 	}

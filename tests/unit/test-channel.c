@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -115,8 +116,53 @@ test_decode_rejects(void **state)
 	assert_int_equal(channel_decode(b, 10, 2, 1, &msg), 0);
 	t = CHANNEL_DRAIN;
 	memcpy(b, &t, 2);
-	assert_int_equal(channel_decode(b, 10, 2, 1, &msg), -EBADMSG); /* drain carries nothing */
+	assert_int_equal(channel_decode(b, 10, 2, 1, &msg), -EBADMSG); /* drain carries no fds */
+	assert_int_equal(channel_decode(b, 10, 0, 1, &msg), -EBADMSG); /* more bytes than listeners */
+	b[8] = 2;
+	b[9] = 0;
+	assert_int_equal(channel_decode(b, 10, 0, 2, &msg), -EBADMSG); /* a byte is 0 or 1 */
 	assert_int_equal(msg.type, CHANNEL_FDS); /* untouched by failures */
+}
+
+/*
+ * Migration: DRAIN names the listeners whose clients come back; the worker
+ * hands them back with CHANNEL_MIGRATED, one listener byte per fd, and the
+ * bytes the client sent meanwhile wait in the socket, unread.
+ */
+static void
+test_drain_and_migrated(void **state)
+{
+	int m = -1, w = -1, sv[2], got[CHANNEL_MAX_FDS];
+	uint8_t migrate[3] = { 1, 0, 1 }, lis = 2;
+	struct channel_msg msg;
+	char buf[8];
+
+	(void)state;
+	assert_int_equal(channel_pair(&m, &w), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(channel_send(m, CHANNEL_DRAIN, 0, NULL, migrate, 3), 0);
+	assert_int_equal(channel_recv(w, 3, &msg, got), 1);
+	assert_int_equal(msg.type, CHANNEL_DRAIN);
+	assert_int_equal(msg.count, 3);
+	assert_memory_equal(msg.listener, migrate, 3);
+	/* A worker of the first version gets a DRAIN without bytes: it drains, nothing moves. */
+	assert_int_equal(channel_send(m, CHANNEL_DRAIN, 0, NULL, migrate, 0), 0);
+	assert_int_equal(channel_recv(w, 3, &msg, got), 1);
+	assert_int_equal(msg.count, 0);
+
+	assert_int_equal(write(sv[1], "hi", 2), 2);
+	assert_int_equal(channel_send(w, CHANNEL_MIGRATED, 0, &sv[0], &lis, 1), 0);
+	safe_close(sv[0]);
+	assert_int_equal(channel_recv(m, 3, &msg, got), 1);
+	assert_int_equal(msg.type, CHANNEL_MIGRATED);
+	assert_int_equal(msg.count, 1);
+	assert_int_equal(msg.listener[0], 2);
+	assert_int_equal(read(got[0], buf, sizeof(buf)), 2);
+	assert_memory_equal(buf, "hi", 2);
+	safe_close(got[0]);
+	safe_close(sv[1]);
+	safe_close(m);
+	safe_close(w);
 }
 
 int
@@ -127,6 +173,7 @@ main(void)
 		cmocka_unit_test(test_bad_listener_closes_fds),
 		cmocka_unit_test(test_dgram),
 		cmocka_unit_test(test_decode_rejects),
+		cmocka_unit_test(test_drain_and_migrated),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -272,6 +272,40 @@ test_abstract(void **state)
 }
 
 /*
+ * A socket back from systemd's fd store is taken only where it is still
+ * bound and reachable; the file it returns is the one listener_unlink() may remove.
+ */
+static void
+test_adopt(void **state)
+{
+	struct listener_file f = LISTENER_FILE_NULL, g = { .dir_fd = -999 };
+	struct stat st;
+	char name[64];
+	int fd = -999, a = -999;
+
+	(void)state;
+	assert_int_equal(listener_open_unix(path("a.sock"), SOCK_STREAM, 0600, -1, -1, 16, &fd,
+					    NULL, NULL, 0), 0);
+	assert_int_equal(listener_adopt_unix(fd, path("b.sock"), &g, NULL, 0), -ESTALE);
+	assert_int_equal(g.dir_fd, -999); /* written only on success */
+	assert_int_equal(listener_adopt_unix(fd, path("a.sock"), &f, NULL, 0), 0);
+	assert_int_equal(lstat(path("a.sock"), &st), 0);
+	assert_true(f.ino == st.st_ino && f.dev == st.st_dev);
+	assert_int_equal(listener_unlink(&f), 0);
+	listener_file_done(&f);
+	/* The file is gone: the socket serves nobody there, so it is not taken. */
+	assert_int_equal(listener_adopt_unix(fd, path("a.sock"), &g, NULL, 0), -ESTALE);
+	safe_close(fd);
+
+	snprintf(name, sizeof(name), "@udsd-adopt-%d", (int)getpid());
+	assert_int_equal(listener_open_unix(name, SOCK_STREAM, 0600, -1, -1, 16, &a, NULL, NULL, 0), 0);
+	assert_int_equal(listener_adopt_unix(a, name, NULL, NULL, 0), 0);
+	name[4] = 'X';
+	assert_int_equal(listener_adopt_unix(a, name, NULL, NULL, 0), -ESTALE);
+	safe_close(a);
+}
+
+/*
  * Issue 18: a datagram socket is bound with its mode, not listening, and a
  * datagram sent to it carries its sender's credentials (SO_PASSCRED set
  * before bind()); a stale one is replaced and a live one left alone.
@@ -386,6 +420,7 @@ main(void)
 		cmocka_unit_test(test_moved_directory_and_symlink_in_its_place),
 		cmocka_unit_test(test_unsafe_directory_is_refused),
 		cmocka_unit_test(test_abstract),
+		cmocka_unit_test(test_adopt),
 		cmocka_unit_test(test_dgram),
 		cmocka_unit_test(test_too_long),
 		cmocka_unit_test(test_tcp),

@@ -1,0 +1,219 @@
+# SPDX-License-Identifier: MIT
+"""Same-PID binary upgrade (issue 14): SIGUSR2 checks the binary at udsd's path and re-execs it.
+
+udsd runs from a copy of the binary in the test's directory (with ../lib beside it, for its
+rpath), so that a test can put another file there, as a package upgrade does.
+"""
+import os
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+
+import pytest
+
+import conftest
+from conftest import connect, deadline_loop, ping
+from test_migration import alive, run_load, wait_gone
+
+CONF = """
+[daemon]
+workers = 2
+threads = 2
+shutdown_timeout = 10s
+[listener main]
+path = {sock}
+service = echo
+[listener web]
+path = {tmp}/http.sock
+service = http
+"""
+
+REAL = conftest.UDSD
+
+
+@pytest.fixture
+def exe(tmp_path, monkeypatch):
+    """Where udsd is started from: a copy of the real binary, replaceable by the test."""
+    os.mkdir(tmp_path / "daemon")
+    os.symlink(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(REAL))), "lib"),
+               tmp_path / "lib")
+    path = str(tmp_path / "daemon" / "udsd")
+    shutil.copy(REAL, path)
+    monkeypatch.setattr(conftest, "UDSD", path)
+    return path
+
+
+def install(path, source=None, text=None, mode=0o755):
+    """Replace the file as a package manager does: a new inode renamed over the old name."""
+    tmp = path + ".new"
+    if text is not None:
+        with open(tmp, "w") as f:
+            f.write(text)
+    else:
+        shutil.copy(source, tmp)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+
+
+def start(udsd_factory, conf=CONF):
+    d = udsd_factory(conf)
+    d.http_sock = os.path.join(d.tmp, "http.sock")
+    d.start()
+    return d
+
+
+def upgrade_and_wait(d, exe):
+    """A new binary at udsd's path, SIGUSR2, then RELOADING=1 and the READY=1 after it."""
+    install(exe, REAL)
+    n = len(d.notify.messages)
+    d.send(signal.SIGUSR2)
+    i = d.notify.wait("RELOADING=1", after=n)
+    return d.notify.wait("READY=1", after=i + 1)
+
+
+def status_says(d, text):
+    return d.notify.wait_for(lambda m: m.startswith("STATUS=") and text in m,
+                             "STATUS= with %r" % text)
+
+
+def test_upgrade_keeps_the_pid_and_every_connection(udsd_factory, exe):
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(10)]
+    for s in clients:
+        ping(s)
+    old = d.workers()
+    i = upgrade_and_wait(d, exe)
+    assert "MAINPID=%d" % d.proc.pid in d.notify.messages[i]
+    wait_gone(old)
+    for k, s in enumerate(clients):
+        ping(s, b"after %d" % k)
+    assert d.status(d.http_sock)["generation"] == 2
+    assert d.proc.poll() is None and "upgraded: udsd" in d.log
+    assert "still has" not in d.log  # nobody was cut at shutdown_timeout
+    for s in clients:
+        s.close()
+    assert d.stop() == 0
+
+
+def test_100_reloads_and_20_upgrades_under_load_drop_nothing(udsd_factory, exe):
+    """Issue 14: 4 processes of short connections, 50 long-lived ones every 50 ms; 0 errors."""
+    d = start(udsd_factory)
+    pid = d.proc.pid
+    done, errors, counts, kept = run_load(d, reloads=100, workers=2, upgrades=20,
+                                          upgrade=lambda d: upgrade_and_wait(d, exe))
+    print("\nlifecycle: %d reloads, %d upgrades; short %d, long-lived exchanges %d; errors %s; "
+          "long-lived connections kept %d of 50" % (done["reloads"], done["upgrades"],
+                                                    counts["short"], counts["long"], errors, kept))
+    assert d.proc.pid == pid and d.proc.poll() is None
+    assert d.stop() == 0
+    assert done == {"reloads": 100, "upgrades": 20}
+    assert errors == dict.fromkeys(errors, 0), errors
+    assert kept == 50
+    assert "after the shutdown timeout" not in d.log
+
+
+def assert_unchanged(d, clients, workers):
+    for k, s in enumerate(clients):
+        ping(s, b"still %d" % k)
+    assert sorted(d.workers()) == sorted(workers)
+    assert not any("RELOADING=1" in m for m in d.notify.messages)
+
+
+def test_upgrade_to_a_file_that_cannot_be_executed(udsd_factory, exe):
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    workers = d.workers()
+    install(exe, REAL, mode=0o644)
+    d.send(signal.SIGUSR2)
+    status_says(d, "upgrade failed: %s: Permission denied" % exe)
+    assert_unchanged(d, clients, workers)
+    # Fixed: the next upgrade works and clears the failure from STATUS=.
+    upgrade_and_wait(d, exe)
+    status_says(d, "(generation 2)")
+    assert "upgrade failed" not in d.notify.messages[-1]
+
+
+def test_upgrade_to_a_binary_that_exits_1(udsd_factory, exe):
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    workers = d.workers()
+    install(exe, text="#!/bin/sh\necho 'this binary is broken' >&2\nexit 1\n")
+    d.send(signal.SIGUSR2)
+    status_says(d, "upgrade failed: %s -t: exit status 1: this binary is broken" % exe)
+    assert_unchanged(d, clients, workers)
+    assert "upgrade failed, still running the old binary" in d.log
+
+
+def test_upgrade_requested_twice_in_a_row(udsd_factory, exe, tmp_path):
+    """The second SIGUSR2 arrives while the first upgrade's check runs: one upgrade, no harm."""
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    real = str(tmp_path / "daemon" / "udsd.real")
+    shutil.copy(REAL, real)
+    go = tmp_path / "go"
+    install(exe, text='#!/bin/sh\n[ "$1" = -t ] && while [ ! -e %s ]; do sleep 0.05; done\n'
+                      'exec %s "$@"\n' % (go, real))
+    n = len(d.notify.messages)
+    d.send(signal.SIGUSR2)
+    for _ in deadline_loop(10, "the check to run"):
+        if "upgrade: checking" in d.log:
+            break
+    d.send(signal.SIGUSR2)
+    for _ in deadline_loop(10, "the second request to be turned down"):
+        if "SIGUSR2: not upgrading: an upgrade is in progress" in d.log:
+            break
+    go.touch()
+    i = d.notify.wait("RELOADING=1", after=n)
+    d.notify.wait("READY=1", after=i + 1)
+    for k, s in enumerate(clients):
+        ping(s, b"once %d" % k)
+    assert d.log.count("upgrade: executing") == 1
+    assert d.status(d.http_sock)["generation"] == 2
+
+
+def test_a_new_binary_whose_workers_fail_rolls_back(udsd_factory, exe, tmp_path):
+    """It passes the check, but its generation never gets ready: the old binary comes back."""
+    d = start(udsd_factory)
+    pid = d.proc.pid
+    clients = [connect(d.sock) for _ in range(5)]
+    for s in clients:
+        ping(s)
+    bad = tmp_path / "bad.conf"
+    bad.write_text(CONF.format(sock=d.sock, tmp=d.tmp) +
+                   "[listener t]\npath = %s/t.sock\nservice = %s/tests/plugins/testsvc.so\n"
+                   "fail_init = yes\n" % (d.tmp, conftest.BUILD))
+    real = str(tmp_path / "daemon" / "udsd.real")
+    shutil.copy(REAL, real)
+    install(exe, text='#!/bin/sh\n[ "$1" = -t ] && exec %s "$@"\nexec %s "$@" -c %s\n'
+                      % (real, real, bad))
+    n = len(d.notify.messages)
+    d.send(signal.SIGUSR2)
+    status_says(d, "rolled back")
+    i = d.notify.wait("READY=1", after=n)
+    assert "MAINPID=%d" % pid in d.notify.messages[i] and d.proc.pid == pid
+    for k, s in enumerate(clients):
+        ping(s, b"back %d" % k)
+    assert "rolling back to the old binary" in d.log
+    assert not os.path.exists(os.path.join(d.tmp, "t.sock"))
+    assert alive(pid)
+
+
+def test_a_state_version_it_does_not_know_is_handed_back(tmp_path):
+    """A new image that cannot read the old one's state execs the old binary (here /bin/true)."""
+    conf = tmp_path / "c.conf"
+    conf.write_text(CONF.format(sock=str(tmp_path / "s.sock"), tmp=str(tmp_path)))
+    exe = os.open("/bin/true", os.O_RDONLY)
+    state = tmp_path / "state"
+    state.write_bytes(b"udsdstat" + struct.pack("<IIiI", 99, 24, exe, 0))
+    fd = os.open(state, os.O_RDONLY)
+    try:
+        p = subprocess.run([REAL, "-c", str(conf), "--upgrade-state=%d" % fd], pass_fds=(fd, exe),
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(fd)
+        os.close(exe)
+    assert "state version 99, this binary reads 1" in p.stderr, p.stderr
+    assert "rolling back to the old binary" in p.stderr
+    assert p.returncode == 0  # /bin/true ran in its place, with the same PID
