@@ -567,7 +567,7 @@ void listeners_warn_unused_passed(void);
 void listeners_free_passed(void);
 void listeners_passed_get(struct sockact_fd **ret, size_t *ret_n);
 void listeners_passed_set(struct sockact_fd *fds, size_t n);
-int listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
+int listeners_build(struct config *c, struct mlistener *old, size_t n_old,
 		    struct mlistener **ret);
 void listeners_install(struct master *m, struct mlistener *ls, size_t n);
 void listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use,

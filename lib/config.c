@@ -1488,6 +1488,7 @@ config_free(struct config *c)
 		free(l->allow_gids);
 		units_free(l->allow_units, l->n_allow_units);
 		free(l->pool_name);
+		free(l->socket_address);
 		for (size_t k = 0; k < l->n_extra; k++) {
 			free(l->extra[k].key);
 			free(l->extra[k].value);

@@ -62,6 +62,13 @@ struct config_listener {
 	uint64_t max_datagram; /* dgram: larger datagrams are dropped */
 	struct config_kv *extra;
 	size_t n_extra;
+	/*
+	 * Not from the file: what the socket really is when systemd passed it
+	 * (the master fills these in before it forks the generation's workers;
+	 * /status shows them).  NULL and (mode_t)-1: as configured.
+	 */
+	char *socket_address;
+	mode_t socket_mode;
 };
 
 /*
