@@ -56,7 +56,22 @@
 /* ======== Shared memory and wire protocol ======== */
 
 /* log.c */
+/*
+ * What a line is about, as journal fields beside MESSAGE= and PRIORITY= when
+ * stderr is the journal (UDSD_LISTENER=, UDSD_POOL=, UDSD_GENERATION=,
+ * UDSD_WORKER_PID=, UDSD_PEER_UID=).  NULL or 0: not known.
+ */
+struct log_fields {
+	const char *listener;
+	const char *pool;
+	unsigned generation;
+	pid_t worker_pid;
+	const uid_t *peer_uid;
+};
 void log_open(void);
+void log_forked(void);
+void log_set_fields(const struct log_fields *f);
+_printf_(3, 4) void log_with(int level, const struct log_fields *f, const char *fmt, ...);
 void log_set_level(int level);
 void log_set_prefix(const char *prefix);
 _printf_(2, 3) void log_msg(int level, const char *fmt, ...);
