@@ -195,6 +195,21 @@ int channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners
 int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *fds);
 /* The two sides' own functions are under their process below. */
 
+/* accesslog.c: the http service's access log, opened by the master, written by workers. */
+struct accesslog_entry {
+	pid_t pid;
+	uid_t uid;
+	const char *method; /* NULL: a request refused before it was parsed */
+	const char *target;
+	size_t target_len;
+	int minor;
+	int status;
+	uint64_t bytes;
+	uint64_t usec;
+};
+int accesslog_open(const char *path, int *ret_fd);
+void accesslog_write(int fd, const struct accesslog_entry *e);
+
 /* service.c */
 struct service {
 	/* A built-in's everywhere; a plugin's only in its pool's workers (service_open()). */
@@ -204,6 +219,7 @@ struct service {
 	unsigned flags; /* ops->flags, likewise */
 	struct udsd_service_config config;
 	struct udsd_kv *kv;
+	int access_log_fd; /* the listener's access_log, opened by the master; -EBADF: none */
 };
 
 extern const struct udsd_service service_echo;
@@ -217,6 +233,7 @@ int service_check(const struct service *s, const struct config *c, const struct 
 		  char *err, size_t errlen);
 int service_open(struct service *s, const struct config *c, unsigned pool, char *err, size_t errlen);
 void service_free(struct service *s, size_t n);
+int service_access_log(const struct udsd_service_config *cfg);
 
 /* plugin.c: each pool's plugins loaded and checked in a child with its credentials. */
 int plugin_check(const struct config *c, struct service *s, char *err, size_t errlen);

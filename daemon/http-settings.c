@@ -60,6 +60,7 @@ http_settings_parse(const struct udsd_service_config *cfg, struct http_settings 
 			    .max_body = raw.max_body },
 		.header_timeout_usec = raw.header_timeout_usec,
 		.debug_sleep_usec = raw.debug_sleep_usec,
+		.access_log_fd = -EBADF,
 	};
 	return 0;
 }

@@ -166,15 +166,22 @@ cmp_int(const void *a, const void *b)
 	return *(const int *)a - *(const int *)b;
 }
 
-/* In a new worker: close every fd but stdio and this worker's channel ends. */
+/*
+ * In a new worker: close every fd but stdio, this worker's channel ends and
+ * the access logs of its pool's listeners.
+ */
 static void
 close_inherited(const struct mworker *w)
 {
-	int keep[CONFIG_MAX_THREADS + 1];
+	const struct config *c = w->gen->config;
+	int keep[CONFIG_MAX_THREADS + CONFIG_MAX_LISTENERS + 1];
 	unsigned n = 0, from = 3;
 
 	for (unsigned t = 0; t < w->n_threads; t++)
 		keep[n++] = w->chan[t].peer;
+	for (size_t i = 0; i < c->n_listeners; i++)
+		if (c->listeners[i].pool == w->pool && w->gen->services[i].access_log_fd >= 0)
+			keep[n++] = w->gen->services[i].access_log_fd;
 	qsort(keep, n, sizeof(int), cmp_int);
 	keep[n] = -1;
 	for (unsigned i = 0; i <= n; i++) {

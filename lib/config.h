@@ -60,6 +60,8 @@ struct config_listener {
 	char *pool_name;      /* as written; NULL: the default pool */
 	unsigned pool;	      /* index in config->pools, once validated */
 	uint64_t max_datagram; /* dgram: larger datagrams are dropped */
+	char *access_log;      /* http: the access log's path; NULL: none */
+	unsigned access_log_line;
 	struct config_kv *extra;
 	size_t n_extra;
 	/*
