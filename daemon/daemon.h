@@ -232,6 +232,7 @@ int service_load_plugin(struct service *s, const struct config *c, const struct 
 int service_check(const struct service *s, const struct config *c, const struct config_listener *l,
 		  char *err, size_t errlen);
 int service_open(struct service *s, const struct config *c, unsigned pool, char *err, size_t errlen);
+struct service *service_new(size_t n);
 void service_free(struct service *s, size_t n);
 int service_access_log(const struct udsd_service_config *cfg);
 

@@ -171,6 +171,17 @@ service_learn(struct service *s)
 	s->flags = s->ops->flags;
 }
 
+/* n services (at least one), knowing nothing yet; service_free() frees them. */
+struct service *
+service_new(size_t n)
+{
+	struct service *s = calloc(MAX(n, 1), sizeof(*s));
+
+	for (size_t i = 0; s && i < MAX(n, 1); i++)
+		s[i].access_log_fd = -EBADF;
+	return s;
+}
+
 /*
  * Resolve and check every listener's service; the config's strings must
  * outlive them.  Plugins are checked by plugin_check(), which runs no code
@@ -179,13 +190,11 @@ service_learn(struct service *s)
 int
 service_resolve(const struct config *c, struct service **ret, char *err, size_t errlen)
 {
-	struct service *s = calloc(c->n_listeners, sizeof(*s));
+	struct service *s = service_new(c->n_listeners);
 	int r = 0;
 
 	if (!s)
 		return -ENOMEM;
-	for (size_t i = 0; i < c->n_listeners; i++)
-		s[i].access_log_fd = -EBADF;
 	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
 		const struct config_listener *l = &c->listeners[i];
 
