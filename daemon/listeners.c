@@ -200,6 +200,9 @@ listeners_open_one(const struct config *c, const struct config_listener *cl, str
 				  r == -EADDRINUSE ? "another server is listening there" :
 				  r == -EEXIST	    ? "exists and is not a socket; not touching it" :
 				  r == -ENAMETOOLONG ? "too long for a socket address" :
+				  r == -EAFNOSUPPORT && cl->kind == LISTENER_TCP ?
+						       "Internet sockets are not allowed here (the shipped "
+						       "unit needs its drop-in udsd-tcp.conf)" :
 				  r == -ELOOP	     ? "goes through a symlink; a dgram socket answers from "
 							       "its path, so write the path it really has" :
 						       strerror(-r);

@@ -294,6 +294,9 @@ class SystemdHost(Host):
         os.makedirs(root + "/etc/systemd/system/udsd.service.d", exist_ok=True)
         with open(root + "/etc/systemd/system/udsd.service.d/test.conf", "w") as f:
             f.write("[Service]\nRestartSec=2s\n")
+        # A tcp: listener: the shipped drop-in that gives udsd Internet sockets, as an
+        # administrator installs it (the shipped unit allows Unix and netlink sockets only).
+        self.guest("cp", "/usr/local/share/udsd/udsd-tcp.conf", "/etc/systemd/system/udsd.service.d/tcp.conf")
         self.guest("systemctl", "daemon-reload")
         self.guest("systemctl", "start", "udsd.socket", "udsd.service")
         assert self.prop("ActiveState") == "active", self.guest("systemctl", "status", "udsd", check=False)
