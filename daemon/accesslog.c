@@ -13,7 +13,7 @@
  *
  *   2026-12-06T10:45:00.123456Z 1000 4242 "GET /hello HTTP/1.1" 200 87 134
  *
- * time (UTC), the client's uid and pid, the request line, status, bytes sent
+ * time (UTC), the client's uid and pid ("- -" over tcp:), the request line, status, bytes sent
  * (head and body), and microseconds from the request's first byte read to its
  * answer queued.  The master opens the file, as root and before any worker
  * drops privileges, each time it reads the config: a reload reopens it once
@@ -82,19 +82,20 @@ void
 accesslog_write(int fd, const struct accesslog_entry *e)
 {
 	static __thread bool failed;
-	char line[ACCESSLOG_LINE_MAX], when[64], target[ACCESSLOG_TARGET_MAX];
+	char line[ACCESSLOG_LINE_MAX], when[64], target[ACCESSLOG_TARGET_MAX], peer[32] = "- -";
 	size_t tlen = e->target ? accesslog_escape(target, e->target, e->target_len) : 0;
 	int n;
 
 	accesslog_time(when, sizeof(when));
+	if (e->has_peer)
+		snprintf(peer, sizeof(peer), "%u %d", (unsigned)e->uid, (int)e->pid);
 	if (e->method)
-		n = snprintf(line, sizeof(line), "%s %u %d \"%s %.*s HTTP/1.%d\" %d %llu %llu\n", when,
-			     (unsigned)e->uid, (int)e->pid, e->method, (int)tlen, target, e->minor,
-			     e->status, (unsigned long long)e->bytes, (unsigned long long)e->usec);
+		n = snprintf(line, sizeof(line), "%s %s \"%s %.*s HTTP/1.%d\" %d %llu %llu\n", when, peer,
+			     e->method, (int)tlen, target, e->minor, e->status,
+			     (unsigned long long)e->bytes, (unsigned long long)e->usec);
 	else /* a request refused before it was understood */
-		n = snprintf(line, sizeof(line), "%s %u %d \"-\" %d %llu %llu\n", when,
-			     (unsigned)e->uid, (int)e->pid, e->status, (unsigned long long)e->bytes,
-			     (unsigned long long)e->usec);
+		n = snprintf(line, sizeof(line), "%s %s \"-\" %d %llu %llu\n", when, peer, e->status,
+			     (unsigned long long)e->bytes, (unsigned long long)e->usec);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	if (write(fd, line, (size_t)n) != n && !failed) {

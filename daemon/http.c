@@ -107,7 +107,8 @@ http_log(struct udsd_conn *c, const struct http_request *r, int code, uint64_t b
 
 	if (set->access_log_fd < 0)
 		return;
-	(void)udsd_conn_peer(c, &e.pid, &e.uid, NULL);
+	/* Over tcp:, SO_PEERCRED answers too: pid 0, uid -1. */
+	e.has_peer = udsd_conn_peer(c, &e.pid, &e.uid, NULL) >= 0 && e.pid > 0;
 	if (r) {
 		e.method = methods[r->method];
 		e.target = r->target;

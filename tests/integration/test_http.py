@@ -678,3 +678,21 @@ def test_access_log_errors_name_the_line(udsd_factory, tmp_path):
     r = d.run_check("-t")
     assert r.returncode == 1
     assert "%s:9: access_log: only the http service writes one, not echo" % d.conf_path in r.stderr
+
+
+def test_access_log_over_tcp_has_no_peer_credentials(udsd_factory):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = udsd_factory(ACCESS_CONF + "[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = http\n"
+                     "access_log = {tmp}/tcp.log\n" % port).start()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/over-tcp")
+    assert c.getresponse().status == 200
+    log = os.path.join(d.tmp, "tcp.log")
+    for _ in deadline_loop(20, "the tcp line"):
+        if os.path.exists(log) and open(log).read():
+            break
+    line = open(log).read()
+    assert re.match(r'^\S+Z - - "GET /over-tcp HTTP/1\.1" 200 \d+ \d+\n$', line), line
