@@ -460,7 +460,7 @@ def table(results):
     lines.append("")
     lines.append("cpu: the server's own CPU time (utime + stime over all its processes) per operation, "
                  "over the measured window. p99: two significant digits, what the latency buckets "
-                 "(1.6-3.1 %% wide) tell; stream cells measure bytes, not latency, and show none.")
+                 "(1.6-3.1 % wide) tell; stream cells measure bytes, not latency, and show none.")
     for cell, what in (("dial", "echo 64 B"), ("dialhttp", "GET, Connection: close")):
         have = [n for n in ["udsd"] + peers if get(n, cell)]
         if not have:
@@ -531,10 +531,10 @@ def dgram_table(results, get):
              "|---" * (len(names) + 2) + "|"]
     for cell, _ in DGRAM_CELLS:
         u, f = get("udsd", cell), get("dgfloor", cell)
-        for label, fn in (("/s", lambda r: r["ops_per_sec"]), ("p99 us", lambda r: r["p99_us"]),
-                          ("server cpu us/datagram", cpu_us)):
-            fmt = "%.2f" if fn is cpu_us else "%.0f"
-            row = [fmt % fn(get(n, cell)) if get(n, cell) else "-" for n in names]
+        for label, fn, fmt in (("/s", lambda r: r["ops_per_sec"], lambda v: "%.0f" % v),
+                               ("p99 us", lambda r: r["p99_us"], sig2),
+                               ("server cpu us/datagram", cpu_us, lambda v: "%.2f" % v)):
+            row = [fmt(fn(get(n, cell))) if get(n, cell) else "-" for n in names]
             ratio = "%.2fx" % (fn(u) / fn(f)) if u and f and fn(f) else "-"
             lines.append("| %s %s | %s | %s |" % (cell, label, " | ".join(row), ratio))
     lines.append("(server cpu: utime + stime of all the server's processes per datagram answered; "
@@ -564,7 +564,17 @@ def main():
     ap.add_argument("--baseline", help="another udsd binary to run as peer udsd-base, for before/after")
     ap.add_argument("--repeat", type=int, default=1, help="run everything N times, report medians")
     ap.add_argument("--smoke", action="store_true", help="0.3 s per cell, udsd and floor only")
+    ap.add_argument("--from", dest="from_json", help="run nothing: print the tables and draw bench.svg "
+                    "from an earlier bench.json")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            results = json.load(f)
+        print(table(results))
+        os.makedirs(OUT, exist_ok=True)
+        with open(os.path.join(OUT, "bench.svg"), "w") as f:
+            f.write(plot.render(results, "udsd against its peers (tests/bench/bench.py)"))
+        return 0
     if args.smoke:
         args.duration, args.warmup, args.only = 0.3, 0.1, args.only or ["udsd", "floor", "dgfloor"]
     results = run(args)

@@ -19,7 +19,7 @@ CELLS = ["conn", "dial", "rr1", "rr8", "rr64", "stream", "http1", "http16", "dia
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
 LO, HI = 0.1, 10.0  # the axes' range; ratios beyond are drawn at the edge, with their value
-ROW, TOP, LEFT, PANEL, GAP = 15, 70, 150, 330, 40
+ROW, TOP, LEFT, PANEL, GAP = 15, 88, 150, 330, 40
 
 
 def key_of(r):
