@@ -13,7 +13,8 @@
  *
  *   2026-12-06T10:45:00.123456Z 1000 4242 "GET /hello HTTP/1.1" 200 87 134
  *
- * time (UTC), the client's uid and pid ("- -" over tcp:), the request line, status, bytes sent
+ * time (UTC), the client's uid and pid ("-" where unknown: over tcp:, or a
+ * pid outside udsd's pid namespace), the request line, status, bytes sent
  * (head and body), and microseconds from the request's first byte read to its
  * answer queued.  The master opens the file, as root and before any worker
  * drops privileges, each time it reads the config: a reload reopens it once
@@ -82,13 +83,18 @@ void
 accesslog_write(int fd, const struct accesslog_entry *e)
 {
 	static __thread bool failed;
-	char line[ACCESSLOG_LINE_MAX], when[64], target[ACCESSLOG_TARGET_MAX], peer[32] = "- -";
+	char line[ACCESSLOG_LINE_MAX], when[64], target[ACCESSLOG_TARGET_MAX], uid[16] = "-",
+		pid[16] = "-", peer[40];
 	size_t tlen = e->target ? accesslog_escape(target, e->target, e->target_len) : 0;
 	int n;
 
 	accesslog_time(when, sizeof(when));
-	if (e->has_peer)
-		snprintf(peer, sizeof(peer), "%u %d", (unsigned)e->uid, (int)e->pid);
+	/* SO_PEERCRED over tcp: says pid 0, uid -1; pid 0 also for a client in another pid namespace. */
+	if (e->uid != (uid_t)-1)
+		snprintf(uid, sizeof(uid), "%u", (unsigned)e->uid);
+	if (e->pid > 0)
+		snprintf(pid, sizeof(pid), "%d", (int)e->pid);
+	snprintf(peer, sizeof(peer), "%s %s", uid, pid);
 	if (e->method)
 		n = snprintf(line, sizeof(line), "%s %s \"%s %.*s HTTP/1.%d\" %d %llu %llu\n", when, peer,
 			     e->method, (int)tlen, target, e->minor, e->status,

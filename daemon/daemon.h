@@ -197,9 +197,8 @@ int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *f
 
 /* accesslog.c: the http service's access log, opened by the master, written by workers. */
 struct accesslog_entry {
-	bool has_peer; /* pid and uid known (SO_PEERCRED): not over tcp: */
-	pid_t pid;
-	uid_t uid;
+	pid_t pid; /* 0: unknown (tcp:, or a client outside our pid namespace) */
+	uid_t uid; /* (uid_t)-1: unknown (tcp:) */
 	const char *method; /* NULL: a request refused before it was parsed */
 	const char *target;
 	size_t target_len;

@@ -103,12 +103,11 @@ http_log(struct udsd_conn *c, const struct http_request *r, int code, uint64_t b
 					       [HTTP_REQUEST_POST] = "POST" };
 	const struct http_settings *set = udsd_conn_state(c);
 	const struct http_conn *hc = udsd_conn_get_data(c);
-	struct accesslog_entry e = { .status = code, .bytes = bytes };
+	struct accesslog_entry e = { .uid = (uid_t)-1, .status = code, .bytes = bytes };
 
 	if (set->access_log_fd < 0)
 		return;
-	/* Over tcp:, SO_PEERCRED answers too: pid 0, uid -1. */
-	e.has_peer = udsd_conn_peer(c, &e.pid, &e.uid, NULL) >= 0 && e.pid > 0;
+	(void)udsd_conn_peer(c, &e.pid, &e.uid, NULL);
 	if (r) {
 		e.method = methods[r->method];
 		e.target = r->target;

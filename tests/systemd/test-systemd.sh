@@ -71,7 +71,10 @@ sc reload udsd
 wait_for "StatusText shows the new generation" bash -c "[[ \"\$($here/ns.sh run $state systemctl show -P StatusText udsd)\" == *'(generation 2)'* ]]"
 check "/status: generation 2 serves" grep -q '"generation":2,' <(get /status)
 check "same main pid after reload" test "$(prop MainPID udsd)" = "$pid1"
-wait_for "the access log has the request" run grep -q '^[0-9T:.-]*Z [0-9]* [0-9]* "GET /status HTTP/1.1" 200 [0-9]* [0-9]*$' /var/log/udsd/access.log
+# curl runs on the host, outside the guest's pid namespace: its pid is unknown there ("-").
+access_logged() { run grep -q '^[0-9T:.-]*Z 0 - "GET /status HTTP/1.1" 200 [0-9]* [0-9]*$' /var/log/udsd/access.log; }
+wait_for "the access log has the request" access_logged
+check "the access log is 0600 (UMask=0077)" test "$(run stat -c %a /var/log/udsd/access.log)" = 600
 
 # allow_units: a client in allowed.service is served, one in another unit refused.  The
 # master reads each client's unit from its pidfd (SO_PEERPIDFD) and cgroup.
