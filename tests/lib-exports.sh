@@ -22,6 +22,10 @@ done
 ok "the public functions are there"
 
 export PKG_CONFIG_PATH=$build/meson-uninstalled
+# A sanitized build's library needs its runtime loaded first: the program gets the same flags.
+san=
+readelf -d "$lib" | grep -q 'libasan' && san="-fsanitize=address,undefined"
+readelf -d "$lib" | grep -q 'libtsan' && san="-fsanitize=thread"
 pkg-config --exists udsd || fail "udsd-uninstalled.pc not found"
 plugindir=$(PKG_CONFIG_PATH=$build/meson-private pkg-config --variable=plugindir udsd)
 [ "$plugindir" = "$(PKG_CONFIG_PATH=$build/meson-private pkg-config --variable=libdir udsd)/udsd" ] ||
@@ -48,14 +52,14 @@ int main(void)
 }
 C
 # shellcheck disable=SC2046
-cc -Wall -Werror -o "$tmp/prog" "$tmp/prog.c" $(pkg-config --cflags --libs udsd) ||
+cc -Wall -Werror $san -o "$tmp/prog" "$tmp/prog.c" $(pkg-config --cflags --libs udsd) ||
 	fail "a program does not build against libudsd"
 [ "$(LD_LIBRARY_PATH=$build/lib "$tmp/prog")" = passed ] || fail "the program's fd passing failed"
 ok "a program builds against libudsd and passes an fd with it"
 # A generic name no longer resolves from the library: a program of its own may use it.
 printf 'int safe_close(int fd);\nint main(void) { return safe_close(-1); }\n' > "$tmp/generic.c"
 # shellcheck disable=SC2046
-if cc -o "$tmp/generic" "$tmp/generic.c" $(pkg-config --libs udsd) 2>/dev/null; then
+if cc $san -o "$tmp/generic" "$tmp/generic.c" $(pkg-config --libs udsd) 2>/dev/null; then
 	fail "safe_close resolves from libudsd"
 fi
 ok "safe_close is not libudsd's to give"
