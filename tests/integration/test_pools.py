@@ -5,7 +5,7 @@ import pwd
 import re
 import signal
 
-from conftest import connect, deadline_loop, echo, http_get
+from conftest import connect, deadline_loop, echo, http_get, ping
 
 TESTSVC = "{build}/tests/plugins/testsvc.so"
 
@@ -468,3 +468,46 @@ def test_allow_units_refuses_a_client_of_another_unit(udsd_factory):
     # Logged once a second at most: the first of the burst, not three lines.
     assert d.log.count("is not in allow_units") == 1
     assert echo(d.sock, b"others") == b"others"
+
+
+PER_UID_ECHO = """
+[daemon]
+workers = 1
+threads = 2
+shutdown_timeout = 5s
+[listener main]
+path = {sock}
+service = echo
+max_connections_per_uid = 2
+[listener web]
+path = {tmp}/http.sock
+service = http
+"""
+
+
+def test_max_connections_per_uid_holds_across_a_reload(udsd_factory):
+    """A reload hands each client to the new generation: it must stay counted.
+
+    The old worker told the master each handed-back client was gone, and the
+    master handed it on uncounted: after one SIGHUP a uid held twice its limit.
+    """
+    d = udsd_factory(PER_UID_ECHO)
+    d.start()
+    held = [connect(d.sock) for _ in range(2)]
+    for s in held:
+        ping(s)
+    assert not served(d.sock)
+    old = d.workers()
+    n = len(d.notify.messages)
+    d.send(signal.SIGHUP)
+    d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
+    for _ in deadline_loop(30, "the old worker to hand its clients over and exit"):
+        if not set(old) & set(d.workers()):
+            break
+    for s in held:
+        ping(s)  # moved, not cut
+    assert not served(d.sock), "a third client of the same uid was admitted after a reload"
+    held.pop().close()
+    for _ in deadline_loop(10, "the closed client to be counted out"):
+        if served(d.sock):
+            break
