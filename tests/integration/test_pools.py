@@ -511,3 +511,44 @@ def test_max_connections_per_uid_holds_across_a_reload(udsd_factory):
     for _ in deadline_loop(10, "the closed client to be counted out"):
         if served(d.sock):
             break
+
+
+FORGE = """
+[daemon]
+threads = 2
+shutdown_timeout = 5s
+[pool a]
+user = nobody
+workers = 1
+[pool b]
+user = daemon
+workers = 1
+[listener ta]
+path = {tmp}/a.sock
+service = %s
+pool = a
+[listener eb]
+path = {tmp}/b.sock
+service = echo
+pool = b
+allow_uids = root
+""" % TESTSVC
+
+
+def test_a_worker_cannot_hand_a_socket_of_its_own_to_another_pool(udsd_factory):
+    """A compromised plugin must stay in its pool.
+
+    A worker hands clients back to the master only when it drains; the master
+    took such a hand-back from any worker, for any listener, and gave it to
+    that listener's pool: pool a's plugin (as nobody) had pool b serve a
+    socket of its own making, past eb's allow_uids = root.
+    """
+    d = udsd_factory(FORGE)
+    d.start()
+    s = connect(os.path.join(d.tmp, "a.sock"), timeout=30)
+    s.sendall(b"forge 1")  # listener eb, pool b
+    answer = s.makefile("rb").readline().decode()
+    s.close()
+    assert answer == "forged: closed\n", answer
+    assert "handed back a client it was not asked for" in d.log
+    assert echo(os.path.join(d.tmp, "b.sock"), b"still") == b"still"
