@@ -58,11 +58,18 @@ callback_begin(struct udsd_conn *c, const char *name)
 	atomic_store_explicit(&t->stats->busy_since, t->now, memory_order_relaxed);
 }
 
+/*
+ * The thread's clock moves on with the callback: the next callback of the
+ * round is stamped when it begins, not when the round began (five
+ * one-second callbacks in a round made the fifth look five seconds old,
+ * stuck past request_timeout), and deadlines set after it count from now.
+ */
 static void
 callback_end(struct udsd_conn *c)
 {
 	struct wthread *t = c->thread;
 
+	t->now = now_usec();
 	atomic_store_explicit(&t->stats->busy_since, 0, memory_order_relaxed);
 	t->current = NULL;
 	c->in_callback = false;

@@ -299,6 +299,43 @@ def test_a_stuck_callback_is_logged_answered_and_its_worker_replaced(udsd_factor
     assert echo(d.sock, b"after") == b"after"
 
 
+BATCH = """
+[daemon]
+shutdown_timeout = 30s
+[pool slow]
+workers = 1
+threads = 1
+request_timeout = 3s
+[listener t]
+path = {sock}
+service = %s
+pool = slow
+""" % TESTSVC
+
+
+def test_callbacks_that_each_keep_within_request_timeout_are_not_stuck(udsd_factory):
+    """request_timeout is per callback, not per event-loop round.
+
+    A thread stamped each callback's start with the time its epoll round
+    began: five clients whose one-second requests queued up behind each other
+    made the last look four seconds old, past a 3s request_timeout, and the
+    worker was replaced and that client cut with the deadline reply.
+    """
+    d = udsd_factory(BATCH)
+    d.start()
+    (pid,) = d.workers()
+    clients = [connect(d.sock, timeout=60) for _ in range(5)]
+    for s in clients:
+        s.sendall(b"hi")
+        assert s.recv(2) == b"hi"
+    for s in clients:  # the first holds the thread; the others arrive meanwhile, one round
+        s.sendall(b"sleep 1")
+    for s in clients:
+        assert s.makefile("rb").readline() == b"slept\n"
+    assert "slowlog" not in d.log
+    assert d.workers() == [pid]
+
+
 def recv_until_eof(s):
     data = b""
     while True:
