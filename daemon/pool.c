@@ -658,9 +658,12 @@ check_hung(struct mworker *w, uint64_t now)
 	struct status_worker *sw = &status->slots[w->slot];
 
 	for (unsigned t = 0; t < w->n_threads; t++) {
+		/* busy_since first: a thread writes the heartbeat before it clears busy_since. */
+		if (atomic_load(&sw->threads[t].busy_since))
+			continue;
 		uint64_t hb = atomic_load(&sw->threads[t].heartbeat_usec);
 
-		if (!hb || now <= hb + limit || atomic_load(&sw->threads[t].busy_since))
+		if (!hb || now <= hb + limit)
 			continue;
 		log_error("worker %d thread %u hung for %llus outside any callback, killing it",
 			  (int)w->pid, t, (unsigned long long)((now - hb) / USEC_PER_SEC));
