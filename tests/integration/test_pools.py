@@ -589,3 +589,23 @@ def test_a_worker_cannot_hand_a_socket_of_its_own_to_another_pool(udsd_factory):
     assert answer == "forged: closed\n", answer
     assert "handed back a client it was not asked for" in d.log
     assert echo(os.path.join(d.tmp, "b.sock"), b"still") == b"still"
+
+
+def test_plugin_code_as_root_is_said(udsd_factory):
+    """A pool without user runs its plugins as root: the operator is told, with where.
+
+    Plugin code never runs in the master, but it runs with its pool's
+    credentials, and a pool without user keeps root's: that went unsaid.
+    """
+    d = udsd_factory(BATCH)
+    r = d.run_check("-t")
+    assert r.returncode == 0, r.stderr
+    line = "pool slow runs plugin code as root (%s:10: %s)" % (
+        d.conf_path, TESTSVC.format(build=os.environ.get("UDSD_BUILD", "")))
+    assert line in r.stderr, r.stderr
+    d.start()
+    assert line in d.log
+    # A pool with a user says nothing of the kind.
+    t = udsd_factory(TWO_POOLS, name="pools")
+    t.http_sock = os.path.join(t.tmp, "http.sock")
+    assert "as root" not in t.run_check("-t").stderr
