@@ -5,6 +5,8 @@ import pwd
 import re
 import signal
 
+import pytest
+
 from conftest import connect, deadline_loop, echo, http_get, ping
 
 TESTSVC = "{build}/tests/plugins/testsvc.so"
@@ -522,11 +524,13 @@ service = http
 """
 
 
-def test_max_connections_per_uid_holds_across_a_reload(udsd_factory):
-    """A reload hands each client to the new generation: it must stay counted.
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR2], ids=["reload", "upgrade"])
+def test_max_connections_per_uid_holds_across_a_reload(udsd_factory, sig):
+    """A reload (or a binary upgrade) hands each client to the new generation: it stays counted.
 
     The old worker told the master each handed-back client was gone, and the
     master handed it on uncounted: after one SIGHUP a uid held twice its limit.
+    An upgrade's new image carried no counts at all.
     """
     d = udsd_factory(PER_UID_ECHO)
     d.start()
@@ -536,7 +540,7 @@ def test_max_connections_per_uid_holds_across_a_reload(udsd_factory):
     assert not served(d.sock)
     old = d.workers()
     n = len(d.notify.messages)
-    d.send(signal.SIGHUP)
+    d.send(sig)
     d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
     for _ in deadline_loop(30, "the old worker to hand its clients over and exit"):
         if not set(old) & set(d.workers()):
