@@ -359,7 +359,7 @@ client_upgraded(struct master *m, struct admin_client *c)
 		c->deadline = now_usec() + ADMIN_WAIT_TIMEOUT_USEC;
 		client_watch(m, c, 0);
 	} else if (m->up.error[0]) {
-		client_answerf(m, c, false, "upgrade failed: %s", m->up.error);
+		client_answerf(m, c, false, "%s", m->up.error);
 	} else {
 		client_answerf(m, c, true, "udsd %s serves, generation %u, pid %d", UDSD_VERSION,
 			       m->gen->id, (int)getpid());
@@ -375,9 +375,9 @@ client_upgrade(struct master *m, struct admin_client *c, const char *binary)
 	log_info("admin: upgrade asked");
 	r = master_upgrade_start(m, *binary ? binary : NULL, err, sizeof(err));
 	if (r == -EBUSY) {
-		client_answerf(m, c, false, "not upgrading: %s", err);
+		client_answerf(m, c, false, "%s", err);
 	} else if (r < 0) {
-		client_answerf(m, c, false, "upgrade failed: %s", err);
+		client_answerf(m, c, false, "%s", err);
 	} else {
 		c->state = ADMIN_UPGRADE;
 		c->deadline = now_usec() + ADMIN_WAIT_TIMEOUT_USEC;
@@ -545,7 +545,7 @@ admin_tick(struct master *m)
 		return;
 	for (struct admin_client **p = &a->clients, *c; (c = *p);) {
 		if (c->state == ADMIN_UPGRADE && !m->up.check_pid)
-			client_answerf(m, c, false, "upgrade failed: %s", m->up.error);
+			client_answerf(m, c, false, "%s", m->up.error);
 		else if (c->state == ADMIN_UPGRADED && !m->up.adopting)
 			client_upgraded(m, c);
 		else if (c->state != ADMIN_DEAD && now >= c->deadline)

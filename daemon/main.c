@@ -382,8 +382,7 @@ int
 master_reload(struct master *m, char *err, size_t errlen)
 {
 	if (m->stopping || m->up.adopting || m->up.check_pid) {
-		snprintf(err, errlen, "not reloading: %s",
-			 m->stopping ? "stopping" : "an upgrade is in progress");
+		snprintf(err, errlen, "%s", m->stopping ? "stopping" : "an upgrade is in progress");
 		return -EBUSY;
 	}
 	reload(m);

@@ -296,6 +296,40 @@ print_string(const struct config_item *it, const void *base, FILE *f)
 
 static const struct config_type type_string = { parse_string, print_string, NULL };
 
+/* A service's URL path (UDSD_KEY_PATH): "/" and printable bytes, in a char array of it->max. */
+static int
+parse_urlpath(const struct config_item *it, const char *value, void *base, char *what)
+{
+	char *dst = FIELD(char, base, it);
+	size_t n = strlen(value);
+
+	if (it->flags & CONFIG_OFF && strcmp(value, "off") == 0) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if (value[0] != '/')
+		return bad(what, "'%s' must start with '/'%s", value,
+			   it->flags & CONFIG_OFF ? ", or be off" : "");
+	for (const char *c = value; *c; c++)
+		if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f)
+			return bad(what, "'%s' has a space or a control character", value);
+	if (it->max == 0 || n >= it->max)
+		return bad(what, "'%s' is longer than %llu bytes", value,
+			   (unsigned long long)(it->max ? it->max - 1 : 0));
+	memcpy(dst, value, n + 1);
+	return 0;
+}
+
+static void
+print_urlpath(const struct config_item *it, const void *base, FILE *f)
+{
+	const char *s = CFIELD(char, base, it);
+
+	fputs(*s ? s : "off", f);
+}
+
+static const struct config_type type_urlpath = { parse_urlpath, print_urlpath, NULL };
+
 /* tcp:HOST:PORT with a numeric host: resolving names at start would make start-up wait on DNS. */
 static int
 parse_tcp(const char *value, char *what)
@@ -1605,6 +1639,7 @@ key_item(const struct udsd_key *k, struct config_item *ret)
 		[UDSD_KEY_UINT] = &type_uint,
 		[UDSD_KEY_SIZE] = &type_size,
 		[UDSD_KEY_DURATION] = &type_duration,
+		[UDSD_KEY_PATH] = &type_urlpath,
 	};
 
 	if ((unsigned)k->type >= ELEMENTSOF(types) || !k->key)
