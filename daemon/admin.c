@@ -66,13 +66,28 @@ struct admin {
 	unsigned n_clients;
 };
 
+/*
+ * Close, first reading what the client sent and we did not (a bounded
+ * amount): an AF_UNIX socket closed with unread input resets its peer, which
+ * would then lose our answer to ECONNRESET.
+ */
+static int
+close_drained(int fd)
+{
+	char buf[4096];
+
+	for (int i = 0; i < 16 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
+		;
+	return safe_close(fd);
+}
+
 static void
 client_close(struct master *m, struct admin_client *c)
 {
 	if (c->state == ADMIN_DEAD)
 		return;
 	epoll_ctl(m->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	c->fd = safe_close(c->fd);
+	c->fd = close_drained(c->fd);
 	free(c->out);
 	c->out = NULL;
 	c->state = ADMIN_DEAD;
@@ -462,7 +477,8 @@ static void
 admin_accept(struct master *m, struct admin *a)
 {
 	for (;;) {
-		_cleanup_close_ int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		const char *no = NULL;
 		struct admin_client *c;
 
 		if (fd < 0) {
@@ -470,28 +486,29 @@ admin_accept(struct master *m, struct admin *a)
 				continue;
 			return; /* EAGAIN, or out of descriptors: the backlog keeps them */
 		}
-		if (!client_allowed(m, fd)) {
-			static const char no[] = "error\nnot allowed\n";
-			(void)!send(fd, no, sizeof(no) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-			continue;
-		}
-		if (a->n_clients >= ADMIN_MAX_CLIENTS) {
-			static const char busy[] = "error\ntoo many admin clients\n";
-			(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (!client_allowed(m, fd))
+			no = "error\nnot allowed\n";
+		else if (a->n_clients >= ADMIN_MAX_CLIENTS)
+			no = "error\ntoo many admin clients\n";
+		if (no) {
+			(void)!send(fd, no, strlen(no), MSG_NOSIGNAL | MSG_DONTWAIT);
+			close_drained(fd);
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
-		if (!c)
+		if (!c) {
+			safe_close(fd);
 			return;
+		}
 		*c = (struct admin_client){ .watch.kind = WATCH_ADMIN_CLIENT, .fd = fd,
 					    .state = ADMIN_READ,
 					    .deadline = now_usec() + ADMIN_IO_TIMEOUT_USEC };
 		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->watch };
 		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			safe_close(fd);
 			free(c);
 			continue;
 		}
-		TAKE_FD(fd);
 		c->next = a->clients;
 		a->clients = c;
 		a->n_clients++;

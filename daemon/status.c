@@ -416,6 +416,30 @@ out_pools(struct out *o)
 	out_printf(o, "]");
 }
 
+/* The master's counters of the listener of this name (a worker's config may be an old one). */
+static void
+out_listener_counters(struct out *o, const char *name)
+{
+	for (unsigned i = 0; i < status->n_listeners; i++) {
+		const struct status_listener *sl = &status->listeners[i];
+		uint32_t queued, max;
+
+		if (strncmp(sl->name, name, sizeof(sl->name)) != 0)
+			continue;
+		out_printf(o, ",\"accepted\":%llu,\"handoffs\":%llu,\"refused_by\":{",
+			   (unsigned long long)load((_Atomic uint64_t *)&sl->accepted),
+			   (unsigned long long)load((_Atomic uint64_t *)&sl->handoffs));
+		for (size_t r = 0; r < REFUSE_REASONS; r++)
+			out_printf(o, "%s\"%s\":%llu", r ? "," : "", refuse_reason_names[r],
+				   (unsigned long long)load((_Atomic uint64_t *)&sl->refused_by[r]));
+		out_printf(o, "}");
+		if (!sl->tcp && sl->type != SOCK_DGRAM && sl->inode &&
+		    metrics_backlog(sl->inode, &queued, &max) >= 0)
+			out_printf(o, ",\"backlog\":%u,\"backlog_limit\":%u", queued, max);
+		return;
+	}
+}
+
 size_t
 udsd_status_json(char *buf, size_t size)
 {
@@ -453,6 +477,7 @@ udsd_status_json(char *buf, size_t size)
 			out_printf(&o, ",\"max_datagram\":%llu", (unsigned long long)l->max_datagram);
 		if (l->kind == LISTENER_PATH)
 			out_printf(&o, ",\"mode\":\"%04o\"", (unsigned)l->mode);
+		out_listener_counters(&o, l->name);
 		out_printf(&o, "}");
 	}
 	out_printf(&o, "]");

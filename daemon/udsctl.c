@@ -118,7 +118,9 @@ ask(int fd, const char *request, char **ret)
 
 	if (!buf)
 		die("out of memory");
-	if (send(fd, request, len, MSG_NOSIGNAL) != (ssize_t)len)
+	/* A refused client's request meets a closed socket: the answer may still be there to read. */
+	if (send(fd, request, len, MSG_NOSIGNAL) != (ssize_t)len && errno != EPIPE &&
+	    errno != ECONNRESET)
 		die("sending to %s: %s", socket_path, strerror(errno));
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -173,7 +175,9 @@ finish(const char *command, char *answer)
 
 /*
  * The upgrade's answer comes from the new image: the old one's connection
- * closed with its exec.  Ask the new one once it listens.
+ * closed with its exec.  Ask the new one once it listens.  Until the old
+ * image's listening socket is gone for good, a connection may still reach
+ * it, and be reset: that is "not yet" too.
  */
 static _noreturn_ void
 upgraded(void)
@@ -184,16 +188,16 @@ upgraded(void)
 
 	for (;;) {
 		fd = admin_connect();
-		if (fd >= 0)
+		if (fd >= 0 && ask(fd, "upgraded\n", &answer) > 0)
 			break;
-		if (fd != -ENOENT && fd != -ECONNREFUSED)
+		if (fd >= 0)
+			close(fd);
+		else if (fd != -ENOENT && fd != -ECONNREFUSED)
 			die_connect(-fd);
 		if (now_ms() >= end)
 			die("upgrade failed: udsd did not come back within %ds", RECONNECT_MS / 1000);
 		poll(NULL, 0, 50); /* the new image binds the socket as it starts */
 	}
-	if (ask(fd, "upgraded\n", &answer) == 0)
-		die("upgrade: udsd closed the connection without an answer");
 	close(fd);
 	finish("upgrade", answer);
 }
