@@ -107,7 +107,7 @@ die_connect(int err)
 
 /*
  * Send the request and read the whole answer (until udsd closes).  Returns
- * the answer's length; 0 when udsd closed without answering.
+ * the answer's length; 0 (and NULL) when udsd closed without answering.
  */
 static size_t
 ask(int fd, const char *request, char **ret)
@@ -149,7 +149,12 @@ ask(int fd, const char *request, char **ret)
 				die("out of memory");
 		}
 	}
-	buf[got] = '\0';
+	if (got == 0) {
+		free(buf);
+		buf = NULL;
+	} else {
+		buf[got] = '\0';
+	}
 	*ret = buf;
 	return got;
 }
