@@ -6,7 +6,9 @@
  * per concept:
  *
  * Shared memory and wire protocol (both processes)
- *   status.c     counters in shared memory, one sealed memfd per slot; /status JSON
+ *   status.c     counters in shared memory, one sealed memfd per slot; /status JSON;
+ *                what only the master knows, published there (master_status_publish())
+ *   metrics.c    the same counters as OpenMetrics text; a listener's backlog (sock_diag)
  *   channel.c    the master<->worker channel, both ends: the wire format; the
  *                master's open, close, queue, flush, read and reclaim of a dead
  *                worker's fds; a worker thread's receive and dispatch
@@ -32,6 +34,8 @@
  *   upgrade.c    same-PID binary upgrade: check, state hand-off across execve, rollback
  *   fdstore.c    the sockets udsd binds, kept in systemd's fd store across restarts
  *   startlimit.c idle exits no more often than the unit's start limit allows
+ *   admin.c      the admin socket: udsctl's requests, answered without blocking the loop
+ * udsctl.c is a program of its own (libc only), the admin socket's client.
  */
 
 #include <pthread.h>
