@@ -247,6 +247,29 @@ def test_upgrade_returns_once_the_new_binary_serves(udsd_factory, exe):  # noqa:
     c.close()
 
 
+def test_upgrade_during_a_reload_is_refused_with_the_reason(udsd_factory, exe):  # noqa: F811
+    """A reload whose workers take long to start is pending: an upgrade now is -EBUSY."""
+    d = start(udsd_factory)
+    with open(d.conf_path, "a") as f:
+        f.write("[listener t]\npath = {}/t.sock\nservice = {}/tests/plugins/testsvc.so\n"
+                "init_sleep = 60\n".format(d.tmp, conftest.BUILD))
+    reload = subprocess.Popen([conftest.UDSCTL, "-s", d.admin, "reload"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in deadline_loop(30, "generation 2 pending"):
+            if "generation 2 starting; generation 1 serves until it is ready" in d.log:
+                break
+        install(exe, conftest.UDSD)
+        rc, out, err = d.udsctl("upgrade")
+        assert (rc, err) == (1, "udsctl: upgrade failed: a reload is in progress\n")
+        # The reload's own answer: its workers were not ready in time.
+        out, err = reload.communicate(timeout=120)
+        assert reload.returncode == 1 and "generation 2 not ready after 10s" in err, err
+    finally:
+        reload.kill()
+        reload.wait()
+
+
 def test_hostile_admin_clients_cannot_stall_the_master(udsd_factory):
     d = start(udsd_factory)
     mode = os.stat(d.admin).st_mode
