@@ -34,14 +34,31 @@ listener_pool(struct master *m, unsigned listener)
 	return &m->pools[m->gen->config->listeners[listener].pool];
 }
 
-/* Queue a client to its pool's least loaded thread with room; NULL if there is none. */
+/*
+ * Queue a client to its pool's least loaded thread with room; NULL if there
+ * is none.  max_connections_per_uid counts the client here, whichever way it
+ * came: accepted now, waiting for a worker, or handed back by a draining or
+ * dead worker (which stopped counting it).  uid is the client's when the
+ * caller knows it, else (uid_t)-1 and it is asked for, before the queue may
+ * send the fd away.
+ */
 static struct mchannel *
-dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener)
+dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener, uid_t uid)
 {
 	struct mchannel *ch = load_pick(&p->load, &p->caps);
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
 
-	if (ch)
-		channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	if (!ch)
+		return NULL;
+	if (m->gen->config->listeners[listener].max_per_uid) {
+		if (uid == (uid_t)-1 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+			uid = cred.uid;
+		if (uid != (uid_t)-1)
+			peer_count(ch->worker, listener, uid);
+	}
+	channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	atomic_fetch_add_explicit(&status->listeners[listener].handoffs, 1, memory_order_relaxed);
 	return ch;
 }
 
@@ -71,7 +88,7 @@ accept_dispatch(struct master *m, int fd, unsigned listener)
 	struct mpool *p = listener_pool(m, listener);
 
 	/* accept_listener() checks for room first: only clients of a dead worker find none. */
-	if (!dispatch_try(m, p, fd, listener))
+	if (!dispatch_try(m, p, fd, listener, (uid_t)-1))
 		orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
 						   .since = now_usec() });
 }
@@ -117,7 +134,7 @@ admit(const struct master *m, const struct config_listener *cl, int fd, struct u
 }
 
 static void
-refuse(struct master *m, const struct config_listener *cl, int fd, int why,
+refuse(struct master *m, const struct config_listener *cl, unsigned l, int fd, int why,
        const struct ucred *cred, const char *unit)
 {
 	uint64_t now = now_usec();
@@ -125,6 +142,7 @@ refuse(struct master *m, const struct config_listener *cl, int fd, int why,
 
 	atomic_fetch_add_explicit(&status->refused, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&status->refused_by[why], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&status->listeners[l].refused_by[why], 1, memory_order_relaxed);
 	safe_close(fd);
 	/* At most one line a second, so a flood of refused clients cannot flood the log. */
 	if (now - m->refused_logged_at < USEC_PER_SEC) {
@@ -154,6 +172,8 @@ refuse(struct master *m, const struct config_listener *cl, int fd, int why,
 static void
 accept_backoff(struct master *m, int err)
 {
+	if (m->accept_resume_at == 0)
+		atomic_fetch_add_explicit(&status->accept_backoffs, 1, memory_order_relaxed);
 	if (m->accept_resume_at == 0)
 		log_warning("accept: %s; pausing accepts for %llums", strerror(err),
 			    (unsigned long long)(ACCEPT_BACKOFF_USEC / USEC_PER_MSEC));
@@ -195,17 +215,17 @@ accept_listener(struct master *m, struct mlistener *l)
 				return;
 			}
 		}
+		atomic_fetch_add_explicit(&status->listeners[l->index].accepted, 1,
+					  memory_order_relaxed);
 		why = admit(m, cl, fd, &cred, unit, sizeof(unit));
 		if (why >= 0) {
-			refuse(m, cl, fd, why, &cred, unit);
+			refuse(m, cl, l->index, fd, why, &cred, unit);
 			continue;
 		}
-		ch = dispatch_try(m, p, fd, l->index);
+		ch = dispatch_try(m, p, fd, l->index, cred.uid);
 		if (!ch)
 			orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)l->index,
 							   .since = now_usec() });
-		else if (cl->max_per_uid)
-			peer_count(ch->worker, l->index, cred.uid);
 		avail--;
 	}
 }
@@ -234,8 +254,16 @@ accept_update_polling(struct master *m)
 {
 	bool waiting = false, paused = false;
 
-	for (size_t i = 0; i < m->n_pools; i++)
-		m->pools[i].polling = pool_wants_clients(m, &m->pools[i], &waiting);
+	for (size_t i = 0; i < m->n_pools; i++) {
+		struct mpool *p = &m->pools[i];
+		bool was = p->polling;
+
+		p->polling = pool_wants_clients(m, p, &waiting);
+		/* Every worker full: the kernel's backlog holds the pool's new clients for now. */
+		if (was && !p->polling && p->waiting_for_room && i < CONFIG_MAX_POOLS)
+			atomic_fetch_add_explicit(&status->pools[i].accept_pauses, 1,
+						  memory_order_relaxed);
+	}
 	/* room_wanted is one flag for every pool: cleared only once none waits. */
 	m->waiting_for_room = waiting;
 	if (!waiting)
@@ -270,7 +298,7 @@ orphans_flush_pool(struct master *m, struct mpool *p, uint64_t now)
 		if (now - o->since >= ORPHAN_WAIT_USEC) {
 			safe_close(o->fd);
 			expired++;
-		} else if (!dispatch_try(m, p, o->fd, o->listener)) {
+		} else if (!dispatch_try(m, p, o->fd, o->listener, (uid_t)-1)) {
 			break;
 		}
 	}
