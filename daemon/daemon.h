@@ -590,6 +590,7 @@ int listeners_remap(const struct config *to, const struct config *from, unsigned
  * rollback shows in its m->up.error.  -EBUSY: a reload, upgrade or stop runs.
  */
 void upgrade_init(struct master *m, char **argv);
+int upgrade_check_version(long version);
 int master_upgrade_start(struct master *m, const char *binary, char *err, size_t errlen);
 bool upgrade_reaped(struct master *m, pid_t pid, int wstatus);
 void upgrade_tick(struct master *m);

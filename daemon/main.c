@@ -612,12 +612,13 @@ master_setup(struct master *m)
 		fatalx("out of memory");
 }
 
-enum { OPT_VERBOSE = 0x100, OPT_UPGRADE_STATE };
+enum { OPT_VERBOSE = 0x100, OPT_UPGRADE_STATE, OPT_UPGRADE_CHECK };
 
 struct options {
 	const char *config_file;
 	bool test, dump, quiet;
 	int upgrade_fd; /* internal: the state an upgrading image left (upgrade.c) */
+	long upgrade_check; /* internal, with -t: the state version the old image writes; 0: none */
 };
 
 /* nginx's and php-fpm's habits: -v and -V are the version, -t tests, -T dumps, -q quiets -t. */
@@ -633,6 +634,7 @@ options_parse(int argc, char **argv, struct options *o)
 		{ "version", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "upgrade-state", required_argument, NULL, OPT_UPGRADE_STATE },
+		{ "upgrade-check", required_argument, NULL, OPT_UPGRADE_CHECK },
 		{ 0 },
 	};
 	int opt;
@@ -657,6 +659,9 @@ options_parse(int argc, char **argv, struct options *o)
 			break;
 		case OPT_UPGRADE_STATE:
 			o->upgrade_fd = atoi(optarg);
+			break;
+		case OPT_UPGRADE_CHECK:
+			o->upgrade_check = strtol(optarg, NULL, 10);
 			break;
 		case 'v':
 		case 'V':
@@ -731,6 +736,10 @@ main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	c = g->config;
+	if (o.test && o.upgrade_check && upgrade_check_version(o.upgrade_check) < 0) {
+		generation_unref(g);
+		return EXIT_FAILURE;
+	}
 	if (o.test) {
 		r = config_test(&o, c);
 		generation_unref(g);

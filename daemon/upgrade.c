@@ -21,7 +21,11 @@
  * Same-PID binary upgrade (SIGUSR2, or master_upgrade_start() for udsctl).
  *
  * 1. Check: the new binary (the file udsd was started from, as it is now)
- *    runs "-t -q -c CONFIG" as a child.  It fails (exit status, a signal, not
+ *    runs "-t -q -c CONFIG --upgrade-check=BLOB_VERSION" as a child: it
+ *    must read the config and this state version.  A binary from before
+ *    the upgrade protocol (a package downgrade) knows no such option and
+ *    fails here, where it costs nothing, not after the exec, where it
+ *    would take the master and every connection down.  It fails (exit status, a signal, not
  *    executable, 30 s): nothing changes; the reason goes to the log and to
  *    STATUS= ("upgrade failed: ...") until the next good upgrade.
  * 2. Hand-off: RELOADING=1; the state goes into a memfd (the "blob"), every
@@ -57,6 +61,9 @@
 #define BLOB_MAGIC "udsdstat"
 #define BLOB_VERSION 1
 #define BLOB_ROLLBACK 1u /* flags: the new image failed; why is in the blob */
+#define VERSION_STR_(v) #v
+#define VERSION_STR(v) VERSION_STR_(v)
+#define CHECK_OPTION "--upgrade-check=" VERSION_STR(BLOB_VERSION)
 #define CHECK_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define STR_MAX 4096
 /* Why a new image that could not read the state rolled back (it cannot write a blob). */
@@ -224,6 +231,16 @@ upgrade_init(struct master *m, char **argv)
 	}
 }
 
+/* In the binary being checked ("-t --upgrade-check=VERSION"): can it take that state over? */
+int
+upgrade_check_version(long version)
+{
+	if (version == BLOB_VERSION)
+		return 0;
+	log_error("upgrade state version %ld: this binary reads %u", version, BLOB_VERSION);
+	return -EPROTONOSUPPORT;
+}
+
 static void
 check_child(const char *binary, const char *config, int out)
 {
@@ -233,7 +250,7 @@ check_child(const char *binary, const char *config, int out)
 	sigprocmask(SIG_UNBLOCK, &all, NULL);
 	if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
 		_exit(127);
-	execl(binary, binary, "-t", "-q", "-c", config, (char *)NULL);
+	execl(binary, binary, "-t", "-q", "-c", config, CHECK_OPTION, (char *)NULL);
 	fprintf(stderr, "cannot execute %s: %s\n", binary, strerror(errno));
 	_exit(127);
 }

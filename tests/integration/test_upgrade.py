@@ -146,6 +146,41 @@ def test_upgrade_to_a_binary_that_exits_1(udsd_factory, exe):
     assert "upgrade failed, still running the old binary" in d.log
 
 
+def test_upgrade_to_a_binary_without_the_upgrade_protocol(udsd_factory, exe, tmp_path):
+    """A binary that passes "-t" but cannot take the state over is never executed.
+
+    Before: the release from before the upgrade protocol (a package downgrade) passed the
+    check; executed with --upgrade-state it exited 2 ("unrecognized option"), and the master
+    was gone with every connection, the socket left refusing.
+    """
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    workers = d.workers()
+    real = str(tmp_path / "daemon" / "udsd.real")
+    shutil.copy(REAL, real)
+    install(exe, text='#!/bin/sh\nfor a; do case "$a" in --upgrade-*)\n'
+                      '  echo "udsd: unrecognized option \'$a\'" >&2; exit 2;; esac; done\n'
+                      'exec %s "$@"\n' % real)
+    d.send(signal.SIGUSR2)
+    status_says(d, "upgrade failed: %s -t: exit status 2: udsd: unrecognized option "
+                   "'--upgrade-check=" % exe)
+    assert d.proc.poll() is None
+    assert_unchanged(d, clients, workers)
+    assert "upgrade: executing" not in d.log
+
+
+def test_upgrade_check_names_the_state_version(exe, tmp_path):
+    """The new binary says whether it reads the running one's state version."""
+    conf = tmp_path / "c.conf"
+    conf.write_text(CONF.format(sock=str(tmp_path / "s.sock"), tmp=str(tmp_path)))
+    ok = subprocess.run([exe, "-t", "-q", "-c", str(conf), "--upgrade-check=1"],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([exe, "-t", "-q", "-c", str(conf), "--upgrade-check=99"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "upgrade state version 99: this binary reads 1" in bad.stderr
+
+
 def test_upgrade_requested_twice_in_a_row(udsd_factory, exe, tmp_path):
     """The second SIGUSR2 arrives while the first upgrade's check runs: one upgrade, no harm."""
     d = start(udsd_factory)
