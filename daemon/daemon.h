@@ -488,6 +488,7 @@ struct master_upgrade {
 	bool adopting; /* new image: the adopted workers wait for our generation */
 	uint64_t adopt_deadline;
 	bool rolled_back; /* this image is a rollback: never roll back again */
+	bool wanted;	  /* SIGUSR2 came while a reload ran: the upgrade starts once it is over */
 	char *env_rollback;
 	char error[192]; /* why the last upgrade failed, in STATUS= until the next good one */
 };
@@ -514,6 +515,7 @@ struct master {
 	size_t n_pools;
 	bool activated; /* started by socket activation: systemd passed sockets */
 	bool stopping;
+	bool reload_wanted; /* SIGHUP came while an upgrade's generation started: reload after it */
 	bool ready_sent;
 	unsigned stop_signals;
 	uint64_t stop_deadline;

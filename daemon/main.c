@@ -433,7 +433,11 @@ upgrade_signal(struct master *m)
 	char err[256];
 	int r = master_upgrade_start(m, NULL, err, sizeof(err));
 
-	if (r == -EBUSY)
+	/* A signal cannot be told "busy": after a reload in progress, the upgrade follows. */
+	if (r == -EBUSY && m->pending && !m->stopping) {
+		m->up.wanted = true;
+		log_info("SIGUSR2: upgrading once the reload in progress is over");
+	} else if (r == -EBUSY)
 		log_warning("SIGUSR2: not upgrading: %s", err);
 }
 
@@ -449,9 +453,11 @@ signal_readable(struct master *m)
 			stop(m, sigabbrev_np((int)si.ssi_signo));
 			break;
 		case SIGHUP:
-			if (m->up.adopting)
-				log_warning("SIGHUP: not reloading: an upgrade is in progress");
-			else if (!m->stopping)
+			if (m->up.adopting && !m->stopping) {
+				/* The edited config would be lost: read it once the upgrade serves. */
+				m->reload_wanted = true;
+				log_info("SIGHUP: reloading once the upgrade in progress is over");
+			} else if (!m->stopping)
 				reload(m);
 			break;
 		case SIGUSR2:
@@ -530,6 +536,10 @@ loop(struct master *m)
 		pool_check(m);
 		reload_check(m);
 		upgrade_tick(m);
+		if (m->reload_wanted && !m->up.adopting && !m->stopping) {
+			m->reload_wanted = false;
+			reload(m);
+		}
 		accept_orphans_flush(m);
 		channel_flush_all(m);
 		accept_update_polling(m);

@@ -324,8 +324,15 @@ upgrade_reaped(struct master *m, pid_t pid, int wstatus)
 	if (!pid || pid != m->up.check_pid)
 		return false;
 	check_output(m, out, sizeof(out));
-	if (m->stopping || m->pending)
-		upgrade_failed(m, "%s", m->stopping ? "stopping" : "a reload started meanwhile");
+	if (m->pending && !m->stopping) {
+		/* The check was of the binary, not of the config the reload brings: again, after it. */
+		log_info("upgrade: a reload started meanwhile; checking again once it is over");
+		m->up.check_pid = 0;
+		free(m->up.binary);
+		m->up.binary = NULL;
+		m->up.wanted = true;
+	} else if (m->stopping)
+		upgrade_failed(m, "stopping");
 	else if (WIFSIGNALED(wstatus))
 		upgrade_failed(m, "%s -t: killed by signal %s", m->up.binary,
 			       sigabbrev_np(WTERMSIG(wstatus)));
@@ -954,7 +961,13 @@ void
 upgrade_tick(struct master *m)
 {
 	uint64_t now = now_usec();
+	char err[256];
 
+	/* A SIGUSR2 that came during a reload: a signal has nobody to say "busy" to. */
+	if (m->up.wanted && !m->pending && !m->stopping && !m->up.check_pid && !m->up.adopting) {
+		m->up.wanted = false;
+		(void)master_upgrade_start(m, NULL, err, sizeof(err)); /* failures: in m->up.error */
+	}
 	if (m->up.check_pid && now >= m->up.check_deadline) {
 		kill(m->up.check_pid, SIGKILL); /* reaped as a failure */
 		m->up.check_deadline = UINT64_MAX;

@@ -208,6 +208,84 @@ def test_upgrade_requested_twice_in_a_row(udsd_factory, exe, tmp_path):
     assert d.status(d.http_sock)["generation"] == 2
 
 
+SLOW = CONF + """
+[listener slow]
+path = {tmp}/slow.sock
+service = {build}/tests/plugins/testsvc.so
+init_sleep = 2
+"""
+
+
+def wait_log(d, text, what, timeout=60):
+    for _ in deadline_loop(timeout, what):
+        if text in d.log:
+            return
+
+
+def test_an_upgrade_asked_for_during_a_reload_follows_it(udsd_factory, exe):
+    """SIGUSR2 while a reload's generation starts: the upgrade runs once the reload is over.
+
+    Before: "not upgrading: a reload is in progress", and the old binary ran on for good
+    (a signal has nobody to return an error to: the package's script saw success).
+    """
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    d.write_config(SLOW)
+    d.send(signal.SIGHUP)
+    wait_log(d, "generation 2 starting", "the reload to start")
+    install(exe, REAL)
+    d.send(signal.SIGUSR2)
+    wait_log(d, "upgraded: udsd", "the upgrade after the reload")
+    status_says(d, "(generation 3)")
+    for k, s in enumerate(clients):
+        ping(s, b"kept %d" % k)
+    assert conftest.echo(os.path.join(d.tmp, "slow.sock"), b"slow") == b"slow"
+
+
+def test_a_reload_asked_for_during_an_upgrade_follows_it(udsd_factory, exe):
+    """SIGHUP while the new image waits for its generation: the reload runs once it serves.
+
+    Before: "SIGHUP: not reloading: an upgrade is in progress", and the edited config was
+    never read (systemctl reload had already returned success).
+    """
+    d = start(udsd_factory, SLOW)
+    install(exe, REAL)
+    d.send(signal.SIGUSR2)
+    wait_log(d, "upgrade: took over from the old binary", "the new image to adopt")
+    d.write_config(SLOW + "[listener late]\npath = {tmp}/late.sock\nservice = echo\n")
+    d.send(signal.SIGHUP)
+    late = os.path.join(d.tmp, "late.sock")
+    for _ in deadline_loop(60, "the reload after the upgrade to bind late.sock"):
+        if os.path.exists(late) and "reloaded: generation 3 serves" in d.log:
+            break
+    assert conftest.echo(late, b"late") == b"late"
+
+
+def test_a_reload_during_the_upgrade_check_delays_the_upgrade(udsd_factory, exe, tmp_path):
+    """A reload starts while the new binary's check runs: the upgrade is checked again after it.
+
+    Before: "upgrade failed: a reload started meanwhile"; the upgrade was lost.
+    """
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    real = str(tmp_path / "daemon" / "udsd.real")
+    shutil.copy(REAL, real)
+    go = tmp_path / "go"
+    install(exe, text='#!/bin/sh\n[ "$1" = -t ] && while [ ! -e %s ]; do sleep 0.05; done\n'
+                      'exec %s "$@"\n' % (go, real))
+    d.send(signal.SIGUSR2)
+    wait_log(d, "upgrade: checking", "the check to run")
+    d.write_config(SLOW)  # its generation takes 2 s to start: the check ends meanwhile
+    d.send(signal.SIGHUP)
+    wait_log(d, "generation 2 starting", "the reload to start")
+    go.touch()
+    wait_log(d, "upgraded: udsd", "the upgrade after the reload")
+    status_says(d, "(generation 3)")
+    for k, s in enumerate(clients):
+        ping(s, b"kept %d" % k)
+    assert "upgrade failed" not in d.log
+
+
 def test_a_new_binary_whose_workers_fail_rolls_back(udsd_factory, exe, tmp_path):
     """It passes the check, but its generation never gets ready: the old binary comes back."""
     d = start(udsd_factory)
