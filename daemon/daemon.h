@@ -489,6 +489,8 @@ struct master_upgrade {
 	uint64_t adopt_deadline;
 	bool rolled_back; /* this image is a rollback: never roll back again */
 	bool wanted;	  /* SIGUSR2 came while a reload ran: the upgrade starts once it is over */
+	dev_t target_dev; /* the binary being checked or, in a new image, the one running */
+	ino_t target_ino;
 	char *env_rollback;
 	char error[192]; /* why the last upgrade failed, in STATUS= until the next good one */
 };
@@ -594,6 +596,7 @@ int listeners_remap(const struct config *to, const struct config *from, unsigned
 void upgrade_init(struct master *m, char **argv);
 int upgrade_check_version(long version);
 int master_upgrade_start(struct master *m, const char *binary, char *err, size_t errlen);
+void upgrade_request(struct master *m);
 bool upgrade_reaped(struct master *m, pid_t pid, int wstatus);
 void upgrade_tick(struct master *m);
 int upgrade_adopt(struct master *m, int fd, struct generation *g);

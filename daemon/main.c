@@ -428,20 +428,6 @@ idle_exit_check(struct master *m)
 }
 
 static void
-upgrade_signal(struct master *m)
-{
-	char err[256];
-	int r = master_upgrade_start(m, NULL, err, sizeof(err));
-
-	/* A signal cannot be told "busy": after a reload in progress, the upgrade follows. */
-	if (r == -EBUSY && m->pending && !m->stopping) {
-		m->up.wanted = true;
-		log_info("SIGUSR2: upgrading once the reload in progress is over");
-	} else if (r == -EBUSY)
-		log_warning("SIGUSR2: not upgrading: %s", err);
-}
-
-static void
 signal_readable(struct master *m)
 {
 	struct signalfd_siginfo si;
@@ -461,7 +447,7 @@ signal_readable(struct master *m)
 				reload(m);
 			break;
 		case SIGUSR2:
-			upgrade_signal(m);
+			upgrade_request(m);
 			break;
 		case SIGCHLD:
 			pool_reap(m);

@@ -212,6 +212,28 @@ upgrade_failed(struct master *m, const char *fmt, ...)
 	/* STATUS= says so with the loop's next status (notify_status()). */
 }
 
+/* The file an upgrade is about: by fd, or else by path. */
+static void
+target_set(struct master *m, int fd, const char *path)
+{
+	struct stat st;
+
+	if ((path ? stat(path, &st) : fstat(fd, &st)) < 0)
+		st = (struct stat){ 0 };
+	m->up.target_dev = st.st_dev;
+	m->up.target_ino = st.st_ino;
+}
+
+/* Another file at path than the one checked (or running): a package replaced it since. */
+static bool
+target_changed(const struct master *m, const char *path)
+{
+	struct stat st;
+
+	return !path || stat(path, &st) < 0 || st.st_dev != m->up.target_dev ||
+	       st.st_ino != m->up.target_ino;
+}
+
 /* At start: the binary we run, kept open for a rollback, and where a new one will be. */
 void
 upgrade_init(struct master *m, char **argv)
@@ -222,6 +244,7 @@ upgrade_init(struct master *m, char **argv)
 	m->up.argv = m->up.old_argv = argv;
 	m->up.check_out = m->up.old_exe_fd = -EBADF;
 	m->up.exe_fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	target_set(m, m->up.exe_fd, NULL);
 	if (n > 0) {
 		path[n] = '\0';
 		/* After an upgrade (or a rollback) our own file may have been replaced. */
@@ -281,6 +304,7 @@ master_upgrade_start(struct master *m, const char *binary, char *err, size_t err
 		upgrade_failed(m, "%s", err);
 		return -EACCES;
 	}
+	target_set(m, -EBADF, binary);
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0 || !(m->up.binary = strdup(binary))) {
 		snprintf(err, errlen, "%s", strerror(errno));
 		return -ENOMEM;
@@ -339,9 +363,41 @@ upgrade_reaped(struct master *m, pid_t pid, int wstatus)
 	else if (WEXITSTATUS(wstatus) != 0)
 		upgrade_failed(m, "%s -t: exit status %d%s%s", m->up.binary, WEXITSTATUS(wstatus),
 			       *out ? ": " : "", out);
-	else
+	else if (target_changed(m, m->up.binary)) {
+		/* What runs must be what was checked. */
+		log_info("upgrade: %s changed during its check; checking it again", m->up.binary);
+		m->up.check_pid = 0;
+		free(m->up.binary);
+		m->up.binary = NULL;
+		m->up.wanted = true;
+	} else
 		upgrade_exec(m, m->up.binary, -EBADF, NULL);
 	return true;
+}
+
+/*
+ * SIGUSR2.  A signal cannot be told "busy": during a reload, the upgrade
+ * follows it; during an upgrade, another follows if the file at udsd's path
+ * is not the one being checked or run (a newer package), else it is the
+ * same request twice.
+ */
+void
+upgrade_request(struct master *m)
+{
+	char err[256];
+	int r = master_upgrade_start(m, NULL, err, sizeof(err));
+
+	if (r != -EBUSY || m->stopping)
+		return;
+	if (m->pending) {
+		m->up.wanted = true;
+		log_info("SIGUSR2: upgrading once the reload in progress is over");
+	} else if (target_changed(m, m->up.exe_path)) {
+		m->up.wanted = true;
+		log_info("SIGUSR2: %s changed since this upgrade began: upgrading again after it",
+			 m->up.exe_path);
+	} else
+		log_warning("SIGUSR2: not upgrading: %s", err);
 }
 
 static void

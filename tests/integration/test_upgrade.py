@@ -286,6 +286,54 @@ def test_a_reload_during_the_upgrade_check_delays_the_upgrade(udsd_factory, exe,
     assert "upgrade failed" not in d.log
 
 
+NO_PROTOCOL = ('#!/bin/sh\nfor a; do case "$a" in --upgrade-*)\n'
+               '  echo "udsd: unrecognized option \'$a\'" >&2; exit 2;; esac; done\nexec %s "$@"\n')
+
+
+def test_a_binary_replaced_during_its_check_is_checked_again(udsd_factory, exe, tmp_path):
+    """What runs is what was checked: a file replaced while the check ran is checked anew.
+
+    Before: the check passed on the first file and the master executed the path, by then a
+    binary that cannot adopt (here one without the upgrade protocol): the master was gone.
+    """
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    workers = d.workers()
+    real = str(tmp_path / "daemon" / "udsd.real")
+    shutil.copy(REAL, real)
+    go, waiting = tmp_path / "go", tmp_path / "waiting"
+    install(exe, text='#!/bin/sh\n[ "$1" = -t ] && touch %s && while [ ! -e %s ]; do sleep 0.05; done\n'
+                      'exec %s "$@"\n' % (waiting, go, real))
+    d.send(signal.SIGUSR2)
+    for _ in deadline_loop(30, "the check to run"):
+        if waiting.exists():
+            break
+    install(exe, text=NO_PROTOCOL % real)
+    go.touch()
+    status_says(d, "upgrade failed: %s -t: exit status 2: udsd: unrecognized option" % exe)
+    assert "changed during its check; checking it again" in d.log
+    assert d.proc.poll() is None
+    assert_unchanged(d, clients, workers)
+
+
+def test_a_newer_binary_during_an_upgrade_is_upgraded_to_next(udsd_factory, exe):
+    """SIGUSR2 for a file installed while the last upgrade's generation starts: a second one.
+
+    Before: "not upgrading: an upgrade is in progress"; the newer file never ran.
+    """
+    d = start(udsd_factory, SLOW)
+    install(exe, REAL)
+    d.send(signal.SIGUSR2)
+    wait_log(d, "upgrade: took over from the old binary", "the new image to adopt")
+    install(exe, REAL)
+    d.send(signal.SIGUSR2)
+    for _ in deadline_loop(60, "the second upgrade"):
+        if d.log.count("upgraded: udsd") == 2:
+            break
+    status_says(d, "(generation 3)")
+    assert d.log.count("upgrade: executing") == 2
+
+
 def test_a_new_binary_whose_workers_fail_rolls_back(udsd_factory, exe, tmp_path):
     """It passes the check, but its generation never gets ready: the old binary comes back."""
     d = start(udsd_factory)
