@@ -34,14 +34,40 @@ listener_pool(struct master *m, unsigned listener)
 	return &m->pools[m->gen->config->listeners[listener].pool];
 }
 
+/*
+ * max_connections_per_uid counts a client on the worker it is queued to,
+ * however it came: accepted (cred known), or moved at a reload, taken back
+ * from a dead worker, or waiting (cred asked of the socket).  The worker
+ * counts it out when it closes or moves on (CHANNEL_GONE).
+ */
+static void
+dispatch_count(struct master *m, struct mchannel *ch, int fd, unsigned listener,
+	       const struct ucred *cred)
+{
+	struct ucred c;
+	socklen_t len = sizeof(c);
+
+	if (!m->gen->config->listeners[listener].max_per_uid)
+		return;
+	if (!cred) {
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len) < 0)
+			return; /* uncounted: the limit errs on the client's side */
+		cred = &c;
+	}
+	peer_count(ch->worker, listener, cred->uid);
+}
+
 /* Queue a client to its pool's least loaded thread with room; NULL if there is none. */
 static struct mchannel *
-dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener)
+dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener,
+	     const struct ucred *cred)
 {
 	struct mchannel *ch = load_pick(&p->load, &p->caps);
 
-	if (ch)
+	if (ch) {
+		dispatch_count(m, ch, fd, listener, cred);
 		channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	}
 	return ch;
 }
 
@@ -71,7 +97,7 @@ accept_dispatch(struct master *m, int fd, unsigned listener)
 	struct mpool *p = listener_pool(m, listener);
 
 	/* accept_listener() checks for room first: only clients of a dead worker find none. */
-	if (!dispatch_try(m, p, fd, listener))
+	if (!dispatch_try(m, p, fd, listener, NULL))
 		orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
 						   .since = now_usec() });
 }
@@ -199,12 +225,11 @@ accept_listener(struct master *m, struct mlistener *l)
 			refuse(m, cl, fd, why, &cred, unit);
 			continue;
 		}
-		ch = dispatch_try(m, p, fd, l->index);
+		/* admit() read cred only for a listener with a policy (max_per_uid is one). */
+		ch = dispatch_try(m, p, fd, l->index, cl->max_per_uid ? &cred : NULL);
 		if (!ch)
 			orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)l->index,
 							   .since = now_usec() });
-		else if (cl->max_per_uid)
-			peer_count(ch->worker, l->index, cred.uid);
 		avail--;
 	}
 }
@@ -269,7 +294,7 @@ orphans_flush_pool(struct master *m, struct mpool *p, uint64_t now)
 		if (now - o->since >= ORPHAN_WAIT_USEC) {
 			safe_close(o->fd);
 			expired++;
-		} else if (!dispatch_try(m, p, o->fd, o->listener)) {
+		} else if (!dispatch_try(m, p, o->fd, o->listener, NULL)) {
 			break;
 		}
 	}
