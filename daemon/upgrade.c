@@ -49,9 +49,10 @@
  *    store (fdstore.c) keep the sockets, but not the connections.
  *
  * The blob: a fixed header (magic, version, header size, the old binary's
- * fd) that every version keeps, then fields in order, version 1 below.  An
- * image refuses a version it does not know and rolls back with the header's
- * fd.  Old workers may speak another channel version (carried per worker):
+ * fd) that every version keeps, then fields in order (put_state()); version
+ * 2 adds each worker's per-uid counts.  An image reads BLOB_VERSION_MIN to
+ * BLOB_VERSION, refuses another version and rolls back with the header's
+ * fd; the check (--upgrade-check) asks first, so that this is rare.  Old workers may speak another channel version (carried per worker):
  * a version 1 worker gets a plain CHANNEL_DRAIN and drains, nothing moves.
  * Not carried: the status mapping, whose memfds are sealed against new
  * writable mappings; the new image maps its own, and the adopted workers
@@ -59,7 +60,9 @@
  */
 
 #define BLOB_MAGIC "udsdstat"
-#define BLOB_VERSION 1
+/* 2: each worker's per-uid counts (max_connections_per_uid) follow its channels. */
+#define BLOB_VERSION 2
+#define BLOB_VERSION_MIN 1 /* the oldest this binary reads */
 #define BLOB_ROLLBACK 1u /* flags: the new image failed; why is in the blob */
 #define VERSION_STR_(v) #v
 #define VERSION_STR(v) VERSION_STR_(v)
@@ -78,6 +81,7 @@ struct blob_header {
 };
 
 struct blob {
+	uint32_t version; /* being read */
 	uint8_t *p;
 	size_t len, cap, off;
 	bool bad;
@@ -258,9 +262,10 @@ upgrade_init(struct master *m, char **argv)
 int
 upgrade_check_version(long version)
 {
-	if (version == BLOB_VERSION)
+	if (version >= BLOB_VERSION_MIN && version <= BLOB_VERSION)
 		return 0;
-	log_error("upgrade state version %ld: this binary reads %u", version, BLOB_VERSION);
+	log_error("upgrade state version %ld: this binary reads %u to %u", version,
+		  BLOB_VERSION_MIN, BLOB_VERSION);
 	return -EPROTONOSUPPORT;
 }
 
@@ -484,6 +489,12 @@ put_worker(struct blob *b, const struct mworker *w)
 		put_u64(b, ch->sent);
 		put_u64(b, ch->closed);
 		put_u64(b, ch->ready | ch->drain_wanted << 1);
+	}
+	put_u64(b, w->n_uids);
+	for (size_t i = 0; i < w->n_uids; i++) {
+		put_u64(b, w->uids[i].listener);
+		put_u64(b, w->uids[i].uid);
+		put_u64(b, w->uids[i].n);
 	}
 }
 
@@ -714,6 +725,31 @@ find_generation(struct generation **gens, size_t n, unsigned id)
 	return NULL;
 }
 
+/* Its clients per uid (max_connections_per_uid): those that stay with it go on counting. */
+static void
+get_uids(struct blob *b, struct mworker *w)
+{
+	size_t n = get_count(b, 1 << 20);
+
+	if (n == 0 || b->bad)
+		return;
+	w->uids = calloc(n, sizeof(*w->uids));
+	if (!w->uids) {
+		b->bad = true;
+		return;
+	}
+	w->n_uids = w->cap_uids = n;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t listener = get_u64(b);
+
+		w->uids[i].listener = (uint8_t)listener;
+		w->uids[i].uid = (uid_t)get_u64(b);
+		w->uids[i].n = (unsigned)get_u64(b);
+		if (listener >= w->gen->config->n_listeners)
+			b->bad = true;
+	}
+}
+
 static void
 get_worker(struct blob *b, struct master *m, struct generation **gens, size_t n_gens)
 {
@@ -755,8 +791,11 @@ get_worker(struct blob *b, struct master *m, struct generation **gens, size_t n_
 		ch->drain_wanted = flags & 2;
 		w->ready += ch->ready;
 	}
+	if (b->version >= 2)
+		get_uids(b, w);
 	if (b->bad || channel_adopt(m, w) < 0) {
 		b->bad = true;
+		free(w->uids);
 		free(w->chan);
 		*w = (struct mworker){ 0 };
 		return;
@@ -892,11 +931,13 @@ restore(struct master *m, struct blob *b, struct generation **gens, size_t *ret_
 	get(b, &h, sizeof(h));
 	if (memcmp(h.magic, BLOB_MAGIC, sizeof(h.magic)) != 0)
 		return -EBADMSG;
-	if (h.version != BLOB_VERSION) {
-		log_error("upgrade: state version %u, this binary reads %u", h.version, BLOB_VERSION);
+	if (h.version < BLOB_VERSION_MIN || h.version > BLOB_VERSION) {
+		log_error("upgrade: state version %u, this binary reads %u to %u", h.version,
+			  BLOB_VERSION_MIN, BLOB_VERSION);
 		return -EPROTONOSUPPORT;
 	}
 	b->off = h.size;
+	b->version = h.version;
 	if (h.exe_fd >= 0 && fcntl(h.exe_fd, F_GETFD) >= 0)
 		m->up.old_exe_fd = h.exe_fd;
 	*ret_rollback = get_str(b);

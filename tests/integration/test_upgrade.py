@@ -178,7 +178,7 @@ def test_upgrade_check_names_the_state_version(exe, tmp_path):
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run([exe, "-t", "-q", "-c", str(conf), "--upgrade-check=99"],
                          capture_output=True, text=True, timeout=30)
-    assert bad.returncode == 1 and "upgrade state version 99: this binary reads 1" in bad.stderr
+    assert bad.returncode == 1 and "upgrade state version 99: this binary reads 1 to 2" in bad.stderr
 
 
 def test_upgrade_requested_twice_in_a_row(udsd_factory, exe, tmp_path):
@@ -375,6 +375,44 @@ def test_a_state_version_it_does_not_know_is_handed_back(tmp_path):
     finally:
         os.close(fd)
         os.close(exe)
-    assert "state version 99, this binary reads 1" in p.stderr, p.stderr
+    assert "state version 99, this binary reads 1 to 2" in p.stderr, p.stderr
     assert "rolling back to the old binary" in p.stderr
     assert p.returncode == 0  # /bin/true ran in its place, with the same PID
+
+
+def test_max_connections_per_uid_holds_across_an_upgrade(udsd_factory, exe):
+    """The old workers' per-uid counts carry over: clients that stay with them still count.
+
+    Before: the state left them out; testsvc's clients (which do not move) stopped counting,
+    and the same uid could open max_connections_per_uid more after every upgrade.
+    """
+    d = start(udsd_factory, CONF + """
+[listener t]
+path = {tmp}/t.sock
+service = {build}/tests/plugins/testsvc.so
+max_connections_per_uid = 2
+""")
+    t = os.path.join(d.tmp, "t.sock")
+    held = [connect(t) for _ in range(2)]
+    for s in held:
+        ping(s)
+
+    def served():
+        s = connect(t)
+        try:
+            s.sendall(b"third")
+            return s.recv(5) == b"third"
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    assert not served()
+    upgrade_and_wait(d, exe)
+    for s in held:
+        ping(s, b"kept")  # still served by the old worker, draining
+    assert not served()
+    held.pop().close()
+    for _ in deadline_loop(10, "the closed client to be counted out"):
+        if served():
+            break
