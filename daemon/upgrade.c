@@ -369,7 +369,12 @@ upgrade_reaped(struct master *m, pid_t pid, int wstatus)
 		upgrade_failed(m, "%s -t: exit status %d%s%s", m->up.binary, WEXITSTATUS(wstatus),
 			       *out ? ": " : "", out);
 	else if (target_changed(m, m->up.binary)) {
-		/* What runs must be what was checked. */
+		/*
+		 * What runs must be what was checked.  A replacement between
+		 * this stat() and the execv() still runs unchecked: executing
+		 * an fd opened for the check would close that window, but not
+		 * for a script, whose interpreter reopens it by path.
+		 */
 		log_info("upgrade: %s changed during its check; checking it again", m->up.binary);
 		m->up.check_pid = 0;
 		free(m->up.binary);
