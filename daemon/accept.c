@@ -35,39 +35,30 @@ listener_pool(struct master *m, unsigned listener)
 }
 
 /*
- * max_connections_per_uid counts a client on the worker it is queued to,
- * however it came: accepted (cred known), or moved at a reload, taken back
- * from a dead worker, or waiting (cred asked of the socket).  The worker
- * counts it out when it closes or moves on (CHANNEL_GONE).
+ * Queue a client to its pool's least loaded thread with room; NULL if there
+ * is none.  max_connections_per_uid counts the client here, whichever way it
+ * came: accepted now, waiting for a worker, or handed back by a draining or
+ * dead worker (which stopped counting it).  uid is the client's when the
+ * caller knows it, else (uid_t)-1 and it is asked for, before the queue may
+ * send the fd away.
  */
-static void
-dispatch_count(struct master *m, struct mchannel *ch, int fd, unsigned listener,
-	       const struct ucred *cred)
-{
-	struct ucred c;
-	socklen_t len = sizeof(c);
-
-	if (!m->gen->config->listeners[listener].max_per_uid)
-		return;
-	if (!cred) {
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len) < 0)
-			return; /* uncounted: the limit errs on the client's side */
-		cred = &c;
-	}
-	peer_count(ch->worker, listener, cred->uid);
-}
-
-/* Queue a client to its pool's least loaded thread with room; NULL if there is none. */
 static struct mchannel *
-dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener,
-	     const struct ucred *cred)
+dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener, uid_t uid)
 {
 	struct mchannel *ch = load_pick(&p->load, &p->caps);
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
 
-	if (ch) {
-		dispatch_count(m, ch, fd, listener, cred);
-		channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	if (!ch)
+		return NULL;
+	if (m->gen->config->listeners[listener].max_per_uid) {
+		if (uid == (uid_t)-1 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+			uid = cred.uid;
+		if (uid != (uid_t)-1)
+			peer_count(ch->worker, listener, uid);
 	}
+	channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	atomic_fetch_add_explicit(&status->listeners[listener].handoffs, 1, memory_order_relaxed);
 	return ch;
 }
 
@@ -97,7 +88,7 @@ accept_dispatch(struct master *m, int fd, unsigned listener)
 	struct mpool *p = listener_pool(m, listener);
 
 	/* accept_listener() checks for room first: only clients of a dead worker find none. */
-	if (!dispatch_try(m, p, fd, listener, NULL))
+	if (!dispatch_try(m, p, fd, listener, (uid_t)-1))
 		orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
 						   .since = now_usec() });
 }
@@ -143,7 +134,7 @@ admit(const struct master *m, const struct config_listener *cl, int fd, struct u
 }
 
 static void
-refuse(struct master *m, const struct config_listener *cl, int fd, int why,
+refuse(struct master *m, const struct config_listener *cl, unsigned l, int fd, int why,
        const struct ucred *cred, const char *unit)
 {
 	uint64_t now = now_usec();
@@ -151,6 +142,7 @@ refuse(struct master *m, const struct config_listener *cl, int fd, int why,
 
 	atomic_fetch_add_explicit(&status->refused, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&status->refused_by[why], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&status->listeners[l].refused_by[why], 1, memory_order_relaxed);
 	safe_close(fd);
 	/* At most one line a second, so a flood of refused clients cannot flood the log. */
 	if (now - m->refused_logged_at < USEC_PER_SEC) {
@@ -179,6 +171,8 @@ refuse(struct master *m, const struct config_listener *cl, int fd, int why,
 static void
 accept_backoff(struct master *m, int err)
 {
+	if (m->accept_resume_at == 0)
+		atomic_fetch_add_explicit(&status->accept_backoffs, 1, memory_order_relaxed);
 	if (m->accept_resume_at == 0)
 		log_warning("accept: %s; pausing accepts for %llums", strerror(err),
 			    (unsigned long long)(ACCEPT_BACKOFF_USEC / USEC_PER_MSEC));
@@ -220,13 +214,14 @@ accept_listener(struct master *m, struct mlistener *l)
 				return;
 			}
 		}
+		atomic_fetch_add_explicit(&status->listeners[l->index].accepted, 1,
+					  memory_order_relaxed);
 		why = admit(m, cl, fd, &cred, unit, sizeof(unit));
 		if (why >= 0) {
-			refuse(m, cl, fd, why, &cred, unit);
+			refuse(m, cl, l->index, fd, why, &cred, unit);
 			continue;
 		}
-		/* admit() read cred only for a listener with a policy (max_per_uid is one). */
-		ch = dispatch_try(m, p, fd, l->index, cl->max_per_uid ? &cred : NULL);
+		ch = dispatch_try(m, p, fd, l->index, cred.uid);
 		if (!ch)
 			orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)l->index,
 							   .since = now_usec() });
@@ -258,8 +253,16 @@ accept_update_polling(struct master *m)
 {
 	bool waiting = false, paused = false;
 
-	for (size_t i = 0; i < m->n_pools; i++)
-		m->pools[i].polling = pool_wants_clients(m, &m->pools[i], &waiting);
+	for (size_t i = 0; i < m->n_pools; i++) {
+		struct mpool *p = &m->pools[i];
+		bool was = p->polling;
+
+		p->polling = pool_wants_clients(m, p, &waiting);
+		/* Every worker full: the kernel's backlog holds the pool's new clients for now. */
+		if (was && !p->polling && p->waiting_for_room && i < CONFIG_MAX_POOLS)
+			atomic_fetch_add_explicit(&status->pools[i].accept_pauses, 1,
+						  memory_order_relaxed);
+	}
 	/* room_wanted is one flag for every pool: cleared only once none waits. */
 	m->waiting_for_room = waiting;
 	if (!waiting)
@@ -294,7 +297,7 @@ orphans_flush_pool(struct master *m, struct mpool *p, uint64_t now)
 		if (now - o->since >= ORPHAN_WAIT_USEC) {
 			safe_close(o->fd);
 			expired++;
-		} else if (!dispatch_try(m, p, o->fd, o->listener, NULL)) {
+		} else if (!dispatch_try(m, p, o->fd, o->listener, (uid_t)-1)) {
 			break;
 		}
 	}

@@ -256,6 +256,7 @@ pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index
 	memset(sw, 0, sizeof(*sw));
 	sw->generation = g->id;
 	sw->pool = pool;
+	snprintf(sw->pool_name, sizeof(sw->pool_name), "%s", g->config->pools[pool].name);
 	sw->index = index;
 	sw->n_threads = w->n_threads;
 	sw->started_usec = w->started_usec;
@@ -323,13 +324,34 @@ pool_migrate_index(const struct generation *to, const struct generation *from, u
 bool
 pool_migrated(struct master *m, const struct mworker *from, int fd, unsigned listener)
 {
-	int l = pool_migrate_index(m->gen, from->gen, listener);
+	int l;
 
-	if (l < 0 || m->stopping) {
+	if (m->stopping) {
+		safe_close(fd);
+		return false;
+	}
+	/*
+	 * Only what it was asked for: a worker runs plugin code, and a
+	 * compromised one could otherwise hand over any socket of its own
+	 * making, as a client of any listener, to a pool of another user that
+	 * trusts the master's admission.  migrate[] is set only by a drain
+	 * that migrates (a running worker has none), and stays while a dead
+	 * worker's last hand-backs are read (reaped()).
+	 */
+	if (!from->n_migrate || !from->migrate[listener] ||
+	    from->gen->config->listeners[listener].pool != from->pool) {
+		log_error("worker %d handed back a client it was not asked for (listener %s); "
+			  "closing it", (int)from->pid, from->gen->config->listeners[listener].name);
+		safe_close(fd);
+		return false;
+	}
+	l = pool_migrate_index(m->gen, from->gen, listener);
+	if (l < 0) {
 		safe_close(fd);
 		return false;
 	}
 	accept_dispatch(m, fd, (unsigned)l);
+	atomic_fetch_add_explicit(&status->migrated, 1, memory_order_relaxed);
 	return true;
 }
 
@@ -404,6 +426,9 @@ recover_clients(struct master *m, struct mworker *w)
 	size_t waiting = orphans_waiting(m), dropped = m->orphans_dropped, handed;
 
 	handed = channel_reclaim(m, w, redispatch);
+	if (w->gen == m->gen)
+		atomic_fetch_add_explicit(&status->pools[w->pool].reclaimed, handed,
+					  memory_order_relaxed);
 	/* What accept_dispatch() could not place waits, or was closed past the bound. */
 	waiting = orphans_waiting(m) - waiting;
 	handed -= m->orphans_dropped - dropped + waiting;
@@ -425,6 +450,7 @@ schedule_respawn(struct mpool *p, struct mworker *w, uint64_t now)
 	*b = *b ? MIN(*b * 2, BACKOFF_MAX_USEC) : BACKOFF_FIRST_USEC;
 	p->respawn_at[w->index] = now + *b;
 	p->crashes++;
+	atomic_fetch_add_explicit(&status->pools[p->index].crashes, 1, memory_order_relaxed);
 	if (*b >= BACKOFF_MAX_USEC)
 		log_error("pool %s: worker %u crash loop: respawning every %llus",
 			  w->gen->config->pools[w->pool].name, w->index,
@@ -638,9 +664,12 @@ check_hung(struct mworker *w, uint64_t now)
 	struct status_worker *sw = &status->slots[w->slot];
 
 	for (unsigned t = 0; t < w->n_threads; t++) {
+		/* busy_since first: a thread writes the heartbeat before it clears busy_since. */
+		if (atomic_load(&sw->threads[t].busy_since))
+			continue;
 		uint64_t hb = atomic_load(&sw->threads[t].heartbeat_usec);
 
-		if (!hb || now <= hb + limit || atomic_load(&sw->threads[t].busy_since))
+		if (!hb || now <= hb + limit)
 			continue;
 		log_error("worker %d thread %u hung for %llus outside any callback, killing it",
 			  (int)w->pid, t, (unsigned long long)((now - hb) / USEC_PER_SEC));
