@@ -357,9 +357,7 @@ upgrade_reaped(struct master *m, pid_t pid, int wstatus)
 		/* The check was of the binary, not of the config the reload brings: again, after it. */
 		log_info("upgrade: a reload started meanwhile; checking again once it is over");
 		m->up.check_pid = 0;
-		free(m->up.binary);
-		m->up.binary = NULL;
-		m->up.wanted = true;
+		m->up.wanted = true; /* m->up.binary: checked again (upgrade_tick()) */
 	} else if (m->stopping)
 		upgrade_failed(m, "stopping");
 	else if (WIFSIGNALED(wstatus))
@@ -377,8 +375,6 @@ upgrade_reaped(struct master *m, pid_t pid, int wstatus)
 		 */
 		log_info("upgrade: %s changed during its check; checking it again", m->up.binary);
 		m->up.check_pid = 0;
-		free(m->up.binary);
-		m->up.binary = NULL;
 		m->up.wanted = true;
 	} else
 		upgrade_exec(m, m->up.binary, -EBADF, NULL);
@@ -1067,8 +1063,11 @@ upgrade_tick(struct master *m)
 
 	/* A SIGUSR2 that came during a reload: a signal has nobody to say "busy" to. */
 	if (m->up.wanted && !m->pending && !m->stopping && !m->up.check_pid && !m->up.adopting) {
+		/* The binary asked for (udsctl upgrade BINARY), or NULL: the one at our path. */
+		_cleanup_free_ char *binary = TAKE_PTR(m->up.binary);
+
 		m->up.wanted = false;
-		(void)master_upgrade_start(m, NULL, err, sizeof(err)); /* failures: in m->up.error */
+		(void)master_upgrade_start(m, binary, err, sizeof(err)); /* failures: in m->up.error */
 	}
 	if (m->up.check_pid && now >= m->up.check_deadline) {
 		kill(m->up.check_pid, SIGKILL); /* reaped as a failure */
