@@ -327,6 +327,35 @@ def test_admin_off(udsd_factory):
     assert rc == 1 and "cannot reach udsd at %s: No such file or directory" % d.admin in err
 
 
+def test_admin_socket_stays_when_a_reload_cannot_bind_its_new_path(udsd_factory):
+    """A reload moving [admin] path where it cannot be bound keeps the old socket, not none."""
+    d = start(udsd_factory)
+    with open(d.conf_path) as f:
+        good = f.read()
+    moved = os.path.join(d.tmp, "not-yet", "admin.sock")
+    with open(d.conf_path, "w") as f:
+        f.write(good.replace("path = " + d.admin, "path = " + moved))
+    rc, out, err = d.udsctl("reload")
+    assert (rc, out) == (0, "generation 2 serves\n"), err
+    for _ in deadline_loop(30, "the new path's failure in the log"):
+        if "admin socket %s: No such file or directory" % moved in d.log:
+            break
+    rc, out, err = d.udsctl("status")
+    assert rc == 0 and "generation 2" in out, err
+    assert stat.S_IMODE(os.stat(d.admin).st_mode) == 0o600
+    # Once the path can be bound, the next reload moves the socket there.
+    os.mkdir(os.path.dirname(moved), 0o700)
+    rc, out, err = d.udsctl("reload")
+    assert (rc, out) == (0, "generation 3 serves\n"), err
+    for _ in deadline_loop(30, "the socket at its new path"):
+        if os.path.exists(moved) and not os.path.exists(d.admin):
+            break
+    p = subprocess.run([conftest.UDSCTL, "-s", moved, "status"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and "generation 3" in p.stdout, p.stderr
+    assert stat.S_IMODE(os.stat(moved).st_mode) == 0o600
+
+
 def test_udsctl_usage():
     p = subprocess.run([conftest.UDSCTL, "frobnicate"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "unknown command" in p.stderr
