@@ -247,6 +247,23 @@ def test_upgrade_returns_once_the_new_binary_serves(udsd_factory, exe):  # noqa:
     c.close()
 
 
+def test_upgrade_to_a_relative_binary_is_the_operators(udsd_factory, exe):  # noqa: F811
+    """udsctl upgrade BINARY names a file from udsctl's directory, not from the master's."""
+    d = start(udsd_factory)
+    c = connect(d.sock)
+    ping(c)
+    here = os.path.dirname(exe)
+    install(os.path.join(here, "udsd-next"), conftest.UDSD)
+    assert not os.path.exists(os.path.join(os.getcwd(), "udsd-next"))
+    p = subprocess.run([conftest.UDSCTL, "-s", d.admin, "upgrade", "udsd-next"], cwd=here,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert re.match(r"udsd \S+ serves, generation 2, pid %d\n" % d.proc.pid, p.stdout), p.stdout
+    assert "upgrade: checking %s/udsd-next" % here in d.log
+    ping(c)
+    c.close()
+
+
 def test_upgrade_during_a_reload_is_refused_with_the_reason(udsd_factory, exe):  # noqa: F811
     """A reload whose workers take long to start is pending: an upgrade now is -EBUSY."""
     d = start(udsd_factory)
