@@ -125,6 +125,36 @@ def test_metrics_parse_and_count(udsd_factory):
     assert sample(web, "udsd_listener_accepted_total", listener="main") == 4
 
 
+def test_names_the_status_area_cannot_hold_are_refused(udsd_factory):
+    """Names longer than the status area's slots would be cut there, and two collide in metrics."""
+    d = start(udsd_factory)
+    with open(d.conf_path) as f:
+        good = f.read()
+    long = "x" * 70
+    with open(d.conf_path, "a") as f:
+        f.write("[listener %s1]\npath = {0}/l1.sock\nservice = echo\n"
+                "[listener %s2]\npath = {0}/l2.sock\nservice = echo\n".format(d.tmp)
+                % (long, long))
+    line = good.count("\n") + 1
+    rc, out, err = d.udsctl("reload")
+    assert (rc, err) == (1, "udsctl: reload failed: %s:%d: [listener NAME]: a name longer than 63 "
+                            "characters\n" % (d.conf_path, line)), err
+    with open(d.conf_path, "w") as f:
+        f.write(good + "[pool %s]\nworkers = 1\n" % long)
+    rc, out, err = d.udsctl("reload")
+    assert rc == 1 and "%s:%d: [pool NAME]: not a name (at most 63 " % (d.conf_path, line) in err, err
+    # The longest name that fits, and metrics that parse.
+    fits = "y" * 63
+    with open(d.conf_path, "w") as f:
+        f.write(good + "[listener %s]\npath = %s/l.sock\nservice = echo\npool = %s\n"
+                "[pool %s]\nworkers = 1\n" % (fits, d.tmp, fits, fits))
+    rc, out, err = d.udsctl("reload")
+    assert rc == 0, err
+    m = scrape(d)
+    assert sample(m, "udsd_listener_accepted_total", listener=fits) == 0
+    assert sample(m, "udsd_pool_workers", pool=fits) == 1
+
+
 def test_status_and_metrics_paths_are_configurable(udsd_factory):
     d = start(udsd_factory, CONF.replace("metrics_path = /metrics", "status_path = off\n"
                                          "[listener web2]\npath = {tmp}/http2.sock\nservice = http\n"
