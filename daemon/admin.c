@@ -375,6 +375,10 @@ client_upgraded(struct master *m, struct admin_client *c)
 		client_watch(m, c, 0);
 	} else if (m->up.error[0]) {
 		client_answerf(m, c, false, "%s", m->up.error);
+	} else if (!m->up.adopted) {
+		/* The old image died mid-upgrade and this one started afresh: no upgrade happened. */
+		client_answerf(m, c, false, "this udsd (pid %d) was started anew, not upgraded",
+			       (int)getpid());
 	} else {
 		client_answerf(m, c, true, "udsd %s serves, generation %u, pid %d", UDSD_VERSION,
 			       m->gen->id, (int)getpid());

@@ -541,6 +541,7 @@ struct master_upgrade {
 	int check_out;
 	uint64_t check_deadline;
 	bool adopting; /* new image: the adopted workers wait for our generation */
+	bool adopted;  /* this image took over from an upgrade (or is its rollback) */
 	uint64_t adopt_deadline;
 	bool rolled_back; /* this image is a rollback: never roll back again */
 	bool wanted;	  /* SIGUSR2 came while a reload ran: the upgrade starts once it is over */

@@ -295,6 +295,34 @@ def test_upgrade_to_a_relative_binary_is_the_operators(udsd_factory, exe):  # no
     c.close()
 
 
+def test_upgrade_whose_master_dies_is_not_answered_by_a_fresh_udsd(udsd_factory, exe):  # noqa: F811
+    """The master dies during the check and a new udsd starts: udsctl must not report an upgrade."""
+    d = start(udsd_factory)
+    pidfile = os.path.join(d.tmp, "check.pid")
+    slow = os.path.join(os.path.dirname(exe), "udsd-slow")
+    install(slow, text="#!/bin/sh\necho $$ > %s\nexec sleep 120\n" % pidfile)
+    up = subprocess.Popen([conftest.UDSCTL, "-s", d.admin, "upgrade", slow],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in deadline_loop(30, "the check running"):
+            if os.path.exists(pidfile) and os.path.getsize(pidfile):
+                break
+        d.kill()  # the master and its workers die; udsctl now waits for a udsd to come back
+        d.start()  # a fresh start (as systemd's Restart= would), not an upgrade
+        out, err = up.communicate(timeout=120)
+        assert up.returncode == 1, (out, err)
+        assert err == "udsctl: upgrade failed: this udsd (pid %d) was started anew, not " \
+                      "upgraded\n" % d.proc.pid, err
+    finally:
+        up.kill()
+        up.wait()
+        with open(pidfile) as f:
+            try:
+                os.kill(int(f.read()), 9)
+            except ProcessLookupError:
+                pass
+
+
 def test_upgrade_during_a_reload_is_refused_with_the_reason(udsd_factory, exe):  # noqa: F811
     """A reload whose workers take long to start is pending: an upgrade now is -EBUSY."""
     d = start(udsd_factory)
