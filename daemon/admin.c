@@ -375,6 +375,10 @@ client_upgraded(struct master *m, struct admin_client *c)
 		client_watch(m, c, 0);
 	} else if (m->up.error[0]) {
 		client_answerf(m, c, false, "%s", m->up.error);
+	} else if (!m->up.adopted) {
+		/* The old image died mid-upgrade and this one started afresh: no upgrade happened. */
+		client_answerf(m, c, false, "this udsd (pid %d) was started anew, not upgraded",
+			       (int)getpid());
 	} else {
 		client_answerf(m, c, true, "udsd %s serves, generation %u, pid %d", UDSD_VERSION,
 			       m->gen->id, (int)getpid());
@@ -658,7 +662,10 @@ admin_close(struct master *m)
 
 /*
  * A reload changed [admin] path: the socket moves; clients of the old one
- * keep their connections (a reload's asker gets its answer there).
+ * keep their connections (a reload's asker gets its answer there).  If the
+ * new path cannot be bound, the old socket stays: closing it too would leave
+ * udsctl no way to reach this udsd (to reload a fixed config, or to stop it
+ * cleanly), and the next reload tries the new path again.
  */
 void
 admin_reconfigure(struct master *m)
@@ -671,9 +678,15 @@ admin_reconfigure(struct master *m)
 	if (!old && !want)
 		return;
 	m->admin = NULL;
-	if (want && admin_open(m) >= 0 && old) {
+	if (want && admin_open(m) < 0 && old) {
+		log_warning("admin socket stays at %s", old->path);
+		m->admin = old;
+		return;
+	}
+	if (old && m->admin) {
 		m->admin->clients = TAKE_PTR(old->clients);
 		m->admin->n_clients = old->n_clients;
+		old->n_clients = 0;
 	}
 	if (old)
 		admin_free(m, old);

@@ -137,7 +137,7 @@ struct status_thread {
 
 struct status_worker {
 	_Atomic pid_t pid; /* 0: free slot */
-	char pool_name[64]; /* its pool's, written by the master before the fork */
+	char pool_name[CONFIG_NAME_MAX + 1]; /* its pool's, written by the master before the fork */
 	/* Written by the master (status_publish()): clients handed to it, and queued for it. */
 	_Atomic uint64_t handed;
 	_Atomic uint32_t queued;
@@ -154,7 +154,7 @@ struct status_worker {
  * name across reloads (status_publish_config()); what metrics.c shows.
  */
 struct status_listener {
-	char name[64];
+	char name[CONFIG_NAME_MAX + 1];
 	char address[112];
 	int type;	/* SOCK_STREAM, ... */
 	bool tcp;
@@ -166,7 +166,7 @@ struct status_listener {
 
 /* The master's counters of a pool of the current generation, carried by name likewise. */
 struct status_pool {
-	char name[64];
+	char name[CONFIG_NAME_MAX + 1];
 	_Atomic uint64_t crashes;
 	_Atomic uint64_t accept_pauses; /* its listeners left unpolled: every worker full */
 	_Atomic uint64_t reclaimed;	/* clients taken back from its dead workers' channels */
@@ -574,6 +574,7 @@ struct master_upgrade {
 	int check_out;
 	uint64_t check_deadline;
 	bool adopting; /* new image: the adopted workers wait for our generation */
+	bool adopted;  /* this image took over from an upgrade (or is its rollback) */
 	uint64_t adopt_deadline;
 	bool rolled_back; /* this image is a rollback: never roll back again */
 	bool wanted;	  /* SIGUSR2 came while a reload ran: the upgrade starts once it is over */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -207,6 +208,29 @@ upgraded(void)
 	finish("upgrade", answer);
 }
 
+/*
+ * "upgrade [BINARY]".  The master resolves a relative BINARY from its own
+ * working directory (/ under systemd), not the operator's: made absolute
+ * here, it names the file the operator meant, not another one, or none.
+ */
+static void
+upgrade_request(char *buf, size_t size, const char *binary)
+{
+	char cwd[PATH_MAX];
+	int n;
+
+	if (!binary)
+		n = snprintf(buf, size, "upgrade\n");
+	else if (binary[0] == '/')
+		n = snprintf(buf, size, "upgrade %s\n", binary);
+	else if (getcwd(cwd, sizeof(cwd)))
+		n = snprintf(buf, size, "upgrade %s/%s\n", cwd, binary);
+	else
+		die("upgrade: %s: the current directory: %s", binary, strerror(errno));
+	if (n < 0 || (size_t)n >= size)
+		die("upgrade: %s: path too long", binary);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -253,8 +277,7 @@ main(int argc, char **argv)
 		snprintf(request, sizeof(request), "%s\n", command);
 	else if (strcmp(command, "upgrade") == 0 && argc - optind <= 1 && !json &&
 		 (optind == argc || !strpbrk(argv[optind], "\n")))
-		snprintf(request, sizeof(request), "upgrade%s%s\n", optind < argc ? " " : "",
-			 optind < argc ? argv[optind] : "");
+		upgrade_request(request, sizeof(request), optind < argc ? argv[optind] : NULL);
 	else {
 		fprintf(stderr, "udsctl: unknown command or arguments: %s\n", command);
 		usage(stderr, 2);

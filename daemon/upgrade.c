@@ -1022,6 +1022,7 @@ upgrade_adopt(struct master *m, int fd, struct generation *g)
 		free(rollback);
 	}
 	m->up.adopting = true;
+	m->up.adopted = true;
 	m->up.adopt_deadline = now_usec() + WORKER_READY_TIMEOUT_USEC;
 	return 0;
 }

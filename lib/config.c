@@ -636,7 +636,8 @@ static const struct config_type type_allow = { parse_allow, print_allow, NULL };
 static bool
 name_valid(const char *s)
 {
-	return *s && !s[strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")];
+	return *s && strlen(s) <= CONFIG_NAME_MAX &&
+	       !s[strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")];
 }
 
 /* A name that may be left unset (NULL): a listener's pool. */
@@ -651,7 +652,8 @@ parse_name(const struct config_item *it, const char *value, void *base, char *wh
 		return 0;
 	}
 	if (!name_valid(value))
-		return bad(what, "'%s' is not a name (letters, digits, '_', '.', '-')", value);
+		return bad(what, "'%s' is not a name (at most %d letters, digits, '_', '.', '-')", value,
+			   CONFIG_NAME_MAX);
 	return parse_string(it, value, base, what);
 }
 
@@ -1023,6 +1025,10 @@ listener_new(struct parse *p, const char *name)
 
 	if (*name == '\0')
 		return parse_fail(p, p->line, "[listener] needs a name: [listener NAME]");
+	/* Longer, it would be cut in the status area and collide with another in metrics. */
+	if (strlen(name) > CONFIG_NAME_MAX)
+		return parse_fail(p, p->line, "[listener NAME]: a name longer than %d characters",
+				  CONFIG_NAME_MAX);
 	for (size_t i = 0; i < c->n_listeners; i++)
 		if (strcmp(c->listeners[i].name, name) == 0)
 			return parse_fail(p, p->line,
@@ -1076,8 +1082,9 @@ pool_new(struct parse *p, const char *name)
 	if (*name == '\0')
 		return parse_fail(p, p->line, "[pool] needs a name: [pool NAME]");
 	if (!name_valid(name))
-		return parse_fail(p, p->line, "[pool %s]: not a name (letters, digits, '_', '.', '-')",
-				  name);
+		return parse_fail(p, p->line,
+				  "[pool NAME]: not a name (at most %d letters, digits, '_', '.', '-')",
+				  CONFIG_NAME_MAX);
 	for (size_t i = 0; i < c->n_pools; i++)
 		if (strcmp(c->pools[i].name, name) == 0)
 			return parse_fail(p, p->line, "pool '%s' is defined twice (first at line %u)",

@@ -12,6 +12,8 @@
 #define CONFIG_MAX_LISTENERS 32
 #define CONFIG_MAX_POOLS 16
 #define CONFIG_MAX_UNITS 16
+/* A listener's or a pool's name: what the status area's slots hold, so that no two collide there. */
+#define CONFIG_NAME_MAX 63
 /* The worker tick and the master's longest sleep: no deadline can be shorter. */
 #define CONFIG_TICK_USEC UINT64_C(1000000)
 /* The implicit pool: [daemon]'s keys, for the listeners that name none. */

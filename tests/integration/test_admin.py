@@ -126,6 +126,36 @@ def test_metrics_parse_and_count(udsd_factory):
     assert sample(web, "udsd_listener_accepted_total", listener="main") == 4
 
 
+def test_names_the_status_area_cannot_hold_are_refused(udsd_factory):
+    """Names longer than the status area's slots would be cut there, and two collide in metrics."""
+    d = start(udsd_factory)
+    with open(d.conf_path) as f:
+        good = f.read()
+    long = "x" * 70
+    with open(d.conf_path, "a") as f:
+        f.write("[listener %s1]\npath = {0}/l1.sock\nservice = echo\n"
+                "[listener %s2]\npath = {0}/l2.sock\nservice = echo\n".format(d.tmp)
+                % (long, long))
+    line = good.count("\n") + 1
+    rc, out, err = d.udsctl("reload")
+    assert (rc, err) == (1, "udsctl: reload failed: %s:%d: [listener NAME]: a name longer than 63 "
+                            "characters\n" % (d.conf_path, line)), err
+    with open(d.conf_path, "w") as f:
+        f.write(good + "[pool %s]\nworkers = 1\n" % long)
+    rc, out, err = d.udsctl("reload")
+    assert rc == 1 and "%s:%d: [pool NAME]: not a name (at most 63 " % (d.conf_path, line) in err, err
+    # The longest name that fits, and metrics that parse.
+    fits = "y" * 63
+    with open(d.conf_path, "w") as f:
+        f.write(good + "[listener %s]\npath = %s/l.sock\nservice = echo\npool = %s\n"
+                "[pool %s]\nworkers = 1\n" % (fits, d.tmp, fits, fits))
+    rc, out, err = d.udsctl("reload")
+    assert rc == 0, err
+    m = scrape(d)
+    assert sample(m, "udsd_listener_accepted_total", listener=fits) == 0
+    assert sample(m, "udsd_pool_workers", pool=fits) == 1
+
+
 def test_status_and_metrics_paths_are_configurable(udsd_factory):
     d = start(udsd_factory, CONF.replace("metrics_path = /metrics", "status_path = off\n"
                                          "[listener web2]\npath = {tmp}/http2.sock\nservice = http\n"
@@ -248,6 +278,51 @@ def test_upgrade_returns_once_the_new_binary_serves(udsd_factory, exe):  # noqa:
     c.close()
 
 
+def test_upgrade_to_a_relative_binary_is_the_operators(udsd_factory, exe):  # noqa: F811
+    """udsctl upgrade BINARY names a file from udsctl's directory, not from the master's."""
+    d = start(udsd_factory)
+    c = connect(d.sock)
+    ping(c)
+    here = os.path.dirname(exe)
+    install(os.path.join(here, "udsd-next"), conftest.UDSD)
+    assert not os.path.exists(os.path.join(os.getcwd(), "udsd-next"))
+    p = subprocess.run([conftest.UDSCTL, "-s", d.admin, "upgrade", "udsd-next"], cwd=here,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert re.match(r"udsd \S+ serves, generation 2, pid %d\n" % d.proc.pid, p.stdout), p.stdout
+    assert "upgrade: checking %s/udsd-next" % here in d.log
+    ping(c)
+    c.close()
+
+
+def test_upgrade_whose_master_dies_is_not_answered_by_a_fresh_udsd(udsd_factory, exe):  # noqa: F811
+    """The master dies during the check and a new udsd starts: udsctl must not report an upgrade."""
+    d = start(udsd_factory)
+    pidfile = os.path.join(d.tmp, "check.pid")
+    slow = os.path.join(os.path.dirname(exe), "udsd-slow")
+    install(slow, text="#!/bin/sh\necho $$ > %s\nexec sleep 120\n" % pidfile)
+    up = subprocess.Popen([conftest.UDSCTL, "-s", d.admin, "upgrade", slow],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in deadline_loop(30, "the check running"):
+            if os.path.exists(pidfile) and os.path.getsize(pidfile):
+                break
+        d.kill()  # the master and its workers die; udsctl now waits for a udsd to come back
+        d.start()  # a fresh start (as systemd's Restart= would), not an upgrade
+        out, err = up.communicate(timeout=120)
+        assert up.returncode == 1, (out, err)
+        assert err == "udsctl: upgrade failed: this udsd (pid %d) was started anew, not " \
+                      "upgraded\n" % d.proc.pid, err
+    finally:
+        up.kill()
+        up.wait()
+        with open(pidfile) as f:
+            try:
+                os.kill(int(f.read()), 9)
+            except ProcessLookupError:
+                pass
+
+
 def test_upgrade_during_a_reload_is_refused_with_the_reason(udsd_factory, exe):  # noqa: F811
     """A reload whose workers take long to start is pending: an upgrade now is -EBUSY."""
     d = start(udsd_factory)
@@ -362,6 +437,35 @@ def test_admin_off(udsd_factory):
     assert not os.path.exists(d.admin)
     rc, out, err = d.udsctl("status")
     assert rc == 1 and "cannot reach udsd at %s: No such file or directory" % d.admin in err
+
+
+def test_admin_socket_stays_when_a_reload_cannot_bind_its_new_path(udsd_factory):
+    """A reload moving [admin] path where it cannot be bound keeps the old socket, not none."""
+    d = start(udsd_factory)
+    with open(d.conf_path) as f:
+        good = f.read()
+    moved = os.path.join(d.tmp, "not-yet", "admin.sock")
+    with open(d.conf_path, "w") as f:
+        f.write(good.replace("path = " + d.admin, "path = " + moved))
+    rc, out, err = d.udsctl("reload")
+    assert (rc, out) == (0, "generation 2 serves\n"), err
+    for _ in deadline_loop(30, "the new path's failure in the log"):
+        if "admin socket %s: No such file or directory" % moved in d.log:
+            break
+    rc, out, err = d.udsctl("status")
+    assert rc == 0 and "generation 2" in out, err
+    assert stat.S_IMODE(os.stat(d.admin).st_mode) == 0o600
+    # Once the path can be bound, the next reload moves the socket there.
+    os.mkdir(os.path.dirname(moved), 0o700)
+    rc, out, err = d.udsctl("reload")
+    assert (rc, out) == (0, "generation 3 serves\n"), err
+    for _ in deadline_loop(30, "the socket at its new path"):
+        if os.path.exists(moved) and not os.path.exists(d.admin):
+            break
+    p = subprocess.run([conftest.UDSCTL, "-s", moved, "status"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and "generation 3" in p.stdout, p.stderr
+    assert stat.S_IMODE(os.stat(moved).st_mode) == 0o600
 
 
 def test_udsctl_usage():
