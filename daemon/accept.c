@@ -155,9 +155,10 @@ refuse(struct master *m, const struct config_listener *cl, unsigned l, int fd, i
 		snprintf(detail, sizeof(detail), "max_connections_per_uid %u reached", cl->max_per_uid);
 	else
 		snprintf(detail, sizeof(detail), "not allowed");
-	log_warning("listener %s: refused client uid=%u gid=%u pid=%d (%s)%s", cl->name,
-		    (unsigned)cred->uid, (unsigned)cred->gid, (int)cred->pid, detail,
-		    m->refused_unlogged ? " (and more not logged)" : "");
+	log_with(LOG_WARNING, &(struct log_fields){ .listener = cl->name, .peer_uid = &cred->uid },
+		 "listener %s: refused client uid=%u gid=%u pid=%d (%s)%s", cl->name,
+		 (unsigned)cred->uid, (unsigned)cred->gid, (int)cred->pid, detail,
+		 m->refused_unlogged ? " (and more not logged)" : "");
 	m->refused_logged_at = now;
 	m->refused_unlogged = 0;
 }

@@ -52,7 +52,7 @@ channel_send(int fd, unsigned type, uint32_t arg, const int *fds, const uint8_t 
 	memcpy(buf + 4, &arg, 4);
 	if (n > 0)
 		memcpy(buf + CHANNEL_HEADER, listeners, n);
-	r = fdpass_send(fd, buf, CHANNEL_HEADER + n, fds, fds ? n : 0);
+	r = udsd_fdpass_send(fd, buf, CHANNEL_HEADER + n, fds, fds ? n : 0);
 	return r < 0 ? (int)r : 0;
 }
 
@@ -121,7 +121,7 @@ channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *fds)
 	ssize_t n;
 	int r;
 
-	n = fdpass_recv(fd, buf, sizeof(buf), fds, CHANNEL_MAX_FDS, &n_fds);
+	n = udsd_fdpass_recv(fd, buf, sizeof(buf), fds, CHANNEL_MAX_FDS, &n_fds);
 	if (n < 0)
 		return (int)n;
 	if (n == 0 && n_fds == 0)

@@ -602,7 +602,7 @@ conn_recv(struct udsd_conn *c, uint8_t *buf, size_t size, bool *ret_eof)
 	if (c->seqpacket)
 		return conn_recv_message(c, buf, size, fds, ret_eof);
 	if (c->service->ops->flags & UDSD_SERVICE_RECV_FDS) {
-		n = fdpass_recv(c->fd, buf, size, fds, FDPASS_MAX_FDS, &n_fds);
+		n = udsd_fdpass_recv(c->fd, buf, size, fds, FDPASS_MAX_FDS, &n_fds);
 		if (n >= 0) {
 			c->fds = fds;
 			c->n_fds = n_fds;

@@ -60,7 +60,22 @@
 /* ======== Shared memory and wire protocol ======== */
 
 /* log.c */
+/*
+ * What a line is about, as journal fields beside MESSAGE= and PRIORITY= when
+ * stderr is the journal (UDSD_LISTENER=, UDSD_POOL=, UDSD_GENERATION=,
+ * UDSD_WORKER_PID=, UDSD_PEER_UID=).  NULL or 0: not known.
+ */
+struct log_fields {
+	const char *listener;
+	const char *pool;
+	unsigned generation;
+	pid_t worker_pid;
+	const uid_t *peer_uid;
+};
 void log_open(void);
+void log_forked(void);
+void log_set_fields(const struct log_fields *f);
+_printf_(3, 4) void log_with(int level, const struct log_fields *f, const char *fmt, ...);
 void log_set_level(int level);
 void log_set_prefix(const char *prefix);
 _printf_(2, 3) void log_msg(int level, const char *fmt, ...);
@@ -235,6 +250,21 @@ int channel_decode(const void *buf, size_t len, size_t n_fds, size_t n_listeners
 int channel_recv(int fd, size_t n_listeners, struct channel_msg *ret_msg, int *fds);
 /* The two sides' own functions are under their process below. */
 
+/* accesslog.c: the http service's access log, opened by the master, written by workers. */
+struct accesslog_entry {
+	pid_t pid; /* 0: unknown (tcp:, or a client outside our pid namespace) */
+	uid_t uid; /* (uid_t)-1: unknown (tcp:) */
+	const char *method; /* NULL: a request refused before it was parsed */
+	const char *target;
+	size_t target_len;
+	int minor;
+	int status;
+	uint64_t bytes;
+	uint64_t usec;
+};
+int accesslog_open(const char *path, int *ret_fd);
+void accesslog_write(int fd, const struct accesslog_entry *e);
+
 /* service.c */
 struct service {
 	/* A built-in's everywhere; a plugin's only in its pool's workers (service_open()). */
@@ -244,6 +274,7 @@ struct service {
 	unsigned flags; /* ops->flags, likewise */
 	struct udsd_service_config config;
 	struct udsd_kv *kv;
+	int access_log_fd; /* the listener's access_log, opened by the master; -EBADF: none */
 };
 
 extern const struct udsd_service service_echo;
@@ -256,7 +287,9 @@ int service_load_plugin(struct service *s, const struct config *c, const struct 
 int service_check(const struct service *s, const struct config *c, const struct config_listener *l,
 		  char *err, size_t errlen);
 int service_open(struct service *s, const struct config *c, unsigned pool, char *err, size_t errlen);
+struct service *service_new(size_t n);
 void service_free(struct service *s, size_t n);
+int service_access_log(const struct udsd_service_config *cfg);
 
 /* plugin.c: each pool's plugins loaded and checked in a child with its credentials. */
 int plugin_check(const struct config *c, struct service *s, char *err, size_t errlen);
@@ -630,7 +663,7 @@ void listeners_warn_unused_passed(void);
 void listeners_free_passed(void);
 void listeners_passed_get(struct sockact_fd **ret, size_t *ret_n);
 void listeners_passed_set(struct sockact_fd *fds, size_t n);
-int listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
+int listeners_build(struct config *c, struct mlistener *old, size_t n_old,
 		    struct mlistener **ret);
 void listeners_install(struct master *m, struct mlistener *ls, size_t n);
 void listeners_discard(struct mlistener *ls, size_t n, const struct mlistener *in_use,

@@ -150,10 +150,13 @@ dgram_drop(struct wthread *t, unsigned listener, _Atomic uint64_t *counter, cons
 	if (logged_at && t->now - logged_at < USEC_PER_SEC)
 		return;
 	logged_at = t->now;
-	log_warning("listener %s: dropped a datagram of %zu bytes from pid=%d uid=%u gid=%u: %s",
-		    t->spec->config->listeners[listener].name, len, d->has_cred ? (int)d->cred.pid : 0,
-		    d->has_cred ? (unsigned)d->cred.uid : 0, d->has_cred ? (unsigned)d->cred.gid : 0,
-		    why);
+	log_with(LOG_WARNING,
+		 &(struct log_fields){ .listener = t->spec->config->listeners[listener].name,
+				       .peer_uid = d->has_cred ? &d->cred.uid : NULL },
+		 "listener %s: dropped a datagram of %zu bytes from pid=%d uid=%u gid=%u: %s",
+		 t->spec->config->listeners[listener].name, len, d->has_cred ? (int)d->cred.pid : 0,
+		 d->has_cred ? (unsigned)d->cred.uid : 0, d->has_cred ? (unsigned)d->cred.gid : 0,
+		 why);
 }
 
 /* One datagram, read and served or dropped.  -EAGAIN once the socket is empty. */

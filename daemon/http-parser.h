@@ -38,6 +38,7 @@ struct http_settings {
 	struct http_limits limits;
 	uint64_t header_timeout_usec;
 	uint64_t debug_sleep_usec; /* 0: no /debug/sleep */
+	int access_log_fd;	   /* the listener's access log (the master opened it); -EBADF: none */
 	char status_path[64];	   /* "": off */
 	char metrics_path[64];	   /* "": off */
 };

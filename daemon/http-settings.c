@@ -67,6 +67,7 @@ http_settings_parse(const struct udsd_service_config *cfg, struct http_settings 
 			    .max_body = raw.max_body },
 		.header_timeout_usec = raw.header_timeout_usec,
 		.debug_sleep_usec = raw.debug_sleep_usec,
+		.access_log_fd = -EBADF,
 	};
 	memcpy(ret->status_path, raw.status_path, sizeof(ret->status_path));
 	memcpy(ret->metrics_path, raw.metrics_path, sizeof(ret->metrics_path));

@@ -21,6 +21,7 @@
 /* Per connection: only what spans reads. */
 struct http_conn {
 	uint64_t discard; /* body bytes still to skip */
+	uint64_t head_usec; /* with an access log: when the request's first byte was read */
 	bool partial;     /* a request head has started arriving */
 	bool held;        /* requests left to udsd while the client catches up (congested) */
 	bool answered;    /* at least one request answered */
@@ -93,9 +94,33 @@ put_uint(struct head *h, uint64_t v)
 	put(h, t + i, sizeof(t) - i);
 }
 
+/* One line in the listener's access log, if it has one (accesslog.c). */
+static void
+http_log(struct udsd_conn *c, const struct http_request *r, int code, uint64_t bytes)
+{
+	static const char *const methods[] = { [HTTP_REQUEST_GET] = "GET",
+					       [HTTP_REQUEST_HEAD] = "HEAD",
+					       [HTTP_REQUEST_POST] = "POST" };
+	const struct http_settings *set = udsd_conn_state(c);
+	const struct http_conn *hc = udsd_conn_get_data(c);
+	struct accesslog_entry e = { .uid = (uid_t)-1, .status = code, .bytes = bytes };
+
+	if (set->access_log_fd < 0)
+		return;
+	(void)udsd_conn_peer(c, &e.pid, &e.uid, NULL);
+	if (r) {
+		e.method = methods[r->method];
+		e.target = r->target;
+		e.target_len = r->target_len;
+		e.minor = r->minor;
+	}
+	e.usec = hc && hc->head_usec ? now_usec() - hc->head_usec : 0;
+	accesslog_write(set->access_log_fd, &e);
+}
+
 static int
-respond(struct udsd_conn *c, int code, const char *type, const char *body, size_t body_len,
-	bool head, bool keep_alive, int minor)
+respond(struct udsd_conn *c, const struct http_request *r, int code, const char *type,
+	const char *body, size_t body_len, bool head, bool keep_alive, int minor)
 {
 	struct head h = { .len = 0 };
 
@@ -122,6 +147,7 @@ respond(struct udsd_conn *c, int code, const char *type, const char *body, size_
 	if (!head && body_len && udsd_conn_write(c, body, body_len) < 0)
 		return -ENOMEM;
 	udsd_conn_count_request(c);
+	http_log(c, r, code, h.len + (head ? 0 : body_len));
 	return 0;
 }
 
@@ -131,7 +157,7 @@ respond_error(struct udsd_conn *c, int code)
 	char body[64];
 	int n = snprintf(body, sizeof(body), "%d %s\n", code, reason(code));
 
-	return respond(c, code, "text/plain", body, (size_t)n, false, false, 1);
+	return respond(c, NULL, code, "text/plain", body, (size_t)n, false, false, 1);
 }
 
 static size_t
@@ -196,7 +222,7 @@ respond_text(struct udsd_conn *c, const struct http_request *r, const char *type
 			return -ENOMEM;
 		len = MIN(fn(text, size), size - 1);
 	}
-	e = respond(c, 200, type, text, len, r->method == HTTP_REQUEST_HEAD, r->keep_alive,
+	e = respond(c, r, 200, type, text, len, r->method == HTTP_REQUEST_HEAD, r->keep_alive,
 		    r->minor);
 	free(text);
 	return e;
@@ -214,7 +240,7 @@ route(struct udsd_conn *c, const struct http_request *r)
 		debug_sleep(set->debug_sleep_usec);
 
 	if (n == 8 && memcmp(t, "/healthz", 8) == 0)
-		return respond(c, 200, "text/plain", "ok\n", 3, head, r->keep_alive, r->minor);
+		return respond(c, r, 200, "text/plain", "ok\n", 3, head, r->keep_alive, r->minor);
 	if (target_is(t, n, set->status_path))
 		return respond_text(c, r, "application/json", udsd_status_json);
 	if (target_is(t, n, set->metrics_path))
@@ -233,7 +259,7 @@ route(struct udsd_conn *c, const struct http_request *r)
 	len += json_escape(body + len, t, n);
 	memcpy(body + len, "\"}", 2);
 	len += 2;
-	e = respond(c, 200, "application/json", body, len, head, r->keep_alive, r->minor);
+	e = respond(c, r, 200, "application/json", body, len, head, r->keep_alive, r->minor);
 	if (body != small)
 		free(body);
 	return e;
@@ -278,7 +304,8 @@ http_data(struct udsd_conn *c, const void *data, size_t len)
 	struct http_conn *h = udsd_conn_get_data(c);
 	const char *p = data;
 	size_t used = 0;
-	bool was_partial = h->partial, answered = false;
+	bool was_partial = h->partial, answered = false, continued = was_partial;
+	uint64_t now = set->access_log_fd >= 0 ? now_usec() : 0;
 
 	h->partial = h->held = false;
 	while (used < len && !h->closing) {
@@ -294,6 +321,9 @@ http_data(struct udsd_conn *c, const void *data, size_t len)
 			break;
 		}
 		struct http_request r;
+		if (!continued) /* a request head starts in this read */
+			h->head_usec = now;
+		continued = false;
 		int n = http_parse_request(p + used, len - used, &set->limits, &r);
 		if (n == 0) {
 			h->partial = true;
@@ -393,6 +423,7 @@ http_init(const struct udsd_service_config *cfg, void **ret_state)
 		free(s);
 		return -EINVAL;
 	}
+	s->access_log_fd = service_access_log(cfg);
 	*ret_state = s;
 	return 0;
 }

@@ -200,6 +200,9 @@ listeners_open_one(const struct config *c, const struct config_listener *cl, str
 				  r == -EADDRINUSE ? "another server is listening there" :
 				  r == -EEXIST	    ? "exists and is not a socket; not touching it" :
 				  r == -ENAMETOOLONG ? "too long for a socket address" :
+				  r == -EAFNOSUPPORT && cl->kind == LISTENER_TCP ?
+						       "Internet sockets are not allowed here (the shipped "
+						       "unit needs its drop-in udsd-tcp.conf)" :
 				  r == -ELOOP	     ? "goes through a symlink; a dgram socket answers from "
 							       "its path, so write the path it really has" :
 						       strerror(-r);
@@ -277,8 +280,37 @@ listeners_find_kept(struct mlistener *ls, size_t n, const struct config_listener
  * still names (their clients in the backlog stay queued) and applying
  * changed permissions.  On failure nothing of old is touched.
  */
+/*
+ * A socket systemd passed is what the socket unit made it: the config's path
+ * and mode do not apply to it.  Say so when they differ, naming both, and
+ * keep the real ones for /status.
+ */
+static void
+note_passed(struct config_listener *cl, const struct mlistener *l)
+{
+	char real[PATH_MAX + 8];
+	mode_t mode;
+	int r = listener_describe(l->fd, real, sizeof(real), &mode);
+
+	if (r < 0) {
+		log_warning("listener %s: the address of the socket from systemd: %s", cl->name,
+			    strerror(-r));
+		return;
+	}
+	if (cl->kind != LISTENER_TCP && strcmp(real, cl->address) != 0)
+		log_warning("listener %s: systemd's socket is %s, not the configured path %s: the "
+			    "socket unit's address applies", cl->name, real, cl->address);
+	if (cl->kind == LISTENER_PATH && cl->perm_line && mode != (mode_t)-1 && mode != cl->mode)
+		log_warning("listener %s: systemd's socket %s has mode %04o, not the configured "
+			    "mode %04o: the socket unit's SocketMode= applies", cl->name, real,
+			    (unsigned)mode, (unsigned)cl->mode);
+	free(cl->socket_address);
+	cl->socket_address = strdup(real);
+	cl->socket_mode = mode;
+}
+
 int
-listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
+listeners_build(struct config *c, struct mlistener *old, size_t n_old,
 		struct mlistener **ret)
 {
 	struct mlistener *ls = calloc(c->n_listeners, sizeof(*ls));
@@ -311,6 +343,9 @@ listeners_build(const struct config *c, struct mlistener *old, size_t n_old,
 		}
 		r = listeners_open_one(c, cl, &ls[i]);
 	}
+	for (size_t i = 0; i < c->n_listeners && r >= 0; i++)
+		if (ls[i].passed)
+			note_passed(&c->listeners[i], &ls[i]);
 	if (r < 0) {
 		listeners_discard(ls, c->n_listeners, old, n_old);
 		return r;

@@ -751,7 +751,7 @@ main(int argc, char **argv)
 	struct master *m = &master;
 	struct options o;
 	struct generation *g;
-	const struct config *c;
+	struct config *c;
 	struct mlistener *ls;
 	char err[512] = "";
 	int r;

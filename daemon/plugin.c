@@ -36,11 +36,13 @@ check_child(const struct config *c, struct service *s, unsigned pool, int out)
 	if (dup2(out, 3) < 0)
 		_exit(EXIT_FAILURE);
 	close_range(4, ~0U, 0);
+	log_forked();
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
 		_exit(EXIT_FAILURE);
 	status_forget();
 	snprintf(prefix, sizeof(prefix), "checking pool %s", c->pools[pool].name);
 	log_set_prefix(prefix);
+	log_set_fields(&(struct log_fields){ .pool = c->pools[pool].name });
 	credentials_drop(&c->pools[pool]);
 	f = fdopen(3, "w");
 	if (!f)

@@ -166,15 +166,22 @@ cmp_int(const void *a, const void *b)
 	return *(const int *)a - *(const int *)b;
 }
 
-/* In a new worker: close every fd but stdio and this worker's channel ends. */
+/*
+ * In a new worker: close every fd but stdio, this worker's channel ends and
+ * the access logs of its pool's listeners.
+ */
 static void
 close_inherited(const struct mworker *w)
 {
-	int keep[CONFIG_MAX_THREADS + 1];
+	const struct config *c = w->gen->config;
+	int keep[CONFIG_MAX_THREADS + CONFIG_MAX_LISTENERS + 1];
 	unsigned n = 0, from = 3;
 
 	for (unsigned t = 0; t < w->n_threads; t++)
 		keep[n++] = w->chan[t].peer;
+	for (size_t i = 0; i < c->n_listeners; i++)
+		if (c->listeners[i].pool == w->pool && w->gen->services[i].access_log_fd >= 0)
+			keep[n++] = w->gen->services[i].access_log_fd;
 	qsort(keep, n, sizeof(int), cmp_int);
 	keep[n] = -1;
 	for (unsigned i = 0; i <= n; i++) {
@@ -473,6 +480,19 @@ pending_worker_exited(struct master *m, const struct mworker *w, int wstatus)
 			 (int)w->pid, WEXITSTATUS(wstatus), w->gen->id);
 }
 
+/* A line about worker w, for the journal. */
+static const struct log_fields *
+worker_fields(const struct mworker *w)
+{
+	static struct log_fields f;
+
+	f = (struct log_fields){ .pool = w->gen->config->pools[w->pool].name,
+				 .generation = w->gen->id, .worker_pid = w->pid };
+	return &f;
+}
+
+#define log_worker(level, w, ...) log_with(level, worker_fields(w), __VA_ARGS__)
+
 /*
  * Only a clean exit of a worker asked to leave, and the master's own SIGKILL,
  * are expected; any other death is an error, draining or not.
@@ -485,11 +505,11 @@ reaped(struct master *m, struct mworker *w, int wstatus)
 	uint64_t now = now_usec();
 
 	if (WIFSIGNALED(wstatus))
-		log_msg(w->killed ? LOG_NOTICE : LOG_ERR, "worker %d killed by signal %s",
-			(int)w->pid, sigabbrev_np(WTERMSIG(wstatus)));
+		log_worker(w->killed ? LOG_NOTICE : LOG_ERR, w, "worker %d killed by signal %s",
+			   (int)w->pid, sigabbrev_np(WTERMSIG(wstatus)));
 	else
-		log_msg(clean && leaving ? LOG_INFO : LOG_ERR, "worker %d exited with status %d",
-			(int)w->pid, WEXITSTATUS(wstatus));
+		log_worker(clean && leaving ? LOG_INFO : LOG_ERR, w,
+			   "worker %d exited with status %d", (int)w->pid, WEXITSTATUS(wstatus));
 	pending_worker_exited(m, w, wstatus);
 	atomic_store(&status->slots[w->slot].pid, 0);
 	w->state = WORKER_FREE;
@@ -559,7 +579,7 @@ pool_replace(struct master *m, struct mworker *w, const char *why)
 	}
 	w->retiring = true;
 	pool_targets_update(m);
-	log_notice("worker %d %s: starting its replacement, then it drains", (int)w->pid, why);
+	log_worker(LOG_NOTICE, w, "worker %d %s: starting its replacement, then it drains", (int)w->pid, why);
 }
 
 /* A worker of w's generation, pool and index, not itself being replaced, that serves. */
@@ -634,14 +654,15 @@ check_stuck(struct master *m, struct mworker *w, uint64_t now)
 
 		if (!since || now < since + limit || w->stuck & (UINT64_C(1) << t))
 			continue;
-		log_error("slowlog: worker %d thread %u has run one callback of listener %s (service %s) for %llums, past request_timeout %llums",
+		log_worker(LOG_ERR, w,
+			   "slowlog: worker %d thread %u has run one callback of listener %s (service %s) for %llums, past request_timeout %llums",
 			  (int)w->pid, t, listener_name(c, l),
 			  l < c->n_listeners ? w->gen->services[l].name : "?",
 			  (unsigned long long)((now - since) / USEC_PER_MSEC),
 			  (unsigned long long)(limit / USEC_PER_MSEC));
 		w->stuck |= UINT64_C(1) << t;
 		if (tid > 0 && tgkill(w->pid, tid, SIGNAL_STUCK) < 0)
-			log_warning("worker %d thread %u: cannot signal it: %s", (int)w->pid, t,
+			log_worker(LOG_WARNING, w, "worker %d thread %u: cannot signal it: %s", (int)w->pid, t,
 				    strerror(errno));
 		stuck = true;
 	}
@@ -671,7 +692,7 @@ check_hung(struct mworker *w, uint64_t now)
 
 		if (!hb || now <= hb + limit)
 			continue;
-		log_error("worker %d thread %u hung for %llus outside any callback, killing it",
+		log_worker(LOG_ERR, w, "worker %d thread %u hung for %llus outside any callback, killing it",
 			  (int)w->pid, t, (unsigned long long)((now - hb) / USEC_PER_SEC));
 		pool_kill(w);
 		return true;
@@ -690,12 +711,12 @@ check_alive(struct master *m, struct mworker *w, uint64_t now)
 	if (w->killed)
 		return; /* on its way out */
 	if (w->state == WORKER_DRAINING && w->stuck && only_stuck_left(w)) {
-		log_notice("worker %d: its other clients are done; killing it", (int)w->pid);
+		log_worker(LOG_NOTICE, w, "worker %d: its other clients are done; killing it", (int)w->pid);
 		pool_kill(w);
 		return;
 	}
 	if (w->state == WORKER_DRAINING && now >= w->kill_at) {
-		log_warning("worker %d still has %u client(s) after the shutdown timeout, killing it",
+		log_worker(LOG_WARNING, w, "worker %d still has %u client(s) after the shutdown timeout, killing it",
 			    (int)w->pid, load_worker(w));
 		pool_kill(w);
 		return;
@@ -704,7 +725,7 @@ check_alive(struct master *m, struct mworker *w, uint64_t now)
 		return;
 	if (w->ready < w->n_threads) {
 		if (now >= w->started_usec + WORKER_READY_TIMEOUT_USEC) {
-			log_error("worker %d not ready after %llus, killing it", (int)w->pid,
+			log_worker(LOG_ERR, w, "worker %d not ready after %llus, killing it", (int)w->pid,
 				  (unsigned long long)(WORKER_READY_TIMEOUT_USEC / USEC_PER_SEC));
 			pool_kill(w);
 		}

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "daemon.h"
+#include "fd-util.h"
 
 /*
  * Each listener's service.  A built-in one (udsd's own code) is resolved and
@@ -107,6 +108,36 @@ service_config(struct service *s, const struct config_listener *l)
 	return 0;
 }
 
+/*
+ * The listener's access log, opened here in the master each time the config
+ * is read (so a reload reopens it, after logrotate); the generation's
+ * workers inherit it (close_inherited() keeps it).
+ */
+static int
+service_open_access_log(struct service *s, const struct config *c, const struct config_listener *l,
+			char *err, size_t errlen)
+{
+	int r;
+
+	if (!l->access_log)
+		return 0;
+	r = accesslog_open(l->access_log, &s->access_log_fd);
+	if (r < 0)
+		snprintf(err, errlen, "%s:%u: access_log: %s: %s", c->file, l->access_log_line, l->access_log,
+			 strerror(-r));
+	return r;
+}
+
+/* For the built-in http service: its listener's access log fd, or -EBADF. */
+int
+service_access_log(const struct udsd_service_config *cfg)
+{
+	const struct service *s =
+		(const struct service *)((const char *)cfg - offsetof(struct service, config));
+
+	return s->access_log_fd;
+}
+
 /* The service's check() on the listener's keys; the message points at the key it names. */
 int
 service_check(const struct service *s, const struct config *c, const struct config_listener *l,
@@ -140,6 +171,17 @@ service_learn(struct service *s)
 	s->flags = s->ops->flags;
 }
 
+/* n services (at least one), knowing nothing yet; service_free() frees them. */
+struct service *
+service_new(size_t n)
+{
+	struct service *s = calloc(MAX(n, 1), sizeof(*s));
+
+	for (size_t i = 0; s && i < MAX(n, 1); i++)
+		s[i].access_log_fd = -EBADF;
+	return s;
+}
+
 /*
  * Resolve and check every listener's service; the config's strings must
  * outlive them.  Plugins are checked by plugin_check(), which runs no code
@@ -148,7 +190,7 @@ service_learn(struct service *s)
 int
 service_resolve(const struct config *c, struct service **ret, char *err, size_t errlen)
 {
-	struct service *s = calloc(c->n_listeners, sizeof(*s));
+	struct service *s = service_new(c->n_listeners);
 	int r = 0;
 
 	if (!s)
@@ -157,6 +199,8 @@ service_resolve(const struct config *c, struct service **ret, char *err, size_t 
 		const struct config_listener *l = &c->listeners[i];
 
 		r = service_config(&s[i], l);
+		if (r >= 0)
+			r = service_open_access_log(&s[i], c, l, err, errlen);
 		if (r < 0 || service_is_plugin(l))
 			continue;
 		r = service_builtin(&s[i], c, l, err, errlen);
@@ -206,6 +250,7 @@ service_free(struct service *s, size_t n)
 {
 	for (size_t i = 0; s && i < n; i++) {
 		free(s[i].kv);
+		safe_close(s[i].access_log_fd);
 		if (s[i].dl)
 			dlclose(s[i].dl);
 	}

@@ -465,8 +465,9 @@ udsd_status_json(char *buf, size_t size)
 
 		out_printf(&o, "%s{\"name\":", i ? "," : "");
 		out_json_string(&o, l->name);
+		/* A socket systemd passed is where systemd put it, with its mode. */
 		out_printf(&o, ",\"path\":");
-		out_json_string(&o, l->address);
+		out_json_string(&o, l->socket_address ? l->socket_address : l->address);
 		out_printf(&o, ",\"service\":");
 		out_json_string(&o, l->service);
 		/* Stream, the default, goes without saying. */
@@ -475,7 +476,9 @@ udsd_status_json(char *buf, size_t size)
 				   l->type == SOCK_DGRAM ? "dgram" : "seqpacket");
 		if (l->type == SOCK_DGRAM)
 			out_printf(&o, ",\"max_datagram\":%llu", (unsigned long long)l->max_datagram);
-		if (l->kind == LISTENER_PATH)
+		if (l->socket_address && l->socket_mode != (mode_t)-1)
+			out_printf(&o, ",\"mode\":\"%04o\"", (unsigned)l->socket_mode);
+		else if (!l->socket_address && l->kind == LISTENER_PATH)
 			out_printf(&o, ",\"mode\":\"%04o\"", (unsigned)l->mode);
 		out_listener_counters(&o, l->name);
 		out_printf(&o, "}");

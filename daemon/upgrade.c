@@ -705,7 +705,7 @@ get_generation(struct blob *b)
 		return NULL;
 	}
 	n = get_count(b, CONFIG_MAX_LISTENERS);
-	g->services = calloc(MAX(n, 1), sizeof(*g->services));
+	g->services = service_new(n);
 	if (!g->services || n != g->config->n_listeners)
 		b->bad = true;
 	for (size_t i = 0; i < n && !b->bad; i++) {

@@ -172,8 +172,9 @@ thread_setup(struct wthread *t)
 		if (config->listeners[i].pool != spec->pool_index)
 			continue; /* another pool's: this worker never sees its clients */
 		if (s->ops->init && (r = s->ops->init(&s->config, &t->state[i])) < 0) {
-			log_error("listener %s: service %s: init failed: %s",
-				  config->listeners[i].name, s->ops->name, strerror(-r));
+			log_with(LOG_ERR, &(struct log_fields){ .listener = config->listeners[i].name },
+				 "listener %s: service %s: init failed: %s",
+				 config->listeners[i].name, s->ops->name, strerror(-r));
 			return r;
 		}
 	}
@@ -314,6 +315,9 @@ worker_main(const struct worker_spec *master_spec)
 	else
 		snprintf(prefix, sizeof(prefix), "worker %u.%u", spec->generation, sw->index);
 	log_set_prefix(prefix);
+	log_forked();
+	log_set_fields(&(struct log_fields){ .pool = pool->name, .generation = spec->generation,
+					     .worker_pid = getpid() });
 	(void)prctl(PR_SET_NAME, "udsd-worker");
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");

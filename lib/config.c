@@ -737,6 +737,24 @@ print_units(const struct config_item *it, const void *base, FILE *f)
 
 static const struct config_type type_units = { parse_units, print_units, NULL };
 
+/* An absolute file path; empty: none. */
+static int
+parse_file(const struct config_item *it, const char *value, void *base, char *what)
+{
+	char **dst = FIELD(char *, base, it);
+
+	if (unset(it, value)) {
+		free(*dst);
+		*dst = NULL;
+		return 0;
+	}
+	if (value[0] != '/')
+		return bad(what, "'%s' is not an absolute path", value);
+	return parse_string(it, value, base, what);
+}
+
+static const struct config_type type_file = { parse_file, print_name, NULL };
+
 #define DAEMON(key, type, field, min, max, flags, def, doc)                                      \
 	{ CONFIG_SECTION_DAEMON, key, &type, offsetof(struct config, field), min, max, flags, def, \
 	  doc }
@@ -813,6 +831,8 @@ const struct config_item config_items[] = {
 		 "most clients one user holds open on this listener; 0 = no limit"),
 	LISTENER("max_datagram", type_size, max_datagram, 1, 16 << 20, DGRAM_ONLY, "64k",
 		 "dgram: a larger datagram is dropped and counted, never truncated"),
+	LISTENER("access_log", type_file, access_log, 0, 0, CONN_ONLY, "",
+		 "http: append a line per request to this file (reopened on reload); empty = off"),
 	ADMIN("path", type_admin_path, address, CONFIG_OFF, CONFIG_DEFAULT_ADMIN,
 	      "the admin socket udsctl talks to, mode 0600, owned by udsd's user; off = none"),
 	ADMIN("allow_uids", type_allow, allow_uids, 0, "",
@@ -1247,6 +1267,7 @@ validate_listener(struct parse *p, size_t i)
 	if (l->service_line == 0)
 		l->service_line = l->line;
 	l->perm_line = flagged_line(p, i, FILE_ONLY);
+	l->access_log_line = key_line(p, LINES_LISTENER(i), s, "access_log");
 	dgram = flagged_item(p, i, DGRAM_ONLY);
 	conn = flagged_item(p, i, CONN_ONLY);
 	if (!l->address)
@@ -1276,6 +1297,9 @@ validate_listener(struct parse *p, size_t i)
 		return parse_fail(p, key_line(p, LINES_LISTENER(i), s, key),
 				  "%s: a tcp: listener has no peer credentials to check", key);
 	}
+	/* Built-in http alone writes one (a plugin's service has its own keys for its logs). */
+	if (l->access_log && strcmp(l->service, "http") != 0)
+		return parse_fail(p, l->access_log_line, "access_log: only the http service writes one, not %s", l->service);
 	for (const struct config_listener *o = p->config->listeners; o < l; o++)
 		if (strcmp(o->address, l->address) == 0)
 			return parse_fail(p, l->line, "listener '%s' uses the address of '%s'",
@@ -1583,6 +1607,8 @@ config_free(struct config *c)
 		free(l->allow_gids);
 		units_free(l->allow_units, l->n_allow_units);
 		free(l->pool_name);
+		free(l->socket_address);
+		free(l->access_log);
 		for (size_t k = 0; k < l->n_extra; k++) {
 			free(l->extra[k].key);
 			free(l->extra[k].value);

@@ -63,8 +63,17 @@ struct config_listener {
 	char *pool_name;      /* as written; NULL: the default pool */
 	unsigned pool;	      /* index in config->pools, once validated */
 	uint64_t max_datagram; /* dgram: larger datagrams are dropped */
+	char *access_log;      /* http: the access log's path; NULL: none */
+	unsigned access_log_line;
 	struct config_kv *extra;
 	size_t n_extra;
+	/*
+	 * Not from the file: what the socket really is when systemd passed it
+	 * (the master fills these in before it forks the generation's workers;
+	 * /status shows them).  NULL and (mode_t)-1: as configured.
+	 */
+	char *socket_address;
+	mode_t socket_mode;
 };
 
 /*

@@ -12,7 +12,7 @@ union fdpass_control {
 };
 
 ssize_t
-fdpass_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds)
+udsd_fdpass_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds)
 {
 	union fdpass_control control;
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
@@ -72,7 +72,7 @@ fdpass_collect(struct msghdr *mh, int *fds, size_t max_fds, size_t *ret_n_fds)
 }
 
 ssize_t
-fdpass_recv(int sock, void *buf, size_t len, int *fds, size_t max_fds, size_t *ret_n_fds)
+udsd_fdpass_recv(int sock, void *buf, size_t len, int *fds, size_t max_fds, size_t *ret_n_fds)
 {
 	union fdpass_control control;
 	struct iovec iov = { .iov_base = buf, .iov_len = len };

@@ -14,7 +14,7 @@
  * receiver owns duplicates of them.
  */
 __attribute__((visibility("default"))) ssize_t
-fdpass_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
+udsd_fdpass_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
 
 /*
  * Receive one message into buf and up to max_fds descriptors into fds, with
@@ -25,4 +25,4 @@ fdpass_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds)
  * error path leaves a received descriptor open.
  */
 __attribute__((visibility("default"))) ssize_t
-fdpass_recv(int sock, void *buf, size_t len, int *fds, size_t max_fds, size_t *ret_n_fds);
+udsd_fdpass_recv(int sock, void *buf, size_t len, int *fds, size_t max_fds, size_t *ret_n_fds);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
@@ -481,6 +482,65 @@ listener_open_tcp(const char *address, int backlog, int *ret_fd)
 	if (r < 0)
 		return r;
 	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int
+describe_inet(const struct sockaddr_storage *ss, char *buf, size_t size)
+{
+	const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+	char host[INET6_ADDRSTRLEN];
+	bool v6 = ss->ss_family == AF_INET6;
+
+	if (!inet_ntop(ss->ss_family, v6 ? (const void *)&in6->sin6_addr : (const void *)&in->sin_addr,
+		       host, sizeof(host)))
+		return negative_errno();
+	if ((size_t)snprintf(buf, size, v6 ? "tcp:[%s]:%u" : "tcp:%s:%u", host,
+			     ntohs(v6 ? in6->sin6_port : in->sin_port)) >= size)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int
+listener_describe(int fd, char *buf, size_t size, mode_t *ret_mode)
+{
+	struct sockaddr_storage ss;
+	const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+	socklen_t len = sizeof(ss);
+	mode_t mode = (mode_t)-1;
+	struct stat st;
+	size_t n;
+	int r;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return negative_errno();
+	if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+		r = describe_inet(&ss, buf, size);
+		if (r < 0)
+			return r;
+		*ret_mode = mode;
+		return 0;
+	}
+	if (ss.ss_family != AF_UNIX || len <= offsetof(struct sockaddr_un, sun_path))
+		return -EAFNOSUPPORT;
+	n = len - offsetof(struct sockaddr_un, sun_path);
+	if (un->sun_path[0] == '\0') { /* abstract: the name is every byte after the NUL */
+		if (n > size - 1)
+			return -ENAMETOOLONG;
+		buf[0] = '@';
+		memcpy(buf + 1, un->sun_path + 1, n - 1);
+		buf[n] = '\0';
+	} else {
+		n = strnlen(un->sun_path, n);
+		if (n >= size)
+			return -ENAMETOOLONG;
+		memcpy(buf, un->sun_path, n);
+		buf[n] = '\0';
+		if (stat(buf, &st) == 0 && S_ISSOCK(st.st_mode))
+			mode = st.st_mode & 07777;
+	}
+	*ret_mode = mode;
 	return 0;
 }
 

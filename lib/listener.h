@@ -86,5 +86,14 @@ int listener_pass_credentials(int fd);
  */
 int listener_check_fd(int fd, int family, int type);
 
+/*
+ * What fd is bound to, written as a config address ("/path", "@name" or
+ * "tcp:ADDR:PORT", brackets around an IPv6 ADDR) into buf, and the
+ * permission bits of the socket file into *ret_mode ((mode_t)-1 when there is
+ * no file: abstract, TCP, or the file is gone).  For a socket systemd passed,
+ * whose config says something else.
+ */
+int listener_describe(int fd, char *buf, size_t size, mode_t *ret_mode);
+
 /* Unlink f only if its name still leads to the socket udsd bound (-ESTALE if not). */
 int listener_unlink(const struct listener_file *f);

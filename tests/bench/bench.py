@@ -6,12 +6,14 @@
 
 Builds the C load generator and the floor server, starts each server fresh,
 runs every workload it serves, stops it, and prints one table of each peer's
-figure and udsd's ratio to it. Results also go to build-bench/bench.{json,csv}.
+figure and udsd's ratio to it. Results also go to build-bench/bench.{json,csv,md}, and
+bench.svg draws bench.json (plot.py; tests/bench/bench.svg is the README's).
 Not a pass/fail test: machines are shared and noisy; compare ratios in one run.
 """
 import argparse
 import csv
 import json
+import math
 import os
 import resource
 import shutil
@@ -23,6 +25,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import plot  # noqa: E402 - beside this file
 TOP = os.path.dirname(os.path.dirname(HERE))
 OUT = os.environ.get("BENCH_OUT") or os.path.join(TOP, "build-bench")
 
@@ -289,7 +293,9 @@ def run(args):
     for rep in range(args.repeat):
         if args.repeat > 1:
             print("repetition %d of %d" % (rep + 1, args.repeat), flush=True)
-        results += run_once(args, gobin, idle=(rep == 0))
+        for r in run_once(args, gobin, idle=(rep == 0)):
+            r["rep"] = rep
+            results.append(r)
     return median_results(results)
 
 
@@ -309,6 +315,10 @@ def median_results(results):
             if v:
                 m[k] = v[len(v) // 2]
         m["repetitions"] = len(rs)
+        # Every repetition's figures, in the order they ran, for the spread between runs.
+        rs.sort(key=lambda r: r.get("rep", 0))
+        m["runs"] = [r[key] for r in rs]
+        m["p99_runs"] = [r["p99_us"] for r in rs]
         m["errors"] = sum(r.get("errors", 0) for r in rs)
         out.append(m)
     order = {(r["server"], r["cell"], r["transport"]): i for i, r in enumerate(results)}
@@ -393,21 +403,48 @@ def run_once(args, gobin, idle):
     return results
 
 
-def table(results):
+def sig2(x):
+    """x to two significant digits: what the latency histogram can tell (loadgen.c's
+    buckets are 1.6-3.1 % wide, so a third digit would be noise)."""
+    if not x:
+        return "0"
+    e = int(math.floor(math.log10(abs(x))))
+    return "%.*f" % (max(0, 1 - e), round(x, 1 - e))
+
+
+def p99_text(r):
+    """" p99 NNus" where the cell measures latency; stream moves bytes and has none."""
+    return " p99 %sus" % sig2(r["p99_us"]) if r.get("p99_us") else ""
+
+
+def peers_of(results):
+    peers = []
+    for r in results:
+        if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith(("udsd-w", "dgfloor")):
+            peers.append(r["server"])
+    return peers
+
+
+def getter(results):
     def get(server, cell, transport="unix"):
         for r in results:
             if r["server"] == server and r["cell"] == cell and r["transport"] == transport:
                 return r
         return None
+    return get
 
-    peers = []
-    for r in results:
-        if r["server"] not in peers and r["server"] != "udsd" and not r["server"].startswith(("udsd-w", "dgfloor")):
-            peers.append(r["server"])
+
+def table(results):
+    get = getter(results)
+    peers = peers_of(results)
+
     def cost(r):
         return r.get("cpu_us_op", 0)
 
-    lines = ["| workload | udsd | " + " | ".join(peers) + " |", "|---" * (len(peers) + 2) + "|"]
+    lines = ["Each peer's cell: its figure, then (udsd/peer Nx; cpu Nx): udsd's over the peer's, "
+             "the same way in every column (throughput: above 1 udsd is faster; cpu: above 1 udsd "
+             "spends more).", "",
+             "| workload | udsd | " + " | ".join(peers) + " |", "|---" * (len(peers) + 2) + "|"]
     for cell, _ in ECHO_CELLS + HTTP_CELLS:
         u = get("udsd", cell)
         if not u:
@@ -415,16 +452,17 @@ def table(results):
         key = "mb_per_sec" if cell == "stream" else "ops_per_sec"
         unit = "MB/s" if cell == "stream" else "/s"
         per = "MB" if cell == "stream" else "op"
-        row = ["%s (%s; cpu us/%s)" % (cell, unit, per), "%.0f p99 %.0fus cpu %.1f" % (u[key], u["p99_us"], cost(u))]
+        row = ["%s (%s; cpu us/%s)" % (cell, unit, per), "%.0f%s cpu %.1f" % (u[key], p99_text(u), cost(u))]
         for p in peers:
             r = get(p, cell)
-            row.append("%.0f p99 %.0fus cpu %.1f (udsd %.2fx, cpu %.2fx)"
-                       % (r[key], r["p99_us"], cost(r), u[key] / r[key], cost(u) / cost(r) if cost(r) else 0)
+            row.append("%.0f%s cpu %.1f (udsd/peer %.2fx; cpu %.2fx)"
+                       % (r[key], p99_text(r), cost(r), u[key] / r[key], cost(u) / cost(r) if cost(r) else 0)
                        if r and r[key] else "-")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("cpu: the server's own CPU time (utime + stime over all its processes) per operation, "
-                 "over the measured window. (udsd Nx, cpu Nx): udsd's figure over the peer's.")
+                 "over the measured window. p99: two significant digits, what the latency buckets "
+                 "(1.6-3.1 % wide) tell; stream cells measure bytes, not latency, and show none.")
     for cell, what in (("dial", "echo 64 B"), ("dialhttp", "GET, Connection: close")):
         have = [n for n in ["udsd"] + peers if get(n, cell)]
         if not have:
@@ -432,11 +470,12 @@ def table(results):
         lines.append("")
         lines.append("| dial loop, one client (connect, %s, close) | " % what + " | ".join(have) + " |")
         lines.append("|---" * (len(have) + 1) + "|")
-        for label, k in (("p50 us", "p50_us"), ("p99 us", "p99_us"), ("mean us", "mean_us"),
-                         ("server cpu us/conn", "cpu_us_op")):
-            lines.append("| %s | " % label + " | ".join("%.1f" % get(n, cell).get(k, 0) for n in have) + " |")
+        for label, k, fmt in (("p50 us", "p50_us", sig2), ("p99 us", "p99_us", sig2),
+                              ("mean us", "mean_us", lambda v: "%.1f" % v),
+                              ("server cpu us/conn", "cpu_us_op", lambda v: "%.1f" % v)):
+            lines.append("| %s | " % label + " | ".join(fmt(get(n, cell).get(k, 0)) for n in have) + " |")
     lines.append("")
-    lines.append("| udsd: unix vs tcp | unix | tcp | unix/tcp |")
+    lines.append("| udsd: unix vs tcp | unix | tcp | unix/tcp (above 1: unix faster) |")
     lines.append("|---|---|---|---|")
     for cell in ("conn", "rr1", "rr8", "stream"):
         u, t = get("udsd", cell), get("udsd", cell, "tcp")
@@ -460,11 +499,24 @@ def table(results):
     lines.append("")
     lines.append("| summed over the server's processes | " + " | ".join(names) + " |")
     lines.append("|---" * (len(names) + 1) + "|")
-    lines.append("| CPU seconds, all cells | " + " | ".join(
-        "%.1f" % sum(r["cpu_s"] for r in rows if r["server"] == n) for n in names) + " |")
+    lines.append("| CPU us per op, the cells both ran: peer (udsd/peer) | - | " + " | ".join(
+        cpu_same_cells(rows, p) for p in peers) + " |")
     lines.append("| peak RSS MiB | " + " | ".join(
         "%.1f" % (max([r["rss_kib"] for r in rows if r["server"] == n] or [0]) / 1024) for n in names) + " |")
     return "\n".join(lines)
+
+
+def cpu_same_cells(rows, peer):
+    """The peer's CPU per operation over exactly the cells it and udsd both ran (operation
+    counts differ between servers, so seconds are not compared), and udsd/peer on them."""
+    mine = {(r["cell"], r["transport"]): r for r in rows if r["server"] == "udsd" and r["cell"] != "stream"}
+    both = [(mine[(r["cell"], r["transport"])], r) for r in rows
+            if r["server"] == peer and (r["cell"], r["transport"]) in mine and r.get("cpu_us_op")]
+    if not both:
+        return "-"
+    u = sum(a["cpu_us_op"] for a, _ in both) / len(both)
+    p = sum(b["cpu_us_op"] for _, b in both) / len(both)
+    return "%.1f (%.2fx; %d cells)" % (p, u / p, len(both))
 
 
 def dgram_table(results, get):
@@ -481,10 +533,10 @@ def dgram_table(results, get):
              "|---" * (len(names) + 2) + "|"]
     for cell, _ in DGRAM_CELLS:
         u, f = get("udsd", cell), get("dgfloor", cell)
-        for label, fn in (("/s", lambda r: r["ops_per_sec"]), ("p99 us", lambda r: r["p99_us"]),
-                          ("server cpu us/datagram", cpu_us)):
-            fmt = "%.2f" if fn is cpu_us else "%.0f"
-            row = [fmt % fn(get(n, cell)) if get(n, cell) else "-" for n in names]
+        for label, fn, fmt in (("/s", lambda r: r["ops_per_sec"], lambda v: "%.0f" % v),
+                               ("p99 us", lambda r: r["p99_us"], sig2),
+                               ("server cpu us/datagram", cpu_us, lambda v: "%.2f" % v)):
+            row = [fmt(fn(get(n, cell))) if get(n, cell) else "-" for n in names]
             ratio = "%.2fx" % (fn(u) / fn(f)) if u and f and fn(f) else "-"
             lines.append("| %s %s | %s | %s |" % (cell, label, " | ".join(row), ratio))
     lines.append("(server cpu: utime + stime of all the server's processes per datagram answered; "
@@ -514,7 +566,17 @@ def main():
     ap.add_argument("--baseline", help="another udsd binary to run as peer udsd-base, for before/after")
     ap.add_argument("--repeat", type=int, default=1, help="run everything N times, report medians")
     ap.add_argument("--smoke", action="store_true", help="0.3 s per cell, udsd and floor only")
+    ap.add_argument("--from", dest="from_json", help="run nothing: print the tables and draw bench.svg "
+                    "from an earlier bench.json")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            results = json.load(f)
+        print(table(results))
+        os.makedirs(OUT, exist_ok=True)
+        with open(os.path.join(OUT, "bench.svg"), "w") as f:
+            f.write(plot.render(results, "udsd against its peers (tests/bench/bench.py)"))
+        return 0
     if args.smoke:
         args.duration, args.warmup, args.only = 0.3, 0.1, args.only or ["udsd", "floor", "dgfloor"]
     results = run(args)
@@ -530,6 +592,8 @@ def main():
         w.writerows(results)
     with open(os.path.join(OUT, "bench.md"), "w") as f:
         f.write(t + "\n")
+    with open(os.path.join(OUT, "bench.svg"), "w") as f:
+        f.write(plot.render(results, "udsd against its peers (tests/bench/bench.py)"))
     bad = [r for r in results if r.get("errors")]
     for r in bad:
         print("ERRORS: %s %s %s: %d" % (r["server"], r["cell"], r["transport"], r["errors"]), file=sys.stderr)

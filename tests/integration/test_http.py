@@ -573,3 +573,132 @@ def test_pipelining_clients_that_never_read_hold_bounded_memory(udsd_factory):
     for _ in deadline_loop(20, "the worker's RSS back near its baseline (%d MB)" % base):
         if vm_rss_mb(worker) < base + 12:
             break
+
+
+ACCESS_CONF = """
+[daemon]
+workers = 2
+threads = 2
+shutdown_timeout = 5s
+[listener web]
+path = {sock}
+service = http
+access_log = {tmp}/access.log
+[listener quiet]
+path = {tmp}/quiet.sock
+service = http
+"""
+
+ACCESS_LINE = re.compile(r'^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (\d+) (\d+) '
+                         r'"(?:(GET|HEAD|POST) (\S*) HTTP/1\.(\d)|-)" (\d{3}) (\d+) (\d+)\n$')
+
+
+def access_lines(path, n, what):
+    """Wait until the access log has n lines; every one must be whole."""
+    for _ in deadline_loop(20, what):
+        with open(path) as f:
+            lines = f.readlines()
+        if len(lines) >= n:
+            break
+    assert len(lines) == n, lines
+    for line in lines:
+        assert ACCESS_LINE.match(line), line
+    return [ACCESS_LINE.match(line).groups() for line in lines]
+
+
+def test_access_log_one_line_per_request(udsd_factory):
+    d = udsd_factory(ACCESS_CONF).start()
+    log = os.path.join(d.tmp, "access.log")
+    sent = http_raw(d.sock, b"GET /hello?a=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                            b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                            b"GET /x%22y HTTP/1.0\r\n\r\n")
+    bad = http_raw(d.sock, b"GARBAGE\r\n\r\n")
+    assert [r[0] for r in sent + bad] == [200, 200, 200, 400]
+    lines = access_lines(log, 4, "4 access log lines")
+    for (when, uid, pid, method, target, minor, status, size, usec), exp in zip(lines, [
+            ("GET", "/hello?a=1", "1", "200"), ("HEAD", "/healthz", "1", "200"),
+            ("GET", "/x%22y", "0", "200"), (None, None, None, "400")]):
+        assert (int(uid), int(pid)) == (os.getuid(), os.getpid())
+        assert (method, target, minor, status) == exp
+        assert int(usec) < 10_000_000
+    # Bytes: what the client got, head and body (HEAD: the head alone).
+    got = http_raw(d.sock, b"GET /bytes HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    raw = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in got[0][1].items())
+    (line,) = access_lines(log, 5, "a fifth line")[4:]
+    head_len = len(b"HTTP/1.1 200 OK\r\n") + len(raw) + 2
+    assert int(line[7]) == head_len + len(got[0][2])
+    # Off by default: the other listener writes nowhere.
+    assert http_get(os.path.join(d.tmp, "quiet.sock"), "/q")[0] == 200
+    assert sorted(f for f in os.listdir(d.tmp) if "access" in f) == ["access.log"]
+    access_lines(log, 5, "no line for the quiet listener")
+
+
+def test_access_log_lines_stay_whole_under_concurrency(udsd_factory):
+    d = udsd_factory(ACCESS_CONF).start()
+    per, clients = 150, 8
+    errors = []
+
+    def client():
+        try:
+            c = http.client.HTTPConnection("localhost")
+            c.sock = connect(d.sock)
+            for i in range(per):
+                c.request("GET", "/c/" + "x" * (i % 97))
+                if c.getresponse().read() == b"":
+                    errors.append("empty")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    lines = access_lines(os.path.join(d.tmp, "access.log"), per * clients, "every request logged")
+    assert all(l[3] == "GET" and l[6] == "200" for l in lines)
+
+
+def test_access_log_reopened_on_reload(udsd_factory):
+    # logrotate's way: move the file, reload; the new generation writes a new file.
+    d = udsd_factory(ACCESS_CONF).start()
+    log = os.path.join(d.tmp, "access.log")
+    assert http_get(d.sock, "/before")[0] == 200
+    access_lines(log, 1, "the first line")
+    os.rename(log, log + ".1")
+    reload_and_wait(d)
+    assert http_get(d.sock, "/after")[0] == 200
+    (line,) = access_lines(log, 1, "a line in the new file")
+    assert line[4] == "/after"
+    assert [l[4] for l in access_lines(log + ".1", 1, "the old file")] == ["/before"]
+
+
+def test_access_log_errors_name_the_line(udsd_factory, tmp_path):
+    d = udsd_factory(ACCESS_CONF.replace("access_log = {tmp}/access.log",
+                                         "access_log = {tmp}/no/such/dir/access.log"))
+    r = d.run_check("-t")
+    assert r.returncode == 1
+    assert "%s:9: access_log: %s/no/such/dir/access.log: No such file or directory" % (
+        d.conf_path, d.tmp) in r.stderr
+    d.write_config(ACCESS_CONF.replace("service = http\naccess_log", "service = echo\naccess_log"))
+    r = d.run_check("-t")
+    assert r.returncode == 1
+    assert "%s:9: access_log: only the http service writes one, not echo" % d.conf_path in r.stderr
+
+
+def test_access_log_over_tcp_has_no_peer_credentials(udsd_factory):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = udsd_factory(ACCESS_CONF + "[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = http\n"
+                     "access_log = {tmp}/tcp.log\n" % port).start()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/over-tcp")
+    assert c.getresponse().status == 200
+    log = os.path.join(d.tmp, "tcp.log")
+    for _ in deadline_loop(20, "the tcp line"):
+        if os.path.exists(log) and open(log).read():
+            break
+    line = open(log).read()
+    assert re.match(r'^\S+Z - - "GET /over-tcp HTTP/1\.1" 200 \d+ \d+\n$', line), line

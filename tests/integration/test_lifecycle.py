@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
 """Lifecycle: sd_notify, reload, shutdown, worker death, socket activation."""
+import json
 import os
 import re
 import signal
@@ -306,6 +307,38 @@ def test_socket_activation(tmp_path):
         notify.close()
     out = p.stderr.read().decode()
     assert "listener main: %s (echo), from systemd" % sock in out
+
+
+def test_activation_with_another_path_and_mode_warns_and_status_tells_the_truth(tmp_path):
+    # The socket systemd passes is where its unit put it, with its mode: udsd cannot honour
+    # the config's path and mode for it.  It says so, and /status shows the real socket.
+    sock = str(tmp_path / "real.sock")
+    cfg = tmp_path / "act.conf"
+    cfg.write_text("[daemon]\nworkers = 1\nthreads = 1\n[listener main]\npath = %s\n"
+                   "service = http\nmode = 0600\n" % (tmp_path / "configured.sock"))
+    notify = Notify(str(tmp_path / "notify.sock"))
+    p = subprocess.Popen(["systemd-socket-activate", "-l", sock, "--fdname=main",
+                          "-E", "NOTIFY_SOCKET=" + notify.path, UDSD, "-c", str(cfg)],
+                         stderr=subprocess.PIPE)
+    try:
+        assert b"Listening on" in p.stderr.readline()
+        os.chmod(sock, 0o640)  # before the first client starts udsd
+        status = json.loads(http_get(sock, "/status")[2])
+        notify.wait("READY=1")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        notify.close()
+    (main,) = status["listeners"]
+    assert (main["path"], main["mode"]) == (sock, "0640")
+    assert not os.path.exists(tmp_path / "configured.sock")
+    err = p.stderr.read().decode()
+    assert ("listener main: systemd's socket is %s, not the configured path %s: the socket "
+            "unit's address applies" % (sock, tmp_path / "configured.sock")) in err
+    assert ("listener main: systemd's socket %s has mode 0640, not the configured mode 0600: "
+            "the socket unit's SocketMode= applies" % sock) in err
 
 
 def test_activation_type_mismatch_is_clear(tmp_path):

@@ -400,3 +400,35 @@ def test_plugin_stops_consuming_while_congested(udsd_factory):
     assert got == 200 * 65536
     s.sendall(b"echo")
     assert s.recv(4) == b"echo"  # nothing was left over or duplicated
+
+
+def readme_fdinfo_snippet():
+    """The README's Python example for fdinfo, as a reader would copy it."""
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+    with open(readme) as f:
+        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
+    (code,) = [b for b in blocks if "fdinfo.sock" in b]
+    return code
+
+
+def test_readme_fdinfo_snippet_runs(udsd_factory, tmp_path):
+    import ast
+    import subprocess
+    import sys
+
+    d = start(udsd_factory)
+    content = b"snippet-host\n"
+    p = tmp_path / "hostname"
+    p.write_bytes(content)
+    code = readme_fdinfo_snippet()
+    assert '"/run/udsd/fdinfo.sock"' in code and '"/etc/hostname"' in code
+    code = code.replace("/run/udsd/fdinfo.sock", os.path.join(d.tmp, "fdinfo.sock"))
+    code = code.replace("/etc/hostname", str(p))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr.decode()
+    # It prints the bytes object the service answered: the JSON the comment shows.
+    answer = json.loads(ast.literal_eval(r.stdout.decode()))
+    assert answer["type"] == "file" and answer["size"] == len(content)
+    assert answer["sha256"] == hashlib.sha256(content).hexdigest()
+    shown = re.search(r"# (\{.*\})", code).group(1)
+    assert set(json.loads(shown.replace('"..."', '""'))) == set(answer)

@@ -113,6 +113,12 @@ class Notify:
         self.sock.close()
 
 
+def sanitized(exe):
+    """Whether exe was built with AddressSanitizer (it needs libasan)."""
+    out = subprocess.run(["readelf", "-d", exe], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
 class Lab:
     """The namespaces, the temporary directory and every process; all undone by close()."""
 
@@ -295,6 +301,14 @@ class SystemdHost(Host):
         os.makedirs(root + "/etc/systemd/system/udsd.service.d", exist_ok=True)
         with open(root + "/etc/systemd/system/udsd.service.d/test.conf", "w") as f:
             f.write("[Service]\nRestartSec=2s\n")
+        # A tcp: listener: the shipped drop-in that gives udsd Internet sockets, as an
+        # administrator installs it (the shipped unit allows Unix and netlink sockets only).
+        self.guest("cp", "/usr/local/share/udsd/udsd-tcp.conf", "/etc/systemd/system/udsd.service.d/tcp.conf")
+        if sanitized(self.udsd):
+            # Not udsd's need but LeakSanitizer's: at exit (udsd -t in ExecStartPre too) its
+            # tracer ptrace()s the process's threads, which @system-service does not allow.
+            with open(root + "/etc/systemd/system/udsd.service.d/sanitizer.conf", "w") as f:
+                f.write("[Service]\nSystemCallFilter=ptrace\n")
         self.guest("systemctl", "daemon-reload")
         self.guest("systemctl", "start", "udsd.socket", "udsd.service")
         assert self.prop("ActiveState") == "active", self.guest("systemctl", "status", "udsd", check=False)

@@ -46,6 +46,10 @@ conf=/usr/local/etc/udsd/udsd.conf
 run sed -i 's/^workers = auto/workers = 2/; s/^threads = 4/threads = 2/' "$conf"
 check "systemd-analyze verify accepts the units" run systemd-analyze verify udsd.socket udsd.service
 sc daemon-reload
+# Hardening (issue 16): systemd's exposure score of the shipped unit, as loaded.
+score=$(run systemd-analyze security --no-pager udsd.service | sed -n 's/.*Overall exposure level for udsd.service: \([0-9.]*\).*/\1/p')
+echo "systemd-analyze security udsd.service: ${score:-none}"
+check "systemd-analyze security: exposure ${score:-none} <= 2.5" awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 2.5) }'
 
 sc start udsd.socket
 check "udsd.socket is active" test "$(sc is-active udsd.socket)" = active
@@ -56,11 +60,21 @@ check "first client starts udsd and is served" test "$(get /healthz)" = ok
 check "udsd.service is active/running" test "$(prop ActiveState udsd)/$(prop SubState udsd)" = active/running
 pid1=$(prop MainPID udsd)
 check "/status: generation 1" grep -q '"generation":1,' <(get /status)
+# The shipped config runs workers as the user sysusers created; the master stays root.
+check "the workers run as udsd (ps -o user)" test "$(run ps -o user= --ppid "$pid1" | tr -d ' ' | sort -u)" = udsd
+check "the master runs as root" test "$(run ps -o user= -p "$pid1" | tr -d ' ')" = root
+
+# An access log (off by default) in the unit's LogsDirectory, written by the udsd workers.
+run sed -i '/^\[listener main\]$/a access_log = /var/log/udsd/access.log' "$conf"
 
 sc reload udsd
 wait_for "StatusText shows the new generation" bash -c "[[ \"\$($here/ns.sh run $state systemctl show -P StatusText udsd)\" == *'(generation 2)'* ]]"
 check "/status: generation 2 serves" grep -q '"generation":2,' <(get /status)
 check "same main pid after reload" test "$(prop MainPID udsd)" = "$pid1"
+# curl runs on the host, outside the guest's pid namespace: its pid is unknown there ("-").
+access_logged() { run grep -q '^[0-9T:.-]*Z 0 - "GET /status HTTP/1.1" 200 [0-9]* [0-9]*$' /var/log/udsd/access.log; }
+wait_for "the access log has the request" access_logged
+check "the access log is 0600 (UMask=0077)" test "$(run stat -c %a /var/log/udsd/access.log)" = 600
 
 # The operator's commands (issue 16): udsctl on the shipped admin socket, the metrics
 # through a real parser, and a reload that fails visibly, with its reason kept.
@@ -116,6 +130,20 @@ check "a client of allowed.service is served" test "$(run systemd-run -q --wait 
 check "a client of other.service is refused" test "$(run systemd-run -q --wait --pipe --unit=other.service python3 -c "$units_client")" = refused
 check "the refusal names the unit" bash -c "$here/ns.sh run $state journalctl --no-pager -o cat -u udsd.service | grep -q 'unit other.service is not in allow_units'"
 check "/status counts it" grep -q '"allow_units":1' <(get /status)
+# Structured journal fields (issue 16): journalctl -o json has what each line is about.
+cat > "$state/journal-has.py" <<'PY'
+import json, sys
+# Does an entry e of journalctl -o json satisfy the expression argv[1]?
+sys.exit(not any(eval(sys.argv[1], {}, {"e": json.loads(l)}) for l in sys.stdin if l.strip()))
+PY
+journal_match() { run journalctl --no-pager -o json -u udsd.service | python3 "$state/journal-has.py" "$1"; }
+journal_has() { check "journal: $1" journal_match "$2"; }
+journal_has "a worker's line carries UDSD_POOL, UDSD_GENERATION, UDSD_WORKER_PID" \
+	'"running as uid=" in e["MESSAGE"] and e.get("UDSD_POOL") == "default" and e.get("UDSD_GENERATION") == "2" and e.get("UDSD_WORKER_PID") == e["_PID"]'
+journal_has "the refusal carries UDSD_LISTENER and UDSD_PEER_UID, at warning priority" \
+	'"refused client" in e["MESSAGE"] and e.get("UDSD_LISTENER") == "units" and e.get("UDSD_PEER_UID") == "0" and e["PRIORITY"] == "4"'
+journal_has "the master's line about a worker's exit carries its pid and generation" \
+	'e["MESSAGE"].startswith("worker " + e.get("UDSD_WORKER_PID", "x") + " exited with status 0") and e.get("UDSD_GENERATION") == "1" and e["_PID"] == "'"$pid1"'"'
 run mv "$conf.orig" "$conf"
 sc reload udsd
 wait_for "the units listener is gone" test ! -e "$root/run/udsd/units.sock"

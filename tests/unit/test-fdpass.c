@@ -41,8 +41,8 @@ test_one_fd_with_data(void **state)
 	(void)state;
 	pair(SOCK_SEQPACKET, sv);
 	assert_int_equal(pipe(p), 0);
-	assert_int_equal(fdpass_send(sv[0], "hello", 5, &p[0], 1), 5);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_fds), 5);
+	assert_int_equal(udsd_fdpass_send(sv[0], "hello", 5, &p[0], 1), 5);
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_fds), 5);
 	assert_memory_equal(buf, "hello", 5);
 	assert_int_equal(n_fds, 1);
 	assert_true(got[0] >= 0 && got[0] != p[0]);
@@ -61,8 +61,8 @@ test_data_without_fd(void **state)
 
 	(void)state;
 	pair(SOCK_SEQPACKET, sv);
-	assert_int_equal(fdpass_send(sv[0], "abc", 3, NULL, 0), 3);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_fds), 3);
+	assert_int_equal(udsd_fdpass_send(sv[0], "abc", 3, NULL, 0), 3);
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_fds), 3);
 	assert_int_equal(n_fds, 0);
 	close_many(sv, 2);
 }
@@ -77,8 +77,8 @@ test_empty_message(void **state)
 	(void)state;
 	pair(SOCK_SEQPACKET, sv);
 	/* An empty message with an fd still carries the fd. */
-	assert_int_equal(fdpass_send(sv[0], "", 0, &fd, 1), 0);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_fds), 0);
+	assert_int_equal(udsd_fdpass_send(sv[0], "", 0, &fd, 1), 0);
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_fds), 0);
 	assert_int_equal(n_fds, 1);
 	close_many(got, 1);
 	safe_close(fd);
@@ -98,15 +98,15 @@ test_many_fds_batch(void **state)
 	for (int i = 0; i < 200; i++)
 		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	before = fd_count_open();
-	assert_int_equal(fdpass_send(sv[0], "x", 1, fds, 200), 1);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, FDPASS_MAX_FDS, &n_fds), 1);
+	assert_int_equal(udsd_fdpass_send(sv[0], "x", 1, fds, 200), 1);
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, FDPASS_MAX_FDS, &n_fds), 1);
 	assert_int_equal(n_fds, 200);
 	assert_int_equal(fd_count_open(), before + 200);
 	close_many(got, 200);
 	assert_int_equal(fd_count_open(), before);
 	close_many(fds, 200);
 	close_many(sv, 2);
-	assert_int_equal(fdpass_send(sv[0], "x", 1, fds, FDPASS_MAX_FDS + 1), -EINVAL);
+	assert_int_equal(udsd_fdpass_send(sv[0], "x", 1, fds, FDPASS_MAX_FDS + 1), -EINVAL);
 }
 
 /* Fewer fd slots than fds sent: the ones that arrived are closed, none leaks, ret_ untouched. */
@@ -123,13 +123,13 @@ test_truncated_control(void **state)
 	for (int i = 0; i < 8; i++)
 		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	before = fd_count_open();
-	assert_int_equal(fdpass_send(sv[0], "x", 1, fds, 8), 1);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, 2, &n_fds), -EXFULL);
+	assert_int_equal(udsd_fdpass_send(sv[0], "x", 1, fds, 8), 1);
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, 2, &n_fds), -EXFULL);
 	assert_int_equal(n_fds, 12345);
 	assert_int_equal(fd_count_open(), before);
 	/* No room for fds at all: the same. */
-	assert_int_equal(fdpass_send(sv[0], "x", 1, fds, 8), 1);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, 0, &n_fds), -EXFULL);
+	assert_int_equal(udsd_fdpass_send(sv[0], "x", 1, fds, 8), 1);
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, 0, &n_fds), -EXFULL);
 	assert_int_equal(fd_count_open(), before);
 	close_many(fds, 8);
 	close_many(sv, 2);
@@ -146,8 +146,8 @@ test_truncated_data(void **state)
 	(void)state;
 	pair(SOCK_SEQPACKET, sv);
 	before = fd_count_open();
-	assert_int_equal(fdpass_send(sv[0], "0123456789", 10, &fd, 1), 10);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, 2, &n_fds), -EMSGSIZE);
+	assert_int_equal(udsd_fdpass_send(sv[0], "0123456789", 10, &fd, 1), 10);
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, 2, &n_fds), -EMSGSIZE);
 	assert_int_equal(n_fds, 7);
 	assert_int_equal(fd_count_open(), before);
 	safe_close(fd);
@@ -164,8 +164,8 @@ test_eagain(void **state)
 
 	(void)state;
 	pair(SOCK_SEQPACKET, sv);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, 1, &n_fds), -EAGAIN);
-	while ((r = fdpass_send(sv[0], buf, sizeof(buf), NULL, 0)) > 0)
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, 1, &n_fds), -EAGAIN);
+	while ((r = udsd_fdpass_send(sv[0], buf, sizeof(buf), NULL, 0)) > 0)
 		;
 	assert_int_equal(r, -EAGAIN);
 	close_many(sv, 2);
@@ -181,9 +181,9 @@ test_peer_closed(void **state)
 	(void)state;
 	pair(SOCK_SEQPACKET, sv);
 	safe_close(sv[0]);
-	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), got, 1, &n_fds), 0);
+	assert_int_equal(udsd_fdpass_recv(sv[1], buf, sizeof(buf), got, 1, &n_fds), 0);
 	assert_int_equal(n_fds, 0);
-	assert_int_equal(fdpass_send(sv[1], "x", 1, NULL, 0), -EPIPE);
+	assert_int_equal(udsd_fdpass_send(sv[1], "x", 1, NULL, 0), -EPIPE);
 	safe_close(sv[1]);
 }
 
@@ -204,17 +204,17 @@ test_fork_and_peer_exit(void **state)
 		int p[2];
 		if (pipe(p) < 0 || write(p[1], "child", 5) != 5)
 			_exit(1);
-		_exit(fdpass_send(sv[1], "F", 1, &p[0], 1) == 1 ? 0 : 1);
+		_exit(udsd_fdpass_send(sv[1], "F", 1, &p[0], 1) == 1 ? 0 : 1);
 	}
 	safe_close(sv[1]);
-	assert_int_equal(fdpass_recv(sv[0], buf, sizeof(buf), got, 1, &n_fds), 1);
+	assert_int_equal(udsd_fdpass_recv(sv[0], buf, sizeof(buf), got, 1, &n_fds), 1);
 	assert_int_equal(n_fds, 1);
 	assert_int_equal(read(got[0], buf, 5), 5);
 	assert_memory_equal(buf, "child", 5);
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	assert_int_equal(fdpass_recv(sv[0], buf, sizeof(buf), got + 0, 1, &n_fds), 0);
+	assert_int_equal(udsd_fdpass_recv(sv[0], buf, sizeof(buf), got + 0, 1, &n_fds), 0);
 	safe_close(got[0]);
 	safe_close(sv[0]);
 }
