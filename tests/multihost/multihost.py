@@ -296,13 +296,9 @@ class SystemdHost(Host):
             f.write("[daemon]\nworkers = 2\nthreads = 1\nuser = udsd\n\n"
                     "[listener main]\npath = /run/udsd/udsd.sock\nservice = http\nmode = 0660\n\n"
                     "[listener tcp]\npath = tcp:%s:%d\nservice = http\n" % (ADDR[self.name], UDSD_PORT))
-        # Test only: the shipped RestartSec (100ms) would bring a killed udsd back before the
-        # front's health checks (2 x 500ms) could see it gone; 2s lets the test see both.
-        os.makedirs(root + "/etc/systemd/system/udsd.service.d", exist_ok=True)
-        with open(root + "/etc/systemd/system/udsd.service.d/test.conf", "w") as f:
-            f.write("[Service]\nRestartSec=2s\n")
         # A tcp: listener: the shipped drop-in that gives udsd Internet sockets, as an
         # administrator installs it (the shipped unit allows Unix and netlink sockets only).
+        os.makedirs(root + "/etc/systemd/system/udsd.service.d", exist_ok=True)
         self.guest("cp", "/usr/local/share/udsd/udsd-tcp.conf", "/etc/systemd/system/udsd.service.d/tcp.conf")
         if sanitized(self.udsd):
             # Not udsd's need but LeakSanitizer's: at exit (udsd -t in ExecStartPre too) its
@@ -419,6 +415,8 @@ class HAProxy:
                 "served": {h: int(st[path, h]["stot"]) for h in ADDR}}
 
     def routed_around(self, path, host):
+        # The shipped RestartSec= (100 ms) may bring udsd back, its sockets kept in the
+        # fd store, before two failed health checks (2 x 500 ms) mark it DOWN.
         self.wait_state(path, host.name, "DOWN", unless=host.back)
 
     def back_in(self, path, host, since):
