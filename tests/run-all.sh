@@ -39,13 +39,13 @@ setup() {
 }
 
 setup build -Dtests=enabled
-run_suite build
+run_suite build --no-suite soak
 
 # Sanitizers: any report fails the test that caused it (the fixtures read the logs).
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=67
 setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
-run_suite build-asan --no-suite systemd --no-suite bench
+run_suite build-asan --no-suite systemd --no-suite bench --no-suite harness
 
 export TSAN_OPTIONS=halt_on_error=1:exitcode=68
 setup build-tsan -Db_sanitize=thread -Db_lundef=false
