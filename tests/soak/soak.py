@@ -48,7 +48,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from conftest import Udsd, connect, http_get, read_response  # noqa: E402
+from conftest import Udsd, connect, read_response  # noqa: E402
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -286,6 +286,7 @@ class Soak:
                 s = connect(self.path("http" if kind == "never-read-http" else "echo"), 10)
             except OSError as e:
                 self.fail(kind, "connect: %s" % e)
+                self.stop.wait(1)
                 continue
             s.setblocking(False)
             chunk = (b"GET /status HTTP/1.1\r\nHost: soak\r\n\r\n" * 100 if kind == "never-read-http"
@@ -309,6 +310,7 @@ class Soak:
                 s = connect(self.path("http"), 10)
             except OSError as e:
                 self.fail("trickle", "connect: %s" % e)
+                self.stop.wait(1)
                 continue
             try:
                 for b in head:
@@ -590,7 +592,8 @@ def main():
         return soak.run()
     except BaseException:
         traceback.print_exc()
-        print("soak: FAILED (seed %d), log %s" % (SEED, soak.d.log_path))
+        soak.fail("soak", "stopped by the exception above")
+        soak.report()
         return 1
     finally:
         soak.stop.set()
