@@ -24,7 +24,7 @@ then the first config again, every client stopped, and SIGTERM.  It fails on:
     during whose life no worker was SIGKILLed (a kill only excuses its own victims);
   - a client that never reads, or that trickles, not closed by udsd (idle_timeout,
     header_timeout), within a generous deadline;
-  - the sum of the workers' RSS above RSS_BUDGET_MIB times the number of workers
+  - the sum of the workers' RSS above RSS_BUDGET_MIB (a worker) times the number of workers
     (sampled every 0.25 s; generations overlap during reloads);
   - the master's descriptors, or any worker's, not back to their count at start;
   - udsd not exiting 0 on SIGTERM, or any udsd process outliving it.
@@ -48,7 +48,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from conftest import Udsd, connect, read_response  # noqa: E402
+from conftest import BUILD, Udsd, connect, read_response  # noqa: E402
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -56,8 +56,7 @@ SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(1 << 3
 # by the high-water mark: a few MiB (about 25 under ASan, whose shadow memory and
 # quarantine of freed blocks make every process far larger).  The ceiling is this per
 # worker alive at the sample (reloads overlap generations): sum <= budget x workers.
-ASAN = "asan" in os.environ.get("UDSD_BIN", "") or bool(os.environ.get("ASAN_OPTIONS"))
-RSS_BUDGET_MIB = 128 if ASAN else 32
+RSS_BUDGET_MIB = {"plain": 32, "asan": 128}
 ANSWER_TIMEOUT = 30  # a well-behaved client waits this long for any answer: a hang, not a slow box
 START_WORKERS = 2
 
@@ -113,6 +112,7 @@ class Soak:
         self.hostile_closed = {}
         self.actions = {}
         self.rss_max = (0, [])
+        self.budget = RSS_BUDGET_MIB["asan"]  # until the master is seen (run())
 
     # --- bookkeeping -------------------------------------------------------------
 
@@ -391,7 +391,12 @@ class Soak:
 
     def reload(self, workers=None):
         if workers is not None:
-            self.d.write_config(CONF.format(workers=workers))
+            # Atomically, as an editor or a config manager does: a reload (an earlier
+            # SIGHUP's) may read the file at any moment, and half a file is invalid.
+            tmp = self.d.conf_path + ".new"
+            with open(tmp, "w") as f:
+                f.write(CONF.format(workers=workers).format(tmp=self.tmp, build=BUILD))
+            os.replace(tmp, self.d.conf_path)
         self.d.send(signal.SIGHUP)
 
     def chaos(self, rng, end):
@@ -439,9 +444,9 @@ class Soak:
                     pass
             if sum(rss) > self.rss_max[0]:
                 self.rss_max = (sum(rss), rss)
-            if sum(rss) > RSS_BUDGET_MIB * 1024 * len(rss):
+            if sum(rss) > self.budget * 1024 * len(rss):
                 self.fail("memory", "workers' RSS %d KiB %s, above %d MiB x %d workers"
-                          % (sum(rss), rss, RSS_BUDGET_MIB, len(rss)))
+                          % (sum(rss), rss, self.budget, len(rss)))
                 self.stop.wait(5)  # one report, not one per sample
             self.stop.wait(0.25)
 
@@ -507,10 +512,12 @@ class Soak:
         threading.Thread(target=self.read_notify, daemon=True).start()
         # Counted at READY, before any client: nothing transient is open yet.
         master = self.d.proc.pid
+        with open("/proc/%d/maps" % master) as f:
+            self.budget = RSS_BUDGET_MIB["asan" if "libasan" in f.read() else "plain"]
         base_master = self.fd_count(master)
         base_workers = sorted(self.fd_count(p) for p in self.worker_pids())
         print("soak: seed %d, %gs, udsd %d, master fds %d, worker fds %s, RSS ceiling %d MiB a worker"
-              % (SEED, SECONDS, master, base_master, base_workers, RSS_BUDGET_MIB), flush=True)
+              % (SEED, SECONDS, master, base_master, base_workers, self.budget), flush=True)
 
         kinds = (["http-short"] * 2 + ["http-keepalive"] * 2 + ["http-pipelined", "echo", "echo",
                  "seqpacket", "dgram", "plugin", "fds"])
@@ -573,7 +580,7 @@ class Soak:
         print("soak: actions %s, workers killed %d" % (json.dumps(self.actions, sort_keys=True),
                                                       len(self.killed)))
         print("soak: peak workers' RSS %d KiB %s (ceiling %d MiB a worker)"
-              % (self.rss_max[0], self.rss_max[1], RSS_BUDGET_MIB))
+              % (self.rss_max[0], self.rss_max[1], self.budget))
         if self.failures:
             print("soak: FAILED (seed %d; replay with SOAK_SEED=%d), log %s:" % (SEED, SEED, self.d.log_path))
             for f in self.failures[:50]:
