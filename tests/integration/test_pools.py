@@ -1,13 +1,33 @@
 # SPDX-License-Identifier: MIT
 """Pools: each listener served by its own pool's workers, as its pool's user."""
+import atexit
 import os
 import pwd
 import re
+import shutil
 import signal
+import tempfile
 
-from conftest import connect, deadline_loop, echo, http_get
+from conftest import BUILD, connect, deadline_loop, echo, http_get
 
-TESTSVC = "{build}/tests/plugins/testsvc.so"
+
+def public_plugins():
+    """The test plugins, where a pool's user (nobody, daemon) may read them.
+
+    udsd opens a pool's plugin as that pool's user, so the plugin must be theirs to
+    read: a build tree under /root (mode 0700) is not.  A copy in a 0755 directory.
+    """
+    d = tempfile.mkdtemp(prefix="udsd-plugins-")
+    atexit.register(shutil.rmtree, d, True)
+    os.chmod(d, 0o755)
+    for name in ("testsvc.so", "interpose.so"):
+        shutil.copy(os.path.join(BUILD, "tests", "plugins", name), d)
+        os.chmod(os.path.join(d, name), 0o755)
+    return d
+
+
+PLUGINS = public_plugins()
+TESTSVC = PLUGINS + "/testsvc.so"
 
 TWO_POOLS = """
 [daemon]
@@ -216,7 +236,7 @@ def test_a_failing_check_fails_t_start_and_reload_with_its_line(udsd_factory):
 def test_a_plugin_global_named_like_udsd_is_its_own(udsd_factory):
     """With export_dynamic, the plugin's "status" was udsd's: it read 0 where it wrote 7."""
     d = udsd_factory("[daemon]\nworkers = 1\nthreads = 1\n[listener i]\npath = {sock}\n"
-                     "service = {build}/tests/plugins/interpose.so\n")
+                     "service = " + PLUGINS + "/interpose.so\n")
     d.start()
     s = connect(d.sock)
     s.sendall(b"show")

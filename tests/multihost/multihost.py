@@ -575,6 +575,17 @@ def print_logs(lab):
                     print("--- %s (last 3000 bytes)\n%s" % (os.path.relpath(os.path.join(top, name), lab.dir), text[-3000:]))
 
 
+def netns_unusable():
+    """Why a throwaway namespace cannot be entered ('ip -n' mounts /sys), or None."""
+    name = "udsd-mh-probe-%d" % os.getpid()
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if r.returncode == 0:
+        r = subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"],
+                           capture_output=True, text=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None if r.returncode == 0 else (r.stderr.strip() or "exit %d" % r.returncode)
+
+
 def main():
     udsd = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                            os.path.join(HERE, "..", "..", "build", "daemon", "udsd"))
@@ -582,6 +593,9 @@ def main():
         skip("needs root (network namespaces, veth pairs)")
     if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
         skip("'ip netns' is not available")
+    why = netns_unusable()
+    if why:
+        skip("a network namespace cannot be used here (a chroot without /sys?): " + why)
     for tool in ("haproxy", "nginx", "curl"):
         if not shutil.which(tool):
             skip("%s is not installed (tests/install-deps.sh installs it)" % tool)
