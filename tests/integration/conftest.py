@@ -148,6 +148,16 @@ class Udsd:
         return json.loads(http_get(path or self.http_sock, "/status")[2])
 
 
+def alive(pid):
+    """pid runs: it exists and is not a zombie.  An orphan may be reaped at any moment
+    (by a subreaper such as tests/leftovers.py): /proc/PID vanishing is an answer too."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def connect(path, timeout=10, kind=socket.SOCK_STREAM):
     s = socket.socket(socket.AF_UNIX, kind)
     s.settimeout(timeout)
