@@ -40,8 +40,10 @@ dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener)
 {
 	struct mchannel *ch = load_pick(&p->load, &p->caps);
 
-	if (ch)
-		channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	if (!ch)
+		return NULL;
+	channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
+	atomic_fetch_add_explicit(&status->listeners[listener].handoffs, 1, memory_order_relaxed);
 	return ch;
 }
 
@@ -117,7 +119,7 @@ admit(const struct master *m, const struct config_listener *cl, int fd, struct u
 }
 
 static void
-refuse(struct master *m, const struct config_listener *cl, int fd, int why,
+refuse(struct master *m, const struct config_listener *cl, unsigned l, int fd, int why,
        const struct ucred *cred, const char *unit)
 {
 	uint64_t now = now_usec();
@@ -125,6 +127,7 @@ refuse(struct master *m, const struct config_listener *cl, int fd, int why,
 
 	atomic_fetch_add_explicit(&status->refused, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&status->refused_by[why], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&status->listeners[l].refused_by[why], 1, memory_order_relaxed);
 	safe_close(fd);
 	/* At most one line a second, so a flood of refused clients cannot flood the log. */
 	if (now - m->refused_logged_at < USEC_PER_SEC) {
@@ -153,6 +156,8 @@ refuse(struct master *m, const struct config_listener *cl, int fd, int why,
 static void
 accept_backoff(struct master *m, int err)
 {
+	if (m->accept_resume_at == 0)
+		atomic_fetch_add_explicit(&status->accept_backoffs, 1, memory_order_relaxed);
 	if (m->accept_resume_at == 0)
 		log_warning("accept: %s; pausing accepts for %llums", strerror(err),
 			    (unsigned long long)(ACCEPT_BACKOFF_USEC / USEC_PER_MSEC));
@@ -194,9 +199,11 @@ accept_listener(struct master *m, struct mlistener *l)
 				return;
 			}
 		}
+		atomic_fetch_add_explicit(&status->listeners[l->index].accepted, 1,
+					  memory_order_relaxed);
 		why = admit(m, cl, fd, &cred, unit, sizeof(unit));
 		if (why >= 0) {
-			refuse(m, cl, fd, why, &cred, unit);
+			refuse(m, cl, l->index, fd, why, &cred, unit);
 			continue;
 		}
 		ch = dispatch_try(m, p, fd, l->index);
@@ -233,8 +240,16 @@ accept_update_polling(struct master *m)
 {
 	bool waiting = false, paused = false;
 
-	for (size_t i = 0; i < m->n_pools; i++)
-		m->pools[i].polling = pool_wants_clients(m, &m->pools[i], &waiting);
+	for (size_t i = 0; i < m->n_pools; i++) {
+		struct mpool *p = &m->pools[i];
+		bool was = p->polling;
+
+		p->polling = pool_wants_clients(m, p, &waiting);
+		/* Every worker full: the kernel's backlog holds the pool's new clients for now. */
+		if (was && !p->polling && p->waiting_for_room && i < CONFIG_MAX_POOLS)
+			atomic_fetch_add_explicit(&status->pools[i].accept_pauses, 1,
+						  memory_order_relaxed);
+	}
 	/* room_wanted is one flag for every pool: cleared only once none waits. */
 	m->waiting_for_room = waiting;
 	if (!waiting)

@@ -6,7 +6,9 @@
  * per concept:
  *
  * Shared memory and wire protocol (both processes)
- *   status.c     counters in shared memory, one sealed memfd per slot; /status JSON
+ *   status.c     counters in shared memory, one sealed memfd per slot; /status JSON;
+ *                what only the master knows, published there (master_status_publish())
+ *   metrics.c    the same counters as OpenMetrics text; a listener's backlog (sock_diag)
  *   channel.c    the master<->worker channel, both ends: the wire format; the
  *                master's open, close, queue, flush, read and reclaim of a dead
  *                worker's fds; a worker thread's receive and dispatch
@@ -32,6 +34,8 @@
  *   upgrade.c    same-PID binary upgrade: check, state hand-off across execve, rollback
  *   fdstore.c    the sockets udsd binds, kept in systemd's fd store across restarts
  *   startlimit.c idle exits no more often than the unit's start limit allows
+ *   admin.c      the admin socket: udsctl's requests, answered without blocking the loop
+ * udsctl.c is a program of its own (libc only), the admin socket's client.
  */
 
 #include <pthread.h>
@@ -118,6 +122,10 @@ struct status_thread {
 
 struct status_worker {
 	_Atomic pid_t pid; /* 0: free slot */
+	char pool_name[64]; /* its pool's, written by the master before the fork */
+	/* Written by the master (status_publish()): clients handed to it, and queued for it. */
+	_Atomic uint64_t handed;
+	_Atomic uint32_t queued;
 	unsigned generation;
 	unsigned pool;	/* index in its generation's config */
 	unsigned index; /* position in its pool */
@@ -126,6 +134,30 @@ struct status_worker {
 	struct status_thread threads[CONFIG_MAX_THREADS];
 } __attribute__((aligned(STATUS_PAGE)));
 
+/*
+ * The master's counters of a listener of the current generation, carried by
+ * name across reloads (status_publish_config()); what metrics.c shows.
+ */
+struct status_listener {
+	char name[64];
+	char address[112];
+	int type;	/* SOCK_STREAM, ... */
+	bool tcp;
+	uint64_t inode; /* of its socket, for the backlog (sock_diag); 0: not known */
+	_Atomic uint64_t accepted;
+	_Atomic uint64_t refused_by[REFUSE_REASONS];
+	_Atomic uint64_t handoffs; /* clients queued to a worker thread: new, migrated or reclaimed */
+};
+
+/* The master's counters of a pool of the current generation, carried by name likewise. */
+struct status_pool {
+	char name[64];
+	_Atomic uint64_t crashes;
+	_Atomic uint64_t accept_pauses; /* its listeners left unpolled: every worker full */
+	_Atomic uint64_t reclaimed;	/* clients taken back from its dead workers' channels */
+	_Atomic uint32_t waiting;	/* clients waiting in the master for one of its workers */
+};
+
 struct status {
 	pid_t master_pid;
 	uint64_t start_usec;
@@ -133,6 +165,13 @@ struct status {
 	_Atomic uint64_t refused; /* clients the master turned away (allow-lists) */
 	_Atomic uint64_t refused_by[REFUSE_REASONS]; /* the same, by reason (accept.c) */
 	_Atomic int room_wanted;   /* the master waits for a worker to have room (load.c) */
+	_Atomic uint64_t reloads_ok, reloads_failed;
+	_Atomic uint64_t accept_backoffs; /* accepts paused for lack of descriptors or memory */
+	_Atomic uint64_t migrated;	  /* clients moved from an old generation to a new one */
+	char reload_error[192]; /* the last failed reload's reason until the next good one */
+	unsigned n_listeners, n_pools;
+	struct status_listener listeners[CONFIG_MAX_LISTENERS];
+	struct status_pool pools[CONFIG_MAX_POOLS];
 	struct status_worker slots[STATUS_MAX_SLOTS];
 };
 
@@ -144,6 +183,22 @@ void status_forget(void);
 void status_totals(uint64_t *ret_open, uint64_t *ret_accepted, unsigned *ret_workers);
 uint64_t status_datagrams(void);
 unsigned status_pool_workers(unsigned pool);
+/* Clients handed to a worker's threads (or queued for them) and not yet taken in. */
+uint64_t status_in_flight(const struct status_worker *w);
+
+/* snprintf into a moving window that remembers how much it would have needed (status.c). */
+struct out {
+	char *buf;
+	size_t size, len;
+};
+
+_printf_(2, 3) void out_printf(struct out *o, const char *fmt, ...);
+void out_json_string(struct out *o, const char *s);
+
+/* metrics.c: OpenMetrics text from the shared counters (either process). */
+#define METRICS_CONTENT_TYPE "application/openmetrics-text; version=1.0.0; charset=utf-8"
+size_t metrics_text(char *buf, size_t size);
+int metrics_backlog(uint64_t inode, uint32_t *ret_queued, uint32_t *ret_max);
 
 /* channel.c: one SOCK_SEQPACKET socketpair per worker thread. */
 enum channel_type {
@@ -351,7 +406,7 @@ bool load_closed(struct status_thread *th, struct status *st);
 
 /* ======== Master process ======== */
 
-enum watch_kind { WATCH_SIGNAL, WATCH_LISTENER, WATCH_CHANNEL };
+enum watch_kind { WATCH_SIGNAL, WATCH_LISTENER, WATCH_CHANNEL, WATCH_ADMIN, WATCH_ADMIN_CLIENT };
 
 struct watch {
 	enum watch_kind kind;
@@ -492,6 +547,8 @@ struct master_upgrade {
 	char error[192]; /* why the last upgrade failed, in STATUS= until the next good one */
 };
 
+struct admin;
+
 struct master {
 	int epfd;
 	struct watch signal_watch;
@@ -532,6 +589,7 @@ struct master {
 	unsigned refused_unlogged;
 	char status_text[512];
 	struct master_upgrade up;
+	struct admin *admin; /* admin.c; NULL: no admin socket */
 };
 
 /* channel.c, the master's end */
@@ -597,6 +655,25 @@ int upgrade_adopt(struct master *m, int fd, struct generation *g);
 _noreturn_ void upgrade_adopt_failed(struct master *m, int fd, const char *why);
 void upgrade_rollback(struct master *m, const char *why);
 
+
+/* status.c, the master's side: what it knows, shown in the shared counters. */
+void master_status_publish_config(const struct master *m);
+void master_status_publish(const struct master *m);
+
+/*
+ * admin.c: the admin socket ([admin] path) and its clients, served by the
+ * master without ever blocking on them.
+ */
+int admin_open(struct master *m);
+void admin_close(struct master *m);
+void admin_event(struct master *m, struct watch *w, uint32_t events);
+void admin_tick(struct master *m);
+uint64_t admin_next_deadline(const struct master *m);
+void admin_reload_done(struct master *m, const char *error);
+void admin_reconfigure(struct master *m);
+
+/* main.c, for admin.c */
+int master_reload(struct master *m, char *err, size_t errlen);
 
 /* startlimit.c */
 uint64_t startlimit_min_run(void);

@@ -38,6 +38,8 @@ struct http_settings {
 	struct http_limits limits;
 	uint64_t header_timeout_usec;
 	uint64_t debug_sleep_usec; /* 0: no /debug/sleep */
+	char status_path[64];	   /* "": off */
+	char metrics_path[64];	   /* "": off */
 };
 
 const struct udsd_key *http_settings_keys(size_t *ret_n);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <stddef.h>
+#include <string.h>
 
 #include "http-parser.h"
 #include "macro.h"
@@ -17,6 +18,8 @@ struct http_raw {
 	uint64_t max_body;
 	uint64_t header_timeout_usec;
 	uint64_t debug_sleep_usec;
+	char status_path[64];
+	char metrics_path[64];
 };
 
 #define KEY(key, type, field, min, max, def, doc) \
@@ -35,6 +38,10 @@ static const struct udsd_key keys[] = {
 	    "a request head must arrive within this (408 otherwise)"),
 	KEY_OFF("debug_sleep", UDSD_KEY_DURATION, debug_sleep_usec, 0, 3600 * UINT64_C(1000000),
 		"off", "for trying request_timeout: GET /debug/sleep sleeps this long in the worker"),
+	KEY_OFF("status_path", UDSD_KEY_PATH, status_path, 0, 64, "/status",
+		"where the live counters are served as JSON; off = nowhere"),
+	KEY_OFF("metrics_path", UDSD_KEY_PATH, metrics_path, 0, 64, "off",
+		"where the counters are served as OpenMetrics text (Prometheus); off = nowhere"),
 };
 
 const struct udsd_key *
@@ -61,5 +68,7 @@ http_settings_parse(const struct udsd_service_config *cfg, struct http_settings 
 		.header_timeout_usec = raw.header_timeout_usec,
 		.debug_sleep_usec = raw.debug_sleep_usec,
 	};
+	memcpy(ret->status_path, raw.status_path, sizeof(ret->status_path));
+	memcpy(ret->metrics_path, raw.metrics_path, sizeof(ret->metrics_path));
 	return 0;
 }

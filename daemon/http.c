@@ -166,6 +166,42 @@ debug_sleep(uint64_t usec)
 		;
 }
 
+/* Is the request's target this configured path ("" is off: nothing is)? */
+static bool
+target_is(const char *t, size_t n, const char *path)
+{
+	return path[0] && strlen(path) == n && memcmp(t, path, n) == 0;
+}
+
+/*
+ * The status path and the metrics path: the shared counters as text, printed
+ * again into a larger buffer if the first was short (a cut exposition would
+ * not parse).
+ */
+static int
+respond_text(struct udsd_conn *c, const struct http_request *r, const char *type,
+	     size_t (*fn)(char *buf, size_t size))
+{
+	size_t size = STATUS_JSON_MAX, len;
+	char *text = malloc(size);
+	int e;
+
+	if (!text)
+		return -ENOMEM;
+	len = fn(text, size);
+	if (len >= size) {
+		free(text);
+		size = len + 4096; /* a worker may have started meanwhile */
+		if (!(text = malloc(size)))
+			return -ENOMEM;
+		len = MIN(fn(text, size), size - 1);
+	}
+	e = respond(c, 200, type, text, len, r->method == HTTP_REQUEST_HEAD, r->keep_alive,
+		    r->minor);
+	free(text);
+	return e;
+}
+
 static int
 route(struct udsd_conn *c, const struct http_request *r)
 {
@@ -179,16 +215,10 @@ route(struct udsd_conn *c, const struct http_request *r)
 
 	if (n == 8 && memcmp(t, "/healthz", 8) == 0)
 		return respond(c, 200, "text/plain", "ok\n", 3, head, r->keep_alive, r->minor);
-	if (n == 7 && memcmp(t, "/status", 7) == 0) {
-		char *json = malloc(STATUS_JSON_MAX);
-		if (!json)
-			return -ENOMEM;
-		size_t len = udsd_status_json(json, STATUS_JSON_MAX);
-		int e = respond(c, 200, "application/json", json, MIN(len, (size_t)STATUS_JSON_MAX - 1),
-				head, r->keep_alive, r->minor);
-		free(json);
-		return e;
-	}
+	if (target_is(t, n, set->status_path))
+		return respond_text(c, r, "application/json", udsd_status_json);
+	if (target_is(t, n, set->metrics_path))
+		return respond_text(c, r, METRICS_CONTENT_TYPE, metrics_text);
 	static const char pre[] = "{\"message\":\"Hello from your HTTP server on a Unix socket!\",\"url\":\"";
 	/* Worst case every target byte becomes \u00XX: six bytes each. */
 	size_t need = sizeof(pre) + 6 * n + 2;

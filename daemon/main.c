@@ -131,6 +131,7 @@ notify_status(struct master *m, bool force, const char *also)
 	if (!force && !also[0] && now < m->next_status)
 		return;
 	m->next_status = now + STATUS_INTERVAL_USEC;
+	master_status_publish(m);
 	status_totals(&open, &accepted, &workers);
 	if (m->gen->config->n_pools == 1)
 		pool_range(&m->gen->config->pools[0], pool, sizeof(pool));
@@ -262,9 +263,12 @@ static void
 reload_failed(struct master *m, const char *why)
 {
 	snprintf(m->reload_error, sizeof(m->reload_error), "%s", why);
+	snprintf(status->reload_error, sizeof(status->reload_error), "%s", why);
+	atomic_fetch_add_explicit(&status->reloads_failed, 1, memory_order_relaxed);
 	pending_abandon(m, NULL);
 	log_error("reload failed; still serving generation %u: %s", m->gen->id, m->reload_error);
 	notify_status(m, true, "READY=1\n");
+	admin_reload_done(m, m->reload_error);
 }
 
 /* Every thread of the new generation serves: it takes over, the old one drains. */
@@ -283,7 +287,10 @@ reload_switch(struct master *m)
 	atomic_store(&status->generation, g->id);
 	status_config = g->config;
 	m->reload_error[0] = '\0';
+	status->reload_error[0] = '\0';
+	atomic_fetch_add_explicit(&status->reloads_ok, 1, memory_order_relaxed);
 	pools_setup(m, old);
+	master_status_publish_config(m);
 	for (size_t i = 0; i < m->n_slots; i++)
 		if (m->workers[i].gen == old)
 			pool_drain(m, &m->workers[i], true);
@@ -292,6 +299,8 @@ reload_switch(struct master *m)
 	m->ready_sent = true;
 	log_info("reloaded: generation %u serves", g->id);
 	notify_status(m, true, "READY=1\n");
+	admin_reload_done(m, NULL);
+	admin_reconfigure(m);
 }
 
 /* Once per loop while a reload is pending: switch once it is ready, fail if it cannot be. */
@@ -364,6 +373,22 @@ reload(struct master *m)
 		reload_failed(m, err);
 }
 
+/*
+ * A reload asked on the admin socket: its outcome comes through
+ * admin_reload_done(), at once for a configuration error.  -EBUSY (and err)
+ * while an upgrade or a stop is in progress.
+ */
+int
+master_reload(struct master *m, char *err, size_t errlen)
+{
+	if (m->stopping || m->up.adopting || m->up.check_pid) {
+		snprintf(err, errlen, "%s", m->stopping ? "stopping" : "an upgrade is in progress");
+		return -EBUSY;
+	}
+	reload(m);
+	return 0;
+}
+
 static void
 stop(struct master *m, const char *why)
 {
@@ -377,6 +402,8 @@ stop(struct master *m, const char *why)
 		 (unsigned long long)(m->gen->config->shutdown_timeout_usec / USEC_PER_MSEC));
 	sd_notify(0, "STOPPING=1");
 	m->stopping = true;
+	if (m->pending)
+		admin_reload_done(m, "stopping");
 	pending_abandon(m, "stopping");
 	accept_orphans_drop(m, "stopping");
 	m->stop_deadline = now_usec() + m->gen->config->shutdown_timeout_usec;
@@ -483,6 +510,7 @@ next_timeout_ms(const struct master *m)
 		next = MIN(next, m->stop_deadline);
 	if (m->watchdog_usec)
 		next = MIN(next, m->next_watchdog);
+	next = MIN(next, admin_next_deadline(m));
 	if (m->gen->config->exit_idle_usec && m->idle_since && !m->stopping)
 		next = MIN(next, MAX(m->idle_since + m->gen->config->exit_idle_usec,
 				     m->idle_exit_at == UINT64_MAX ? 0 : m->idle_exit_at));
@@ -509,6 +537,10 @@ dispatch_event(struct master *m, struct epoll_event *ev)
 			channel_flush(m, ch);
 		break;
 	}
+	case WATCH_ADMIN:
+	case WATCH_ADMIN_CLIENT:
+		admin_event(m, w, ev->events);
+		break;
 	}
 }
 
@@ -530,6 +562,7 @@ loop(struct master *m)
 		pool_check(m);
 		reload_check(m);
 		upgrade_tick(m);
+		admin_tick(m);
 		accept_orphans_flush(m);
 		channel_flush_all(m);
 		accept_update_polling(m);
@@ -573,6 +606,7 @@ signals_setup(struct master *m)
 static void
 cleanup(struct master *m)
 {
+	admin_close(m);
 	for (size_t i = 0; i < m->n_listeners; i++) {
 		struct mlistener *l = &m->listeners[i];
 
@@ -753,6 +787,8 @@ main(int argc, char **argv)
 	listeners_apply_passrights(g, m->listeners, false);
 	listeners_warn_unused_passed();
 	m->has_dgram = listeners_has_dgram(m);
+	master_status_publish_config(m);
+	admin_open(m);
 	if (sd_watchdog_enabled(0, &m->watchdog_usec) <= 0)
 		m->watchdog_usec = 0;
 	if (c->exit_idle_usec && !listeners_all_passed(m))

@@ -256,6 +256,7 @@ pool_spawn(struct master *m, struct generation *g, unsigned pool, unsigned index
 	memset(sw, 0, sizeof(*sw));
 	sw->generation = g->id;
 	sw->pool = pool;
+	snprintf(sw->pool_name, sizeof(sw->pool_name), "%s", g->config->pools[pool].name);
 	sw->index = index;
 	sw->n_threads = w->n_threads;
 	sw->started_usec = w->started_usec;
@@ -330,6 +331,7 @@ pool_migrated(struct master *m, const struct mworker *from, int fd, unsigned lis
 		return false;
 	}
 	accept_dispatch(m, fd, (unsigned)l);
+	atomic_fetch_add_explicit(&status->migrated, 1, memory_order_relaxed);
 	return true;
 }
 
@@ -404,6 +406,9 @@ recover_clients(struct master *m, struct mworker *w)
 	size_t waiting = orphans_waiting(m), dropped = m->orphans_dropped, handed;
 
 	handed = channel_reclaim(m, w, redispatch);
+	if (w->gen == m->gen)
+		atomic_fetch_add_explicit(&status->pools[w->pool].reclaimed, handed,
+					  memory_order_relaxed);
 	/* What accept_dispatch() could not place waits, or was closed past the bound. */
 	waiting = orphans_waiting(m) - waiting;
 	handed -= m->orphans_dropped - dropped + waiting;
@@ -425,6 +430,7 @@ schedule_respawn(struct mpool *p, struct mworker *w, uint64_t now)
 	*b = *b ? MIN(*b * 2, BACKOFF_MAX_USEC) : BACKOFF_FIRST_USEC;
 	p->respawn_at[w->index] = now + *b;
 	p->crashes++;
+	atomic_fetch_add_explicit(&status->pools[p->index].crashes, 1, memory_order_relaxed);
 	if (*b >= BACKOFF_MAX_USEC)
 		log_error("pool %s: worker %u crash loop: respawning every %llus",
 			  w->gen->config->pools[w->pool].name, w->index,

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -183,13 +184,93 @@ status_pool_workers(unsigned pool)
 	return n;
 }
 
-/* snprintf into a moving window that remembers how much it would have needed. */
-struct out {
-	char *buf;
-	size_t size, len;
-};
+uint64_t
+status_in_flight(const struct status_worker *w)
+{
+	uint64_t taken = 0, handed = load((_Atomic uint64_t *)&w->handed);
 
-_printf_(2, 3) static void
+	for (unsigned t = 0; t < w->n_threads && t < CONFIG_MAX_THREADS; t++)
+		taken += load((_Atomic uint64_t *)&w->threads[t].accepted);
+	/* Each side's counters are read apart: a client may show as taken before it shows as sent. */
+	return (handed > taken ? handed - taken : 0) +
+	       atomic_load_explicit((_Atomic uint32_t *)&w->queued, memory_order_relaxed);
+}
+
+/*
+ * The current generation's listeners and pools, in its order, with the
+ * counters of those of the same name before: a reload neither loses nor
+ * mixes them.  In the master, at start and at each switch of generations.
+ */
+void
+master_status_publish_config(const struct master *m)
+{
+	const struct config *c = m->gen->config;
+	_cleanup_free_ struct status_listener *ol = malloc(sizeof(status->listeners));
+	_cleanup_free_ struct status_pool *op = malloc(sizeof(status->pools));
+	unsigned n_ol = status->n_listeners, n_op = status->n_pools;
+
+	if (!ol || !op)
+		return; /* the counters stay under their old names: wrong labels, nothing worse */
+	memcpy(ol, status->listeners, sizeof(status->listeners));
+	memcpy(op, status->pools, sizeof(status->pools));
+	memset(status->listeners, 0, sizeof(status->listeners));
+	memset(status->pools, 0, sizeof(status->pools));
+	for (size_t i = 0; i < c->n_listeners && i < CONFIG_MAX_LISTENERS; i++) {
+		struct status_listener *sl = &status->listeners[i];
+		const struct config_listener *cl = &c->listeners[i];
+		struct stat st;
+
+		for (unsigned k = 0; k < n_ol; k++)
+			if (strncmp(ol[k].name, cl->name, sizeof(ol[k].name) - 1) == 0)
+				*sl = ol[k];
+		snprintf(sl->name, sizeof(sl->name), "%s", cl->name);
+		snprintf(sl->address, sizeof(sl->address), "%s", cl->address);
+		sl->type = cl->type;
+		sl->tcp = cl->kind == LISTENER_TCP;
+		sl->inode = i < m->n_listeners && fstat(m->listeners[i].fd, &st) == 0 ? st.st_ino : 0;
+	}
+	for (size_t i = 0; i < c->n_pools && i < CONFIG_MAX_POOLS; i++) {
+		struct status_pool *sp = &status->pools[i];
+
+		for (unsigned k = 0; k < n_op; k++)
+			if (strncmp(op[k].name, c->pools[i].name, sizeof(op[k].name) - 1) == 0)
+				*sp = op[k];
+		snprintf(sp->name, sizeof(sp->name), "%s", c->pools[i].name);
+	}
+	status->n_listeners = (unsigned)MIN(c->n_listeners, (size_t)CONFIG_MAX_LISTENERS);
+	status->n_pools = (unsigned)MIN(c->n_pools, (size_t)CONFIG_MAX_POOLS);
+}
+
+/*
+ * What only the master knows, for whoever reads the shared counters: the
+ * clients it handed to each worker and still queues for it, and those
+ * waiting for a worker of each pool.  At most once a second, and before an
+ * admin client's answer.
+ */
+void
+master_status_publish(const struct master *m)
+{
+	for (size_t i = 0; i < m->n_slots; i++) {
+		const struct mworker *w = &m->workers[i];
+		struct status_worker *sw = &status->slots[i];
+		uint64_t handed = 0;
+		uint32_t queued = 0;
+
+		if (w->state == WORKER_FREE || !w->chan)
+			continue;
+		for (unsigned t = 0; t < w->n_threads; t++) {
+			handed += w->chan[t].sent;
+			queued += (uint32_t)w->chan[t].n_pending;
+		}
+		atomic_store_explicit(&sw->handed, handed, memory_order_relaxed);
+		atomic_store_explicit(&sw->queued, queued, memory_order_relaxed);
+	}
+	for (size_t i = 0; i < m->n_pools && i < CONFIG_MAX_POOLS; i++)
+		atomic_store_explicit(&status->pools[i].waiting, (uint32_t)m->pools[i].n_orphans,
+				      memory_order_relaxed);
+}
+
+_printf_(2, 3) void
 out_printf(struct out *o, const char *fmt, ...)
 {
 	va_list ap;
@@ -203,7 +284,7 @@ out_printf(struct out *o, const char *fmt, ...)
 		o->len += (size_t)n;
 }
 
-static void
+void
 out_json_string(struct out *o, const char *s)
 {
 	out_printf(o, "\"");
@@ -260,18 +341,18 @@ out_worker(struct out *o, const struct status_worker *w, bool first)
 		refused += load(&th->refused);
 	}
 	out_printf(o, "%s{\"pool\":", first ? "" : ",");
-	if (status_config && w->generation == atomic_load(&status->generation) &&
-	    w->pool < status_config->n_pools)
-		out_json_string(o, status_config->pools[w->pool].name);
+	if (w->pool_name[0])
+		out_json_string(o, w->pool_name);
 	else
-		out_printf(o, "null"); /* an old generation's: its config is not ours to read */
+		out_printf(o, "null"); /* adopted in an upgrade: the old image named it */
 	out_printf(o,
 		   ",\"pid\":%d,\"generation\":%u,\"index\":%u,\"threads\":%u,"
 		   "\"open\":%llu,\"accepted\":%llu,\"requests\":%llu,\"refused\":%llu,"
-		   "\"per_thread_accepted\":[",
+		   "\"in_flight\":%llu,\"per_thread_accepted\":[",
 		   (int)w->pid, w->generation, w->index, w->n_threads,
 		   (unsigned long long)open, (unsigned long long)accepted,
-		   (unsigned long long)requests, (unsigned long long)refused);
+		   (unsigned long long)requests, (unsigned long long)refused,
+		   (unsigned long long)status_in_flight(w));
 	for (unsigned t = 0; t < w->n_threads && t < CONFIG_MAX_THREADS; t++)
 		out_printf(o, "%s%llu", t ? "," : "",
 			   (unsigned long long)load((_Atomic uint64_t *)&w->threads[t].accepted));
@@ -306,8 +387,9 @@ out_pool(struct out *o, size_t i)
 	else
 		out_printf(o, "null");
 	out_printf(o, ",\"workers\":%u,\"workers_min\":%u,\"workers_max\":%u,\"threads\":%u,"
-		      "\"listeners\":[",
-		   status_pool_workers((unsigned)i), p->workers_min, p->workers_max, p->threads);
+		      "\"crashes\":%llu,\"listeners\":[",
+		   status_pool_workers((unsigned)i), p->workers_min, p->workers_max, p->threads,
+		   i < status->n_pools ? (unsigned long long)load(&status->pools[i].crashes) : 0ULL);
 	for (size_t k = 0; k < status_config->n_listeners; k++) {
 		if (status_config->listeners[k].pool != i)
 			continue;
@@ -334,6 +416,30 @@ out_pools(struct out *o)
 	out_printf(o, "]");
 }
 
+/* The master's counters of the listener of this name (a worker's config may be an old one). */
+static void
+out_listener_counters(struct out *o, const char *name)
+{
+	for (unsigned i = 0; i < status->n_listeners; i++) {
+		const struct status_listener *sl = &status->listeners[i];
+		uint32_t queued, max;
+
+		if (strncmp(sl->name, name, sizeof(sl->name)) != 0)
+			continue;
+		out_printf(o, ",\"accepted\":%llu,\"handoffs\":%llu,\"refused_by\":{",
+			   (unsigned long long)load((_Atomic uint64_t *)&sl->accepted),
+			   (unsigned long long)load((_Atomic uint64_t *)&sl->handoffs));
+		for (size_t r = 0; r < REFUSE_REASONS; r++)
+			out_printf(o, "%s\"%s\":%llu", r ? "," : "", refuse_reason_names[r],
+				   (unsigned long long)load((_Atomic uint64_t *)&sl->refused_by[r]));
+		out_printf(o, "}");
+		if (!sl->tcp && sl->type != SOCK_DGRAM && sl->inode &&
+		    metrics_backlog(sl->inode, &queued, &max) >= 0)
+			out_printf(o, ",\"backlog\":%u,\"backlog_limit\":%u", queued, max);
+		return;
+	}
+}
+
 size_t
 udsd_status_json(char *buf, size_t size)
 {
@@ -346,6 +452,13 @@ udsd_status_json(char *buf, size_t size)
 		   (int)status->master_pid, atomic_load(&status->generation),
 		   (unsigned long long)load(&status->refused));
 	out_refused_by(&o);
+	out_printf(&o, ",\"reloads\":{\"ok\":%llu,\"failed\":%llu},\"last_reload_error\":",
+		   (unsigned long long)load(&status->reloads_ok),
+		   (unsigned long long)load(&status->reloads_failed));
+	if (status->reload_error[0])
+		out_json_string(&o, status->reload_error);
+	else
+		out_printf(&o, "null");
 	out_printf(&o, ",\"listeners\":[");
 	for (size_t i = 0; status_config && i < status_config->n_listeners; i++) {
 		const struct config_listener *l = &status_config->listeners[i];
@@ -364,6 +477,7 @@ udsd_status_json(char *buf, size_t size)
 			out_printf(&o, ",\"max_datagram\":%llu", (unsigned long long)l->max_datagram);
 		if (l->kind == LISTENER_PATH)
 			out_printf(&o, ",\"mode\":\"%04o\"", (unsigned)l->mode);
+		out_listener_counters(&o, l->name);
 		out_printf(&o, "}");
 	}
 	out_printf(&o, "]");

@@ -296,6 +296,40 @@ print_string(const struct config_item *it, const void *base, FILE *f)
 
 static const struct config_type type_string = { parse_string, print_string, NULL };
 
+/* A service's URL path (UDSD_KEY_PATH): "/" and printable bytes, in a char array of it->max. */
+static int
+parse_urlpath(const struct config_item *it, const char *value, void *base, char *what)
+{
+	char *dst = FIELD(char, base, it);
+	size_t n = strlen(value);
+
+	if (it->flags & CONFIG_OFF && strcmp(value, "off") == 0) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if (value[0] != '/')
+		return bad(what, "'%s' must start with '/'%s", value,
+			   it->flags & CONFIG_OFF ? ", or be off" : "");
+	for (const char *c = value; *c; c++)
+		if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f)
+			return bad(what, "'%s' has a space or a control character", value);
+	if (it->max == 0 || n >= it->max)
+		return bad(what, "'%s' is longer than %llu bytes", value,
+			   (unsigned long long)(it->max ? it->max - 1 : 0));
+	memcpy(dst, value, n + 1);
+	return 0;
+}
+
+static void
+print_urlpath(const struct config_item *it, const void *base, FILE *f)
+{
+	const char *s = CFIELD(char, base, it);
+
+	fputs(*s ? s : "off", f);
+}
+
+static const struct config_type type_urlpath = { parse_urlpath, print_urlpath, NULL };
+
 /* tcp:HOST:PORT with a numeric host: resolving names at start would make start-up wait on DNS. */
 static int
 parse_tcp(const char *value, char *what)
@@ -351,6 +385,32 @@ parse_address(const struct config_item *it, const char *value, void *base, char 
 }
 
 static const struct config_type type_address = { parse_address, print_string, NULL };
+
+/* The admin socket: an absolute file path (its mode keeps others out), or off. */
+static int
+parse_admin_path(const struct config_item *it, const char *value, void *base, char *what)
+{
+	struct config_listener *l = base;
+
+	if (strcmp(value, "off") == 0) {
+		free(l->address);
+		l->address = NULL;
+		return 0;
+	}
+	if (value[0] != '/')
+		return bad(what, "'%s' must be an absolute path, or off", value);
+	return parse_address(it, value, base, what);
+}
+
+static void
+print_admin_path(const struct config_item *it, const void *base, FILE *f)
+{
+	const struct config_listener *l = base;
+
+	fputs(l->address ? l->address : "off", f);
+}
+
+static const struct config_type type_admin_path = { parse_admin_path, print_admin_path, NULL };
 
 static int
 parse_socktype(const struct config_item *it, const char *value, void *base, char *what)
@@ -685,6 +745,10 @@ static const struct config_type type_units = { parse_units, print_units, NULL };
 	{ CONFIG_SECTION_LISTENER, key, &type, offsetof(struct config_listener, field), min, max, \
 	  flags, def, doc }
 
+#define ADMIN(key, type, field, flags, def, doc)                                               \
+	{ CONFIG_SECTION_ADMIN, key, &type, offsetof(struct config_listener, field), 0, 0, flags, \
+	  def, doc }
+
 const struct config_item config_items[] = {
 	DAEMON("shutdown_timeout", type_duration, shutdown_timeout_usec, 0, 0, 0, "10s",
 	       "on stop or reload, how long workers may finish open connections"),
@@ -747,6 +811,12 @@ const struct config_item config_items[] = {
 		 "most clients one user holds open on this listener; 0 = no limit"),
 	LISTENER("max_datagram", type_size, max_datagram, 1, 16 << 20, DGRAM_ONLY, "64k",
 		 "dgram: a larger datagram is dropped and counted, never truncated"),
+	ADMIN("path", type_admin_path, address, CONFIG_OFF, CONFIG_DEFAULT_ADMIN,
+	      "the admin socket udsctl talks to, mode 0600, owned by udsd's user; off = none"),
+	ADMIN("allow_uids", type_allow, allow_uids, 0, "",
+	      "admit only these users to the admin socket; empty = anyone the mode lets in"),
+	ADMIN("allow_gids", type_allow, allow_gids, ID_GROUP, "",
+	      "admit only members of these groups to the admin socket"),
 };
 
 const size_t config_n_items = ELEMENTSOF(config_items);
@@ -792,16 +862,18 @@ struct parse {
 	void *base;   /* what the current section's keys fill: the config, a listener or a pool */
 	size_t index; /* of the current section in lines: LINES_DAEMON, LINES_LISTENER(i), ... */
 	unsigned daemon_line;
+	unsigned admin_line;
 	/* [daemon]'s pool keys: parsed here to check them, kept as written for every pool. */
 	struct config_pool defaults;
 	char *default_values[N_ITEMS];
 	/* Where each key of each section was set, for duplicates and later checks. */
-	unsigned lines[1 + CONFIG_MAX_LISTENERS + CONFIG_MAX_POOLS + 1][N_ITEMS];
+	unsigned lines[1 + CONFIG_MAX_LISTENERS + CONFIG_MAX_POOLS + 2][N_ITEMS];
 };
 
 #define LINES_DAEMON 0
 #define LINES_LISTENER(i) (1 + (i))
 #define LINES_POOL(i) (1 + CONFIG_MAX_LISTENERS + (i))
+#define LINES_ADMIN (1 + CONFIG_MAX_LISTENERS + CONFIG_MAX_POOLS + 1)
 
 _printf_(3, 4) static int
 parse_fail(struct parse *p, unsigned line, const char *fmt, ...)
@@ -908,6 +980,7 @@ set_key(struct parse *p, const char *key, const char *value)
 	if (!it && p->section != CONFIG_SECTION_LISTENER)
 		return parse_fail(p, p->line, "unknown key '%s' in [%s]", key,
 				  p->section == CONFIG_SECTION_DAEMON ? "daemon" :
+				  p->section == CONFIG_SECTION_ADMIN  ? "admin" :
 									((struct config_pool *)p->base)->name);
 	if (!it)
 		return add_extra(p, key, value);
@@ -1013,7 +1086,7 @@ section_name(const char *section, const char *kind)
 	return section;
 }
 
-/* Section names are "daemon", "listener NAME" and "pool NAME". */
+/* Section names are "daemon", "admin", "listener NAME" and "pool NAME". */
 static void
 enter_section(struct parse *p, const char *section)
 {
@@ -1030,6 +1103,16 @@ enter_section(struct parse *p, const char *section)
 		p->section = CONFIG_SECTION_DAEMON;
 		p->base = p->config;
 		p->index = LINES_DAEMON;
+	} else if (strcmp(section, "admin") == 0) {
+		if (p->admin_line) {
+			parse_fail(p, p->line, "[admin] is defined twice (first at line %u)",
+				   p->admin_line);
+			return;
+		}
+		p->admin_line = p->line;
+		p->section = CONFIG_SECTION_ADMIN;
+		p->base = &p->config->admin;
+		p->index = LINES_ADMIN;
 	} else if ((name = section_name(section, "listener"))) {
 		listener_new(p, name);
 	} else if ((name = section_name(section, "pool"))) {
@@ -1354,6 +1437,7 @@ config_load_string(const char *name, const char *text, struct config **ret, char
 	int r = -ENOMEM;
 
 	if (c && p && (c->file = strdup(name)) && apply_defaults(CONFIG_SECTION_DAEMON, c) >= 0 &&
+	    apply_defaults(CONFIG_SECTION_ADMIN, &c->admin) >= 0 &&
 	    apply_defaults(CONFIG_SECTION_POOL, &p->defaults) >= 0) {
 		p->config = c;
 		p->name = name;
@@ -1457,6 +1541,10 @@ config_dump(const struct config *c, FILE *f)
 		fprintf(f, "\n[pool %s]\n", c->pools[i].name);
 		r = dump_section(&c->pools[i], CONFIG_SECTION_POOL, false, false, f);
 	}
+	if (r >= 0) {
+		fputs("\n[admin]\n", f);
+		r = dump_section(&c->admin, CONFIG_SECTION_ADMIN, false, false, f);
+	}
 	for (size_t i = 0; i < c->n_listeners && r >= 0; i++) {
 		const struct config_listener *l = &c->listeners[i];
 
@@ -1495,6 +1583,9 @@ config_free(struct config *c)
 		free(l->extra);
 	}
 	free(c->listeners);
+	free(c->admin.address);
+	free(c->admin.allow_uids);
+	free(c->admin.allow_gids);
 	for (size_t i = 0; i < c->n_pools; i++)
 		pool_free(&c->pools[i]);
 	free(c->pools);
@@ -1548,6 +1639,7 @@ key_item(const struct udsd_key *k, struct config_item *ret)
 		[UDSD_KEY_UINT] = &type_uint,
 		[UDSD_KEY_SIZE] = &type_size,
 		[UDSD_KEY_DURATION] = &type_duration,
+		[UDSD_KEY_PATH] = &type_urlpath,
 	};
 
 	if ((unsigned)k->type >= ELEMENTSOF(types) || !k->key)

@@ -16,6 +16,7 @@
 #define CONFIG_TICK_USEC UINT64_C(1000000)
 /* The implicit pool: [daemon]'s keys, for the listeners that name none. */
 #define CONFIG_DEFAULT_POOL "default"
+#define CONFIG_DEFAULT_ADMIN "/run/udsd/admin.sock"
 #ifndef CONFIG_DEFAULT_FILE
 #define CONFIG_DEFAULT_FILE "/etc/udsd/udsd.conf"
 #endif
@@ -97,6 +98,12 @@ struct config {
 	size_t n_pools;
 	struct config_listener *listeners;
 	size_t n_listeners;
+	/*
+	 * [admin]: the socket udsctl talks to.  Only address (NULL: off),
+	 * allow_uids and allow_gids are used, so that the listeners' allow-list
+	 * code (config_listener_admits()) serves it too.
+	 */
+	struct config_listener admin;
 };
 
 /*
@@ -108,6 +115,7 @@ enum config_section {
 	CONFIG_SECTION_DAEMON,	 /* [daemon], once */
 	CONFIG_SECTION_LISTENER, /* [listener NAME], one per socket */
 	CONFIG_SECTION_POOL,	 /* [pool NAME], and in [daemon] as every pool's default */
+	CONFIG_SECTION_ADMIN,	 /* [admin], once: the admin socket */
 };
 
 struct config_type;

@@ -299,15 +299,16 @@ enum udsd_key_type {
 	UDSD_KEY_UINT,	   /* a decimal number */
 	UDSD_KEY_SIZE,	   /* bytes, with an optional k, M or G */
 	UDSD_KEY_DURATION, /* microseconds, written with a unit */
+	UDSD_KEY_PATH,	   /* a URL path such as /status: a char array of max bytes */
 };
 
-#define UDSD_KEY_OFF 1u /* "off" is accepted and stored as 0 */
+#define UDSD_KEY_OFF 1u /* "off" is accepted and stored as 0 (a path: as "") */
 
 struct udsd_key {
 	const char *key;
 	enum udsd_key_type type;
-	size_t offset;	   /* of a uint64_t in the service's settings struct */
-	uint64_t min, max; /* inclusive; max 0: no upper bound */
+	size_t offset;	   /* of a uint64_t (a path: a char array) in the service's settings */
+	uint64_t min, max; /* inclusive; max 0: no upper bound (a path: the array's size) */
 	unsigned flags;	   /* UDSD_KEY_OFF */
 	const char *def;   /* the default as written in a config file; NULL: none */
 	const char *doc;   /* one line, for the service's documentation */

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc libc6-dev libsystemd-dev libinih-dev nettle-dev libcmocka-dev
-      python3 python3-pytest socat netcat-openbsd curl nginx-light systemd util-linux procps
+      python3 python3-pytest python3-prometheus-client socat netcat-openbsd curl nginx-light systemd util-linux procps
       clang libclang-rt-14-dev valgrind mandoc haproxy iproute2 python3-yaml)
 [ "${1:-}" = "--build-only" ] && pkgs=(meson ninja-build pkg-config gcc libc6-dev libsystemd-dev
       libinih-dev nettle-dev netcat-openbsd socat curl)

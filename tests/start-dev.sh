@@ -23,6 +23,9 @@ service = http
 [listener echo]
 path = $top/run/echo.sock
 service = echo
+
+[admin]
+path = $top/run/admin.sock
 CONF
 
 cat <<MSG
@@ -31,5 +34,8 @@ udsd is starting in the foreground (Ctrl-C to stop). Talk to it with:
   curl --unix-socket $top/run/udsd.sock http://localhost/status
   echo hello | nc -U -N $top/run/echo.sock
   socat - UNIX-CONNECT:$top/run/echo.sock
+and manage it with:
+  build-run/daemon/udsctl -s $top/run/admin.sock status
+  build-run/daemon/udsctl -s $top/run/admin.sock reload
 MSG
 exec build-run/daemon/udsd -c run/udsd.conf

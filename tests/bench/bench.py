@@ -204,6 +204,8 @@ def servers(tmp, gobin, args):
                                 tcp="[listener tcp]\npath = tcp:127.0.0.1:%d\nservice = echo\n" % port if tcp else "")
         if not datagrams:  # for a --baseline binary older than dgram listeners
             text = text.replace("[listener dgram]\npath = %s\ntype = dgram\nservice = echo\n" % dgram, "")
+        else:  # the admin socket in the run dir, not the host's /run/udsd (a baseline knows none)
+            text += "\n[admin]\npath = %s\n" % (p[:-len(".conf")] + ".admin")
         with open(p, "w") as f:
             f.write(text)
         return p

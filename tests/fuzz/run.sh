@@ -13,7 +13,7 @@ $cc tests/fuzz/fuzz-config.c lib/config.c $(pkg-config --cflags --libs inih) -o 
 # channel.c holds both ends of the channel: the worker side brings the worker thread with it.
 $cc tests/fuzz/fuzz-channel.c daemon/channel.c daemon/conn.c daemon/dgram.c daemon/worker.c daemon/log.c \
 	daemon/status.c daemon/load.c daemon/credentials.c daemon/service.c daemon/plugin.c \
-	daemon/peer.c daemon/echo.c daemon/http.c daemon/http-parser.c daemon/http-settings.c \
+	daemon/peer.c daemon/echo.c daemon/http.c daemon/http-parser.c daemon/http-settings.c daemon/metrics.c \
 	lib/config.c lib/fdpass.c lib/fd-util.c $(pkg-config --cflags --libs inih libsystemd) \
 	-lpthread -ldl \
 	-o "$out/fuzz-channel"

@@ -15,6 +15,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UDSD = os.environ.get("UDSD_BIN") or os.path.join(HERE, "..", "..", "build", "daemon", "udsd")
+UDSCTL = os.path.join(os.path.dirname(UDSD), "udsctl")
 BUILD = os.environ.get("UDSD_BUILD") or os.path.join(HERE, "..", "..", "build")
 
 
@@ -77,13 +78,17 @@ class Udsd:
         self.tmp = str(tmp)
         self.sock = os.path.join(self.tmp, "udsd.sock")
         self.conf_path = os.path.join(self.tmp, name + ".conf")
+        # The admin socket in the test's directory, never the host's /run/udsd.
+        self.admin = os.path.join(self.tmp, name + "-admin.sock")
         self.log_path = os.path.join(self.tmp, name + ".log")
         self.write_config(conf)
         self.proc = None
         self.notify = None
 
     def write_config(self, conf):
-        text = conf.format(sock=self.sock, tmp=self.tmp, build=BUILD)
+        text = conf.format(sock=self.sock, tmp=self.tmp, build=BUILD, admin=self.admin)
+        if "[admin]" not in text:
+            text += "\n[admin]\npath = %s\n" % self.admin
         with open(self.conf_path, "w") as f:
             f.write(text)
 
@@ -143,6 +148,12 @@ class Udsd:
                     pass
             self.proc.kill()
             self.proc.wait()
+
+    def udsctl(self, *args, timeout=120):
+        """Run udsctl against this udsd's admin socket: (exit status, stdout, stderr)."""
+        p = subprocess.run([UDSCTL, "-s", self.admin] + list(args), capture_output=True, text=True,
+                           timeout=timeout)
+        return p.returncode, p.stdout, p.stderr
 
     def status(self, path=None):
         return json.loads(http_get(path or self.http_sock, "/status")[2])

@@ -560,9 +560,10 @@ def test_clients_of_dead_workers_wait_for_a_replacement(udsd_factory, workers):
         s.sendall(b"%02d" % i)
         clients.append(s)
     # Every client accepted and handed over: none in the backlog, none held by the master,
-    # whose sockets are then its two listeners and both ends of each worker's one channel.
+    # whose sockets are then its two listeners, its admin socket and both ends of each
+    # worker's one channel.
     for _ in deadline_loop(10, "the master to hand every client to the stopped workers"):
-        if listen_backlog(d, d.sock) == 0 and master_sockets(d) == 2 + 2 * workers:
+        if listen_backlog(d, d.sock) == 0 and master_sockets(d) == 3 + 2 * workers:
             break
     for pid in victims:
         os.kill(pid, signal.SIGKILL)

@@ -218,8 +218,9 @@ class Host:
         with open(self.conf, "w") as f:
             f.write("[daemon]\nworkers = 2\nthreads = 1\nshutdown_timeout = 5s\n\n"
                     "[listener main]\npath = %s\nservice = http\nmode = 0660\n\n"
-                    "[listener tcp]\npath = tcp:%s:%d\nservice = http\n"
-                    % (self.sock, ADDR[name], UDSD_PORT))
+                    "[listener tcp]\npath = tcp:%s:%d\nservice = http\n\n"
+                    "[admin]\npath = %s\n"
+                    % (self.sock, ADDR[name], UDSD_PORT, os.path.join(self.dir, "admin.sock")))
 
     def start(self):
         self.starts += 1

@@ -62,6 +62,45 @@ wait_for "StatusText shows the new generation" bash -c "[[ \"\$($here/ns.sh run 
 check "/status: generation 2 serves" grep -q '"generation":2,' <(get /status)
 check "same main pid after reload" test "$(prop MainPID udsd)" = "$pid1"
 
+# The operator's commands (issue 16): udsctl on the shipped admin socket, the metrics
+# through a real parser, and a reload that fails visibly, with its reason kept.
+udsctl=/usr/local/sbin/udsctl
+check "the admin socket is root's, mode 0600" test "$(stat -c '%U %a' "$root/run/udsd/admin.sock")" = "root 600"
+st=$(run $udsctl status)
+echo "$st"
+check "udsctl status: the main listener" grep -qE '^main +/run/udsd/udsd.sock ' <<<"$st"
+check "udsctl status: 2 workers of generation 2, pids of the unit" test "$(grep -cE '^ +2 default ' <<<"$st")" = 2
+for pid in $(grep -E '^ +2 default ' <<<"$st" | awk '{print $4}'); do
+	check "udsctl status: worker $pid is in udsd.service's cgroup" bash -c "$here/ns.sh run $state cat /proc/$pid/cgroup | grep -q '/udsd.service$'"
+done
+check "udsctl status --json: generation 2" test "$(run $udsctl status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["generation"])')" = 2
+run $udsctl metrics > "$state/metrics.txt"
+check "udsctl metrics: valid OpenMetrics, generation 2" /usr/bin/python3 -c '
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+f = {m.name: m for m in text_string_to_metric_families(open(sys.argv[1]).read())}
+assert f["udsd_generation"].samples[0].value == 2
+assert f["udsd_reloads"].samples[0].labels == {"result": "ok"} and f["udsd_reloads"].samples[0].value == 1
+assert any(s.labels["listener"] == "main" for s in f["udsd_listener_backlog"].samples)
+' "$state/metrics.txt"
+run cp "$conf" "$conf.good"
+run sh -c "printf '\n[listener broken]\npath = relative.sock\n' >> $conf"
+line=$(wc -l < "$root$conf")
+check "systemctl reload fails on a broken config" bash -c "! $here/ns.sh run $state systemctl reload udsd"
+reason="reload failed: $conf:$line: path: 'relative.sock' must be absolute, @abstract or tcp:HOST:PORT"
+run systemctl status --no-pager udsd > "$state/status.txt" || true
+cat "$state/status.txt"
+check "systemctl status shows the file:line reason" grep -qF "Status: \"$reason; " "$state/status.txt"
+check "udsctl reload: the same reason on stderr, exit 1" bash -c "! $here/ns.sh run $state $udsctl reload 2> $state/reload.err"
+check "udsctl reload: the reason" grep -qxF "udsctl: $reason" "$state/reload.err"
+check "the old generation serves on" grep -q '"generation":2,' <(get /status)
+text=$(prop StatusText udsd)
+check "StatusText keeps the reason after more requests" test "${text#"$reason; "}" != "$text"
+run mv "$conf.good" "$conf"
+check "systemctl reload succeeds once the config is fixed" sc reload udsd
+# systemd reads udsd's STATUS= and udsctl's exit apart: the first may come in a moment later.
+wait_for "StatusText: the failure is gone, generation 3 serves" bash -c "[[ \"\$($here/ns.sh run $state systemctl show -P StatusText udsd)\" == '2 workers (generation 3)'* ]]"
+
 # allow_units: a client in allowed.service is served, one in another unit refused.  The
 # master reads each client's unit from its pidfd (SO_PEERPIDFD) and cgroup.
 run cp "$conf" "$conf.orig"

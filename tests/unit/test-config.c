@@ -416,6 +416,7 @@ test_example_file(void **state)
 
 		if (line[0] == '[')
 			section = strncmp(line, "[daemon]", 8) == 0 ? CONFIG_SECTION_DAEMON :
+				  strncmp(line, "[admin]", 7) == 0  ? CONFIG_SECTION_ADMIN :
 				  strncmp(line, "[pool", 5) == 0    ? CONFIG_SECTION_POOL :
 								      CONFIG_SECTION_LISTENER;
 		if (strncmp(line, ";;", 2) == 0) {
@@ -449,7 +450,7 @@ test_example_file(void **state)
 	assert_true(c->n_pools >= 2);
 	config_free(c);
 	for (size_t i = 0; i < config_n_items; i++) {
-		static const char *const names[] = { "", "daemon", "listener", "pool" };
+		static const char *const names[] = { "", "daemon", "listener", "pool", "admin" };
 
 		print_message("schema: [%s] %s = %s\n", names[config_items[i].section],
 			      config_items[i].key, config_items[i].def ? config_items[i].def : "(required)");
