@@ -89,8 +89,11 @@ class Udsd:
         text = conf.format(sock=self.sock, tmp=self.tmp, build=BUILD, admin=self.admin)
         if "[admin]" not in text:
             text += "\n[admin]\npath = %s\n" % self.admin
-        with open(self.conf_path, "w") as f:
+        # Atomically, as an editor or a config manager does: a reload may read the file at
+        # any moment (the soak writes it while earlier SIGHUPs are being handled).
+        with open(self.conf_path + ".new", "w") as f:
             f.write(text)
+        os.replace(self.conf_path + ".new", self.conf_path)
 
     def start(self, wait=True, env=None, args=(), cmd_prefix=(), stdin=None):
         self.notify = Notify(os.path.join(self.tmp, "notify-%d.sock" % time.monotonic_ns()))

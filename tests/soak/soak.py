@@ -49,7 +49,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from conftest import BUILD, Udsd, connect, read_response  # noqa: E402
+from conftest import Udsd, connect, read_response  # noqa: E402
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -388,12 +388,7 @@ class Soak:
 
     def reload(self, workers=None):
         if workers is not None:
-            # Atomically, as an editor or a config manager does: a reload (an earlier
-            # SIGHUP's) may read the file at any moment, and half a file is invalid.
-            tmp = self.d.conf_path + ".new"
-            with open(tmp, "w") as f:
-                f.write(CONF.format(workers=workers).format(tmp=self.tmp, build=BUILD))
-            os.replace(tmp, self.d.conf_path)
+            self.d.write_config(CONF.format(workers=workers))  # atomically: see there
         self.d.send(signal.SIGHUP)
 
     def chaos(self, rng, end):
