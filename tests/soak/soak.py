@@ -447,6 +447,15 @@ class Soak:
     def fd_count(self, pid):
         return len(os.listdir("/proc/%d/fd" % pid))
 
+    def quiet_fd_count(self, pid, samples=10):
+        """The least of a few counts 10 ms apart: a descriptor open for a moment (the
+        master's sd_notify() socket) is not part of the baseline."""
+        counts = []
+        for _ in range(samples):
+            counts.append(self.fd_count(pid))
+            time.sleep(0.01)  # samples over 0.1 s, not a synchronisation
+        return min(counts)
+
     def fd_list(self, pid):
         out = []
         for fd in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
@@ -502,12 +511,13 @@ class Soak:
             f.write(os.urandom(100000))
         self.d.start()
         threading.Thread(target=self.read_notify, daemon=True).start()
-        # Counted at READY, before any client: nothing transient is open yet.
+        # Counted at READY, before any client.  The master may still hold the socket
+        # sd_notify() opens for each message, briefly: the least of a few counts.
         master = self.d.proc.pid
         with open("/proc/%d/maps" % master) as f:
             self.budget = RSS_BUDGET_MIB["asan" if "libasan" in f.read() else "plain"]
-        base_master = self.fd_count(master)
-        base_workers = sorted(self.fd_count(p) for p in self.worker_pids())
+        base_master = self.quiet_fd_count(master)
+        base_workers = sorted(self.quiet_fd_count(p) for p in self.worker_pids())
         print("soak: seed %d, %gs, udsd %d, master fds %d, worker fds %s, RSS ceiling %d MiB a worker"
               % (SEED, SECONDS, master, base_master, base_workers, self.budget), flush=True)
 
