@@ -34,14 +34,29 @@ listener_pool(struct master *m, unsigned listener)
 	return &m->pools[m->gen->config->listeners[listener].pool];
 }
 
-/* Queue a client to its pool's least loaded thread with room; NULL if there is none. */
+/*
+ * Queue a client to its pool's least loaded thread with room; NULL if there
+ * is none.  max_connections_per_uid counts the client here, whichever way it
+ * came: accepted now, waiting for a worker, or handed back by a draining or
+ * dead worker (which stopped counting it).  uid is the client's when the
+ * caller knows it, else (uid_t)-1 and it is asked for, before the queue may
+ * send the fd away.
+ */
 static struct mchannel *
-dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener)
+dispatch_try(struct master *m, struct mpool *p, int fd, unsigned listener, uid_t uid)
 {
 	struct mchannel *ch = load_pick(&p->load, &p->caps);
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
 
 	if (!ch)
 		return NULL;
+	if (m->gen->config->listeners[listener].max_per_uid) {
+		if (uid == (uid_t)-1 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+			uid = cred.uid;
+		if (uid != (uid_t)-1)
+			peer_count(ch->worker, listener, uid);
+	}
 	channel_queue(m, ch, fd, listener); /* counts in its load at once: the next pick sees it */
 	atomic_fetch_add_explicit(&status->listeners[listener].handoffs, 1, memory_order_relaxed);
 	return ch;
@@ -73,7 +88,7 @@ accept_dispatch(struct master *m, int fd, unsigned listener)
 	struct mpool *p = listener_pool(m, listener);
 
 	/* accept_listener() checks for room first: only clients of a dead worker find none. */
-	if (!dispatch_try(m, p, fd, listener))
+	if (!dispatch_try(m, p, fd, listener, (uid_t)-1))
 		orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)listener,
 						   .since = now_usec() });
 }
@@ -206,12 +221,10 @@ accept_listener(struct master *m, struct mlistener *l)
 			refuse(m, cl, l->index, fd, why, &cred, unit);
 			continue;
 		}
-		ch = dispatch_try(m, p, fd, l->index);
+		ch = dispatch_try(m, p, fd, l->index, cred.uid);
 		if (!ch)
 			orphan_hold(m, p, (struct orphan){ .fd = fd, .listener = (uint8_t)l->index,
 							   .since = now_usec() });
-		else if (cl->max_per_uid)
-			peer_count(ch->worker, l->index, cred.uid);
 		avail--;
 	}
 }
@@ -284,7 +297,7 @@ orphans_flush_pool(struct master *m, struct mpool *p, uint64_t now)
 		if (now - o->since >= ORPHAN_WAIT_USEC) {
 			safe_close(o->fd);
 			expired++;
-		} else if (!dispatch_try(m, p, o->fd, o->listener)) {
+		} else if (!dispatch_try(m, p, o->fd, o->listener, (uid_t)-1)) {
 			break;
 		}
 	}

@@ -561,7 +561,8 @@ admin_tick(struct master *m)
 	if (!a)
 		return;
 	for (struct admin_client **p = &a->clients, *c; (c = *p);) {
-		if (c->state == ADMIN_UPGRADE && !m->up.check_pid)
+		/* A check that met a reload, or a file replaced meanwhile, runs again (wanted). */
+		if (c->state == ADMIN_UPGRADE && !m->up.check_pid && !m->up.wanted)
 			client_answerf(m, c, false, "%s", m->up.error);
 		else if (c->state == ADMIN_UPGRADED && !m->up.adopting)
 			client_upgraded(m, c);

@@ -58,12 +58,24 @@ callback_begin(struct udsd_conn *c, const char *name)
 	atomic_store_explicit(&t->stats->busy_since, t->now, memory_order_relaxed);
 }
 
+/*
+ * The thread's clock moves on with the callback: the next callback of the
+ * round is stamped when it begins, not when the round began (five
+ * one-second callbacks in a round made the fifth look five seconds old,
+ * stuck past request_timeout), and deadlines set after it count from now.
+ * A callback that returned is progress: the heartbeat says so, or a long
+ * round of callbacks that each kept within request_timeout looked hung to
+ * the master whenever it looked between two of them (check_hung()).
+ */
 static void
 callback_end(struct udsd_conn *c)
 {
 	struct wthread *t = c->thread;
 
-	atomic_store_explicit(&t->stats->busy_since, 0, memory_order_relaxed);
+	t->now = now_usec();
+	atomic_store_explicit(&t->stats->heartbeat_usec, t->now, memory_order_relaxed);
+	/* Release: a master that sees it cleared sees the heartbeat above too. */
+	atomic_store_explicit(&t->stats->busy_since, 0, memory_order_release);
 	t->current = NULL;
 	c->in_callback = false;
 }

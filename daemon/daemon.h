@@ -543,6 +543,9 @@ struct master_upgrade {
 	bool adopting; /* new image: the adopted workers wait for our generation */
 	uint64_t adopt_deadline;
 	bool rolled_back; /* this image is a rollback: never roll back again */
+	bool wanted;	  /* SIGUSR2 came while a reload ran: the upgrade starts once it is over */
+	dev_t target_dev; /* the binary being checked or, in a new image, the one running */
+	ino_t target_ino;
 	char *env_rollback;
 	char error[192]; /* why the last upgrade failed, in STATUS= until the next good one */
 };
@@ -571,6 +574,7 @@ struct master {
 	size_t n_pools;
 	bool activated; /* started by socket activation: systemd passed sockets */
 	bool stopping;
+	bool reload_wanted; /* SIGHUP came while an upgrade's generation started: reload after it */
 	bool ready_sent;
 	unsigned stop_signals;
 	uint64_t stop_deadline;
@@ -648,7 +652,9 @@ int listeners_remap(const struct config *to, const struct config *from, unsigned
  * rollback shows in its m->up.error.  -EBUSY: a reload, upgrade or stop runs.
  */
 void upgrade_init(struct master *m, char **argv);
+int upgrade_check_version(long version);
 int master_upgrade_start(struct master *m, const char *binary, char *err, size_t errlen);
+void upgrade_request(struct master *m);
 bool upgrade_reaped(struct master *m, pid_t pid, int wstatus);
 void upgrade_tick(struct master *m);
 int upgrade_adopt(struct master *m, int fd, struct generation *g);

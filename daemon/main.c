@@ -455,16 +455,6 @@ idle_exit_check(struct master *m)
 }
 
 static void
-upgrade_signal(struct master *m)
-{
-	char err[256];
-	int r = master_upgrade_start(m, NULL, err, sizeof(err));
-
-	if (r == -EBUSY)
-		log_warning("SIGUSR2: not upgrading: %s", err);
-}
-
-static void
 signal_readable(struct master *m)
 {
 	struct signalfd_siginfo si;
@@ -476,13 +466,15 @@ signal_readable(struct master *m)
 			stop(m, sigabbrev_np((int)si.ssi_signo));
 			break;
 		case SIGHUP:
-			if (m->up.adopting)
-				log_warning("SIGHUP: not reloading: an upgrade is in progress");
-			else if (!m->stopping)
+			if (m->up.adopting && !m->stopping) {
+				/* The edited config would be lost: read it once the upgrade serves. */
+				m->reload_wanted = true;
+				log_info("SIGHUP: reloading once the upgrade in progress is over");
+			} else if (!m->stopping)
 				reload(m);
 			break;
 		case SIGUSR2:
-			upgrade_signal(m);
+			upgrade_request(m);
 			break;
 		case SIGCHLD:
 			pool_reap(m);
@@ -562,6 +554,10 @@ loop(struct master *m)
 		pool_check(m);
 		reload_check(m);
 		upgrade_tick(m);
+		if (m->reload_wanted && !m->up.adopting && !m->stopping) {
+			m->reload_wanted = false;
+			reload(m);
+		}
 		admin_tick(m);
 		accept_orphans_flush(m);
 		channel_flush_all(m);
@@ -646,12 +642,13 @@ master_setup(struct master *m)
 		fatalx("out of memory");
 }
 
-enum { OPT_VERBOSE = 0x100, OPT_UPGRADE_STATE };
+enum { OPT_VERBOSE = 0x100, OPT_UPGRADE_STATE, OPT_UPGRADE_CHECK };
 
 struct options {
 	const char *config_file;
 	bool test, dump, quiet;
 	int upgrade_fd; /* internal: the state an upgrading image left (upgrade.c) */
+	long upgrade_check; /* internal, with -t: the state version the old image writes; 0: none */
 };
 
 /* nginx's and php-fpm's habits: -v and -V are the version, -t tests, -T dumps, -q quiets -t. */
@@ -667,6 +664,7 @@ options_parse(int argc, char **argv, struct options *o)
 		{ "version", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "upgrade-state", required_argument, NULL, OPT_UPGRADE_STATE },
+		{ "upgrade-check", required_argument, NULL, OPT_UPGRADE_CHECK },
 		{ 0 },
 	};
 	int opt;
@@ -691,6 +689,9 @@ options_parse(int argc, char **argv, struct options *o)
 			break;
 		case OPT_UPGRADE_STATE:
 			o->upgrade_fd = atoi(optarg);
+			break;
+		case OPT_UPGRADE_CHECK:
+			o->upgrade_check = strtol(optarg, NULL, 10);
 			break;
 		case 'v':
 		case 'V':
@@ -765,6 +766,10 @@ main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	c = g->config;
+	if (o.test && o.upgrade_check && upgrade_check_version(o.upgrade_check) < 0) {
+		generation_unref(g);
+		return EXIT_FAILURE;
+	}
 	if (o.test) {
 		r = config_test(&o, c);
 		generation_unref(g);

@@ -185,6 +185,11 @@ plugin_check(const struct config *c, struct service *s, char *err, size_t errlen
 
 		if (!first_plugin(c, pool))
 			continue;
+		/* The pool's credentials are root's: say so, every time they are checked. */
+		if (geteuid() == 0 && (c->pools[pool].user == (uid_t)-1 || c->pools[pool].user == 0))
+			log_warning("pool %s runs plugin code as root (%s:%u: %s); set user in the pool "
+				    "to run it unprivileged", c->pools[pool].name, c->file,
+				    first_plugin(c, pool)->service_line, first_plugin(c, pool)->service);
 		r = check_pool(c, s, pool, err, errlen);
 		if (r < 0)
 			return r;

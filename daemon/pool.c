@@ -324,9 +324,29 @@ pool_migrate_index(const struct generation *to, const struct generation *from, u
 bool
 pool_migrated(struct master *m, const struct mworker *from, int fd, unsigned listener)
 {
-	int l = pool_migrate_index(m->gen, from->gen, listener);
+	int l;
 
-	if (l < 0 || m->stopping) {
+	if (m->stopping) {
+		safe_close(fd);
+		return false;
+	}
+	/*
+	 * Only what it was asked for: a worker runs plugin code, and a
+	 * compromised one could otherwise hand over any socket of its own
+	 * making, as a client of any listener, to a pool of another user that
+	 * trusts the master's admission.  migrate[] is set only by a drain
+	 * that migrates (a running worker has none), and stays while a dead
+	 * worker's last hand-backs are read (reaped()).
+	 */
+	if (!from->n_migrate || !from->migrate[listener] ||
+	    from->gen->config->listeners[listener].pool != from->pool) {
+		log_error("worker %d handed back a client it was not asked for (listener %s); "
+			  "closing it", (int)from->pid, from->gen->config->listeners[listener].name);
+		safe_close(fd);
+		return false;
+	}
+	l = pool_migrate_index(m->gen, from->gen, listener);
+	if (l < 0) {
 		safe_close(fd);
 		return false;
 	}
@@ -644,9 +664,12 @@ check_hung(struct mworker *w, uint64_t now)
 	struct status_worker *sw = &status->slots[w->slot];
 
 	for (unsigned t = 0; t < w->n_threads; t++) {
+		/* busy_since first: a thread writes the heartbeat before it clears busy_since. */
+		if (atomic_load(&sw->threads[t].busy_since))
+			continue;
 		uint64_t hb = atomic_load(&sw->threads[t].heartbeat_usec);
 
-		if (!hb || now <= hb + limit || atomic_load(&sw->threads[t].busy_since))
+		if (!hb || now <= hb + limit)
 			continue;
 		log_error("worker %d thread %u hung for %llus outside any callback, killing it",
 			  (int)w->pid, t, (unsigned long long)((now - hb) / USEC_PER_SEC));

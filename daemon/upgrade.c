@@ -21,7 +21,11 @@
  * Same-PID binary upgrade (SIGUSR2, or master_upgrade_start() for udsctl).
  *
  * 1. Check: the new binary (the file udsd was started from, as it is now)
- *    runs "-t -q -c CONFIG" as a child.  It fails (exit status, a signal, not
+ *    runs "-t -q -c CONFIG --upgrade-check=BLOB_VERSION" as a child: it
+ *    must read the config and this state version.  A binary from before
+ *    the upgrade protocol (a package downgrade) knows no such option and
+ *    fails here, where it costs nothing, not after the exec, where it
+ *    would take the master and every connection down.  It fails (exit status, a signal, not
  *    executable, 30 s): nothing changes; the reason goes to the log and to
  *    STATUS= ("upgrade failed: ...") until the next good upgrade.
  * 2. Hand-off: RELOADING=1; the state goes into a memfd (the "blob"), every
@@ -45,9 +49,10 @@
  *    store (fdstore.c) keep the sockets, but not the connections.
  *
  * The blob: a fixed header (magic, version, header size, the old binary's
- * fd) that every version keeps, then fields in order, version 1 below.  An
- * image refuses a version it does not know and rolls back with the header's
- * fd.  Old workers may speak another channel version (carried per worker):
+ * fd) that every version keeps, then fields in order (put_state()); version
+ * 2 adds each worker's per-uid counts.  An image reads BLOB_VERSION_MIN to
+ * BLOB_VERSION, refuses another version and rolls back with the header's
+ * fd; the check (--upgrade-check) asks first, so that this is rare.  Old workers may speak another channel version (carried per worker):
  * a version 1 worker gets a plain CHANNEL_DRAIN and drains, nothing moves.
  * Not carried: the status mapping, whose memfds are sealed against new
  * writable mappings; the new image maps its own, and the adopted workers
@@ -55,8 +60,13 @@
  */
 
 #define BLOB_MAGIC "udsdstat"
-#define BLOB_VERSION 1
+/* 2: each worker's per-uid counts (max_connections_per_uid) follow its channels. */
+#define BLOB_VERSION 2
+#define BLOB_VERSION_MIN 1 /* the oldest this binary reads */
 #define BLOB_ROLLBACK 1u /* flags: the new image failed; why is in the blob */
+#define VERSION_STR_(v) #v
+#define VERSION_STR(v) VERSION_STR_(v)
+#define CHECK_OPTION "--upgrade-check=" VERSION_STR(BLOB_VERSION)
 #define CHECK_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define STR_MAX 4096
 /* Why a new image that could not read the state rolled back (it cannot write a blob). */
@@ -71,6 +81,7 @@ struct blob_header {
 };
 
 struct blob {
+	uint32_t version; /* being read */
 	uint8_t *p;
 	size_t len, cap, off;
 	bool bad;
@@ -205,6 +216,28 @@ upgrade_failed(struct master *m, const char *fmt, ...)
 	/* STATUS= says so with the loop's next status (notify_status()). */
 }
 
+/* The file an upgrade is about: by fd, or else by path. */
+static void
+target_set(struct master *m, int fd, const char *path)
+{
+	struct stat st;
+
+	if ((path ? stat(path, &st) : fstat(fd, &st)) < 0)
+		st = (struct stat){ 0 };
+	m->up.target_dev = st.st_dev;
+	m->up.target_ino = st.st_ino;
+}
+
+/* Another file at path than the one checked (or running): a package replaced it since. */
+static bool
+target_changed(const struct master *m, const char *path)
+{
+	struct stat st;
+
+	return !path || stat(path, &st) < 0 || st.st_dev != m->up.target_dev ||
+	       st.st_ino != m->up.target_ino;
+}
+
 /* At start: the binary we run, kept open for a rollback, and where a new one will be. */
 void
 upgrade_init(struct master *m, char **argv)
@@ -215,6 +248,7 @@ upgrade_init(struct master *m, char **argv)
 	m->up.argv = m->up.old_argv = argv;
 	m->up.check_out = m->up.old_exe_fd = -EBADF;
 	m->up.exe_fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	target_set(m, m->up.exe_fd, NULL);
 	if (n > 0) {
 		path[n] = '\0';
 		/* After an upgrade (or a rollback) our own file may have been replaced. */
@@ -222,6 +256,17 @@ upgrade_init(struct master *m, char **argv)
 			path[n - 10] = '\0';
 		m->up.exe_path = strdup(path);
 	}
+}
+
+/* In the binary being checked ("-t --upgrade-check=VERSION"): can it take that state over? */
+int
+upgrade_check_version(long version)
+{
+	if (version >= BLOB_VERSION_MIN && version <= BLOB_VERSION)
+		return 0;
+	log_error("upgrade state version %ld: this binary reads %u to %u", version,
+		  BLOB_VERSION_MIN, BLOB_VERSION);
+	return -EPROTONOSUPPORT;
 }
 
 static void
@@ -233,7 +278,7 @@ check_child(const char *binary, const char *config, int out)
 	sigprocmask(SIG_UNBLOCK, &all, NULL);
 	if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
 		_exit(127);
-	execl(binary, binary, "-t", "-q", "-c", config, (char *)NULL);
+	execl(binary, binary, "-t", "-q", "-c", config, CHECK_OPTION, (char *)NULL);
 	fprintf(stderr, "cannot execute %s: %s\n", binary, strerror(errno));
 	_exit(127);
 }
@@ -264,6 +309,7 @@ master_upgrade_start(struct master *m, const char *binary, char *err, size_t err
 		upgrade_failed(m, "%s", err);
 		return -EACCES;
 	}
+	target_set(m, -EBADF, binary);
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0 || !(m->up.binary = strdup(binary))) {
 		snprintf(err, errlen, "%s", strerror(errno));
 		return -ENOMEM;
@@ -307,17 +353,57 @@ upgrade_reaped(struct master *m, pid_t pid, int wstatus)
 	if (!pid || pid != m->up.check_pid)
 		return false;
 	check_output(m, out, sizeof(out));
-	if (m->stopping || m->pending)
-		upgrade_failed(m, "%s", m->stopping ? "stopping" : "a reload started meanwhile");
+	if (m->pending && !m->stopping) {
+		/* The check was of the binary, not of the config the reload brings: again, after it. */
+		log_info("upgrade: a reload started meanwhile; checking again once it is over");
+		m->up.check_pid = 0;
+		m->up.wanted = true; /* m->up.binary: checked again (upgrade_tick()) */
+	} else if (m->stopping)
+		upgrade_failed(m, "stopping");
 	else if (WIFSIGNALED(wstatus))
 		upgrade_failed(m, "%s -t: killed by signal %s", m->up.binary,
 			       sigabbrev_np(WTERMSIG(wstatus)));
 	else if (WEXITSTATUS(wstatus) != 0)
 		upgrade_failed(m, "%s -t: exit status %d%s%s", m->up.binary, WEXITSTATUS(wstatus),
 			       *out ? ": " : "", out);
-	else
+	else if (target_changed(m, m->up.binary)) {
+		/*
+		 * What runs must be what was checked.  A replacement between
+		 * this stat() and the execv() still runs unchecked: executing
+		 * an fd opened for the check would close that window, but not
+		 * for a script, whose interpreter reopens it by path.
+		 */
+		log_info("upgrade: %s changed during its check; checking it again", m->up.binary);
+		m->up.check_pid = 0;
+		m->up.wanted = true;
+	} else
 		upgrade_exec(m, m->up.binary, -EBADF, NULL);
 	return true;
+}
+
+/*
+ * SIGUSR2.  A signal cannot be told "busy": during a reload, the upgrade
+ * follows it; during an upgrade, another follows if the file at udsd's path
+ * is not the one being checked or run (a newer package), else it is the
+ * same request twice.
+ */
+void
+upgrade_request(struct master *m)
+{
+	char err[256];
+	int r = master_upgrade_start(m, NULL, err, sizeof(err));
+
+	if (r != -EBUSY || m->stopping)
+		return;
+	if (m->pending) {
+		m->up.wanted = true;
+		log_info("SIGUSR2: upgrading once the reload in progress is over");
+	} else if (target_changed(m, m->up.exe_path)) {
+		m->up.wanted = true;
+		log_info("SIGUSR2: %s changed since this upgrade began: upgrading again after it",
+			 m->up.exe_path);
+	} else
+		log_warning("SIGUSR2: not upgrading: %s", err);
 }
 
 static void
@@ -404,6 +490,12 @@ put_worker(struct blob *b, const struct mworker *w)
 		put_u64(b, ch->sent);
 		put_u64(b, ch->closed);
 		put_u64(b, ch->ready | ch->drain_wanted << 1);
+	}
+	put_u64(b, w->n_uids);
+	for (size_t i = 0; i < w->n_uids; i++) {
+		put_u64(b, w->uids[i].listener);
+		put_u64(b, w->uids[i].uid);
+		put_u64(b, w->uids[i].n);
 	}
 }
 
@@ -634,6 +726,31 @@ find_generation(struct generation **gens, size_t n, unsigned id)
 	return NULL;
 }
 
+/* Its clients per uid (max_connections_per_uid): those that stay with it go on counting. */
+static void
+get_uids(struct blob *b, struct mworker *w)
+{
+	size_t n = get_count(b, 1 << 20);
+
+	if (n == 0 || b->bad)
+		return;
+	w->uids = calloc(n, sizeof(*w->uids));
+	if (!w->uids) {
+		b->bad = true;
+		return;
+	}
+	w->n_uids = w->cap_uids = n;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t listener = get_u64(b);
+
+		w->uids[i].listener = (uint8_t)listener;
+		w->uids[i].uid = (uid_t)get_u64(b);
+		w->uids[i].n = (unsigned)get_u64(b);
+		if (listener >= w->gen->config->n_listeners)
+			b->bad = true;
+	}
+}
+
 static void
 get_worker(struct blob *b, struct master *m, struct generation **gens, size_t n_gens)
 {
@@ -675,8 +792,11 @@ get_worker(struct blob *b, struct master *m, struct generation **gens, size_t n_
 		ch->drain_wanted = flags & 2;
 		w->ready += ch->ready;
 	}
+	if (b->version >= 2)
+		get_uids(b, w);
 	if (b->bad || channel_adopt(m, w) < 0) {
 		b->bad = true;
+		free(w->uids);
 		free(w->chan);
 		*w = (struct mworker){ 0 };
 		return;
@@ -812,11 +932,13 @@ restore(struct master *m, struct blob *b, struct generation **gens, size_t *ret_
 	get(b, &h, sizeof(h));
 	if (memcmp(h.magic, BLOB_MAGIC, sizeof(h.magic)) != 0)
 		return -EBADMSG;
-	if (h.version != BLOB_VERSION) {
-		log_error("upgrade: state version %u, this binary reads %u", h.version, BLOB_VERSION);
+	if (h.version < BLOB_VERSION_MIN || h.version > BLOB_VERSION) {
+		log_error("upgrade: state version %u, this binary reads %u to %u", h.version,
+			  BLOB_VERSION_MIN, BLOB_VERSION);
 		return -EPROTONOSUPPORT;
 	}
 	b->off = h.size;
+	b->version = h.version;
 	if (h.exe_fd >= 0 && fcntl(h.exe_fd, F_GETFD) >= 0)
 		m->up.old_exe_fd = h.exe_fd;
 	*ret_rollback = get_str(b);
@@ -937,7 +1059,16 @@ void
 upgrade_tick(struct master *m)
 {
 	uint64_t now = now_usec();
+	char err[256];
 
+	/* A SIGUSR2 that came during a reload: a signal has nobody to say "busy" to. */
+	if (m->up.wanted && !m->pending && !m->stopping && !m->up.check_pid && !m->up.adopting) {
+		/* The binary asked for (udsctl upgrade BINARY), or NULL: the one at our path. */
+		_cleanup_free_ char *binary = TAKE_PTR(m->up.binary);
+
+		m->up.wanted = false;
+		(void)master_upgrade_start(m, binary, err, sizeof(err)); /* failures: in m->up.error */
+	}
 	if (m->up.check_pid && now >= m->up.check_deadline) {
 		kill(m->up.check_pid, SIGKILL); /* reaped as a failure */
 		m->up.check_deadline = UINT64_MAX;

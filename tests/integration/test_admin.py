@@ -8,6 +8,7 @@ by udsd through sock_diag, of clients that really wait in a listener's accept qu
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -268,6 +269,42 @@ def test_upgrade_during_a_reload_is_refused_with_the_reason(udsd_factory, exe): 
     finally:
         reload.kill()
         reload.wait()
+
+
+def test_upgrade_whose_check_meets_a_reload_answers_once_it_ran(udsd_factory, exe, tmp_path):  # noqa: F811
+    """A SIGHUP lands while "udsctl upgrade" checks: the check runs again after the reload.
+
+    Before: the upgrade failed ("a reload started meanwhile"), though nothing was wrong with
+    the binary; udsctl must answer with the upgrade's real outcome.
+    """
+    d = start(udsd_factory)
+    real = str(tmp_path / "daemon" / "udsd.real")
+    import shutil
+    shutil.copy(conftest.UDSD, real)
+    go, waiting = tmp_path / "go", tmp_path / "waiting"
+    install(exe, text='#!/bin/sh\n[ "$1" = -t ] && [ ! -e %s ] && touch %s && '
+                      'while [ ! -e %s ]; do sleep 0.05; done\nexec %s "$@"\n'
+                      % (go, waiting, go, real))
+    up = subprocess.Popen([conftest.UDSCTL, "-s", d.admin, "upgrade"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in deadline_loop(30, "the check to run"):
+            if waiting.exists():
+                break
+        with open(d.conf_path, "a") as f:  # a reload that takes 2 s: the check ends meanwhile
+            f.write("[listener t]\npath = {}/t.sock\nservice = {}/tests/plugins/testsvc.so\n"
+                    "init_sleep = 2\n".format(d.tmp, conftest.BUILD))
+        d.send(signal.SIGHUP)
+        for _ in deadline_loop(30, "generation 2 pending"):
+            if "generation 2 starting" in d.log:
+                break
+        go.touch()
+        out, err = up.communicate(timeout=120)
+        assert up.returncode == 0, err
+        assert re.match(r"udsd \S+ serves, generation 3, pid %d\n" % d.proc.pid, out), out
+    finally:
+        up.kill()
+        up.wait()
 
 
 def test_hostile_admin_clients_cannot_stall_the_master(udsd_factory):

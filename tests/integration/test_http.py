@@ -209,7 +209,7 @@ def test_idle_keep_alive_is_closed(udsd_factory):
 
 
 def test_slowloris_does_not_starve_others(web):
-    """500 clients trickling header bytes; a normal client is still served."""
+    """500 clients trickling header bytes; a normal client is still served promptly."""
     slow = []
     for _ in range(500):
         s = connect(web.sock)
@@ -224,11 +224,13 @@ def test_slowloris_does_not_starve_others(web):
             except OSError:
                 pass
         t0 = time.monotonic()
-        # Served, within a deadline generous for a shared CI machine under TSan: a
-        # starved worker never answers.  How fast is the bench's business, not a verdict.
-        assert http_get(web.sock, "/normal", timeout=30)[0] == 200
+        assert http_get(web.sock, "/normal")[0] == 200
         worst = max(worst, time.monotonic() - t0)
-    print("slowest normal request beside 500 slowloris clients: %.3fs" % worst)
+    # Starved would mean waiting for the trickling clients' header_timeout (10 s); the bound
+    # only tells that apart from a shared machine's noise (1.07 s seen under load).
+    # The figure itself is printed, not judged.
+    print("slowloris: worst normal request %.3f s" % worst)
+    assert worst < 5.0, worst
     for s in slow:
         s.close()
 

@@ -338,3 +338,41 @@ def test_100_reloads_under_load_drop_nothing(udsd_factory):
     assert errors == {k: 0 for k in errors}, errors
     assert kept == 50
     assert counts["short"] > 0 and counts["long"] > 0
+
+
+def test_moved_clients_still_count_against_max_connections_per_uid(udsd_factory):
+    """A hostile user at its max_connections_per_uid cannot open more after a reload.
+
+    Before: a moved client left the old worker's per-uid count and joined none, so after
+    each reload the same uid could open max_connections_per_uid more connections.
+    """
+    d = udsd_factory(conf(workers=1).replace("service = echo",
+                                             "service = echo\nmax_connections_per_uid = 2", 1))
+    d.http_sock = os.path.join(d.tmp, "http.sock")
+    d.start()
+    held = [connect(d.sock) for _ in range(2)]
+    for s in held:
+        ping(s)
+
+    def served():
+        s = connect(d.sock)
+        try:
+            s.sendall(b"third")
+            return s.recv(5) == b"third"
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    assert not served()
+    old = d.workers()
+    reload_and_wait(d)
+    wait_gone(old)
+    for s in held:
+        ping(s, b"moved")  # both moved to the new worker
+    assert not served()
+    # A moved client that closes is counted out of its new worker: room for one again.
+    held.pop().close()
+    for _ in deadline_loop(10, "the closed client to be counted out"):
+        if served():
+            break

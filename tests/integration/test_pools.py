@@ -8,7 +8,9 @@ import shutil
 import signal
 import tempfile
 
-from conftest import BUILD, connect, deadline_loop, echo, http_get
+import pytest
+
+from conftest import BUILD, connect, deadline_loop, echo, http_get, ping
 
 
 def public_plugins():
@@ -319,6 +321,43 @@ def test_a_stuck_callback_is_logged_answered_and_its_worker_replaced(udsd_factor
     assert echo(d.sock, b"after") == b"after"
 
 
+BATCH = """
+[daemon]
+shutdown_timeout = 30s
+[pool slow]
+workers = 1
+threads = 1
+request_timeout = 3s
+[listener t]
+path = {sock}
+service = %s
+pool = slow
+""" % TESTSVC
+
+
+def test_callbacks_that_each_keep_within_request_timeout_are_not_stuck(udsd_factory):
+    """request_timeout is per callback, not per event-loop round.
+
+    A thread stamped each callback's start with the time its epoll round
+    began: five clients whose one-second requests queued up behind each other
+    made the last look four seconds old, past a 3s request_timeout, and the
+    worker was replaced and that client cut with the deadline reply.
+    """
+    d = udsd_factory(BATCH)
+    d.start()
+    (pid,) = d.workers()
+    clients = [connect(d.sock, timeout=60) for _ in range(5)]
+    for s in clients:
+        s.sendall(b"hi")
+        assert s.recv(2) == b"hi"
+    for s in clients:  # the first holds the thread; the others arrive meanwhile, one round
+        s.sendall(b"sleep 1")
+    for s in clients:
+        assert s.makefile("rb").readline() == b"slept\n"
+    assert "slowlog" not in d.log
+    assert d.workers() == [pid]
+
+
 def recv_until_eof(s):
     data = b""
     while True:
@@ -488,3 +527,108 @@ def test_allow_units_refuses_a_client_of_another_unit(udsd_factory):
     # Logged once a second at most: the first of the burst, not three lines.
     assert d.log.count("is not in allow_units") == 1
     assert echo(d.sock, b"others") == b"others"
+
+
+PER_UID_ECHO = """
+[daemon]
+workers = 1
+threads = 2
+shutdown_timeout = 5s
+[listener main]
+path = {sock}
+service = echo
+max_connections_per_uid = 2
+[listener web]
+path = {tmp}/http.sock
+service = http
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR2], ids=["reload", "upgrade"])
+def test_max_connections_per_uid_holds_across_a_reload(udsd_factory, sig):
+    """A reload (or a binary upgrade) hands each client to the new generation: it stays counted.
+
+    The old worker told the master each handed-back client was gone, and the
+    master handed it on uncounted: after one SIGHUP a uid held twice its limit.
+    An upgrade's new image carried no counts at all.
+    """
+    d = udsd_factory(PER_UID_ECHO)
+    d.start()
+    held = [connect(d.sock) for _ in range(2)]
+    for s in held:
+        ping(s)
+    assert not served(d.sock)
+    old = d.workers()
+    n = len(d.notify.messages)
+    d.send(sig)
+    d.notify.wait("READY=1", after=d.notify.wait("RELOADING=1", after=n) + 1)
+    for _ in deadline_loop(30, "the old worker to hand its clients over and exit"):
+        if not set(old) & set(d.workers()):
+            break
+    for s in held:
+        ping(s)  # moved, not cut
+    assert not served(d.sock), "a third client of the same uid was admitted after a reload"
+    held.pop().close()
+    for _ in deadline_loop(10, "the closed client to be counted out"):
+        if served(d.sock):
+            break
+
+
+FORGE = """
+[daemon]
+threads = 2
+shutdown_timeout = 5s
+[pool a]
+user = nobody
+workers = 1
+[pool b]
+user = daemon
+workers = 1
+[listener ta]
+path = {tmp}/a.sock
+service = %s
+pool = a
+[listener eb]
+path = {tmp}/b.sock
+service = echo
+pool = b
+allow_uids = root
+""" % TESTSVC
+
+
+def test_a_worker_cannot_hand_a_socket_of_its_own_to_another_pool(udsd_factory):
+    """A compromised plugin must stay in its pool.
+
+    A worker hands clients back to the master only when it drains; the master
+    took such a hand-back from any worker, for any listener, and gave it to
+    that listener's pool: pool a's plugin (as nobody) had pool b serve a
+    socket of its own making, past eb's allow_uids = root.
+    """
+    d = udsd_factory(FORGE)
+    d.start()
+    s = connect(os.path.join(d.tmp, "a.sock"), timeout=30)
+    s.sendall(b"forge 1")  # listener eb, pool b
+    answer = s.makefile("rb").readline().decode()
+    s.close()
+    assert answer == "forged: closed\n", answer
+    assert "handed back a client it was not asked for" in d.log
+    assert echo(os.path.join(d.tmp, "b.sock"), b"still") == b"still"
+
+
+def test_plugin_code_as_root_is_said(udsd_factory):
+    """A pool without user runs its plugins as root: the operator is told, with where.
+
+    Plugin code never runs in the master, but it runs with its pool's
+    credentials, and a pool without user keeps root's: that went unsaid.
+    """
+    d = udsd_factory(BATCH)
+    r = d.run_check("-t")
+    assert r.returncode == 0, r.stderr
+    line = "pool slow runs plugin code as root (%s:10: %s)" % (d.conf_path, TESTSVC)
+    assert line in r.stderr, r.stderr
+    d.start()
+    assert line in d.log
+    # A pool with a user says nothing of the kind.
+    t = udsd_factory(TWO_POOLS, name="pools")
+    t.http_sock = os.path.join(t.tmp, "http.sock")
+    assert "as root" not in t.run_check("-t").stderr

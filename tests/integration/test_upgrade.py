@@ -146,6 +146,41 @@ def test_upgrade_to_a_binary_that_exits_1(udsd_factory, exe):
     assert "upgrade failed, still running the old binary" in d.log
 
 
+def test_upgrade_to_a_binary_without_the_upgrade_protocol(udsd_factory, exe, tmp_path):
+    """A binary that passes "-t" but cannot take the state over is never executed.
+
+    Before: the release from before the upgrade protocol (a package downgrade) passed the
+    check; executed with --upgrade-state it exited 2 ("unrecognized option"), and the master
+    was gone with every connection, the socket left refusing.
+    """
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    workers = d.workers()
+    real = str(tmp_path / "daemon" / "udsd.real")
+    shutil.copy(REAL, real)
+    install(exe, text='#!/bin/sh\nfor a; do case "$a" in --upgrade-*)\n'
+                      '  echo "udsd: unrecognized option \'$a\'" >&2; exit 2;; esac; done\n'
+                      'exec %s "$@"\n' % real)
+    d.send(signal.SIGUSR2)
+    status_says(d, "upgrade failed: %s -t: exit status 2: udsd: unrecognized option "
+                   "'--upgrade-check=" % exe)
+    assert d.proc.poll() is None
+    assert_unchanged(d, clients, workers)
+    assert "upgrade: executing" not in d.log
+
+
+def test_upgrade_check_names_the_state_version(exe, tmp_path):
+    """The new binary says whether it reads the running one's state version."""
+    conf = tmp_path / "c.conf"
+    conf.write_text(CONF.format(sock=str(tmp_path / "s.sock"), tmp=str(tmp_path)))
+    ok = subprocess.run([exe, "-t", "-q", "-c", str(conf), "--upgrade-check=1"],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([exe, "-t", "-q", "-c", str(conf), "--upgrade-check=99"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "upgrade state version 99: this binary reads 1 to 2" in bad.stderr
+
+
 def test_upgrade_requested_twice_in_a_row(udsd_factory, exe, tmp_path):
     """The second SIGUSR2 arrives while the first upgrade's check runs: one upgrade, no harm."""
     d = start(udsd_factory)
@@ -171,6 +206,132 @@ def test_upgrade_requested_twice_in_a_row(udsd_factory, exe, tmp_path):
         ping(s, b"once %d" % k)
     assert d.log.count("upgrade: executing") == 1
     assert d.status(d.http_sock)["generation"] == 2
+
+
+SLOW = CONF + """
+[listener slow]
+path = {tmp}/slow.sock
+service = {build}/tests/plugins/testsvc.so
+init_sleep = 2
+"""
+
+
+def wait_log(d, text, what, timeout=60):
+    for _ in deadline_loop(timeout, what):
+        if text in d.log:
+            return
+
+
+def test_an_upgrade_asked_for_during_a_reload_follows_it(udsd_factory, exe):
+    """SIGUSR2 while a reload's generation starts: the upgrade runs once the reload is over.
+
+    Before: "not upgrading: a reload is in progress", and the old binary ran on for good
+    (a signal has nobody to return an error to: the package's script saw success).
+    """
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    d.write_config(SLOW)
+    d.send(signal.SIGHUP)
+    wait_log(d, "generation 2 starting", "the reload to start")
+    install(exe, REAL)
+    d.send(signal.SIGUSR2)
+    wait_log(d, "upgraded: udsd", "the upgrade after the reload")
+    status_says(d, "(generation 3)")
+    for k, s in enumerate(clients):
+        ping(s, b"kept %d" % k)
+    assert conftest.echo(os.path.join(d.tmp, "slow.sock"), b"slow") == b"slow"
+
+
+def test_a_reload_asked_for_during_an_upgrade_follows_it(udsd_factory, exe):
+    """SIGHUP while the new image waits for its generation: the reload runs once it serves.
+
+    Before: "SIGHUP: not reloading: an upgrade is in progress", and the edited config was
+    never read (systemctl reload had already returned success).
+    """
+    d = start(udsd_factory, SLOW)
+    install(exe, REAL)
+    d.send(signal.SIGUSR2)
+    wait_log(d, "upgrade: took over from the old binary", "the new image to adopt")
+    d.write_config(SLOW + "[listener late]\npath = {tmp}/late.sock\nservice = echo\n")
+    d.send(signal.SIGHUP)
+    late = os.path.join(d.tmp, "late.sock")
+    for _ in deadline_loop(60, "the reload after the upgrade to bind late.sock"):
+        if os.path.exists(late) and "reloaded: generation 3 serves" in d.log:
+            break
+    assert conftest.echo(late, b"late") == b"late"
+
+
+def test_a_reload_during_the_upgrade_check_delays_the_upgrade(udsd_factory, exe, tmp_path):
+    """A reload starts while the new binary's check runs: the upgrade is checked again after it.
+
+    Before: "upgrade failed: a reload started meanwhile"; the upgrade was lost.
+    """
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    real = str(tmp_path / "daemon" / "udsd.real")
+    shutil.copy(REAL, real)
+    go = tmp_path / "go"
+    install(exe, text='#!/bin/sh\n[ "$1" = -t ] && while [ ! -e %s ]; do sleep 0.05; done\n'
+                      'exec %s "$@"\n' % (go, real))
+    d.send(signal.SIGUSR2)
+    wait_log(d, "upgrade: checking", "the check to run")
+    d.write_config(SLOW)  # its generation takes 2 s to start: the check ends meanwhile
+    d.send(signal.SIGHUP)
+    wait_log(d, "generation 2 starting", "the reload to start")
+    go.touch()
+    wait_log(d, "upgraded: udsd", "the upgrade after the reload")
+    status_says(d, "(generation 3)")
+    for k, s in enumerate(clients):
+        ping(s, b"kept %d" % k)
+    assert "upgrade failed" not in d.log
+
+
+NO_PROTOCOL = ('#!/bin/sh\nfor a; do case "$a" in --upgrade-*)\n'
+               '  echo "udsd: unrecognized option \'$a\'" >&2; exit 2;; esac; done\nexec %s "$@"\n')
+
+
+def test_a_binary_replaced_during_its_check_is_checked_again(udsd_factory, exe, tmp_path):
+    """What runs is what was checked: a file replaced while the check ran is checked anew.
+
+    Before: the check passed on the first file and the master executed the path, by then a
+    binary that cannot adopt (here one without the upgrade protocol): the master was gone.
+    """
+    d = start(udsd_factory)
+    clients = [connect(d.sock) for _ in range(3)]
+    workers = d.workers()
+    real = str(tmp_path / "daemon" / "udsd.real")
+    shutil.copy(REAL, real)
+    go, waiting = tmp_path / "go", tmp_path / "waiting"
+    install(exe, text='#!/bin/sh\n[ "$1" = -t ] && touch %s && while [ ! -e %s ]; do sleep 0.05; done\n'
+                      'exec %s "$@"\n' % (waiting, go, real))
+    d.send(signal.SIGUSR2)
+    for _ in deadline_loop(30, "the check to run"):
+        if waiting.exists():
+            break
+    install(exe, text=NO_PROTOCOL % real)
+    go.touch()
+    status_says(d, "upgrade failed: %s -t: exit status 2: udsd: unrecognized option" % exe)
+    assert "changed during its check; checking it again" in d.log
+    assert d.proc.poll() is None
+    assert_unchanged(d, clients, workers)
+
+
+def test_a_newer_binary_during_an_upgrade_is_upgraded_to_next(udsd_factory, exe):
+    """SIGUSR2 for a file installed while the last upgrade's generation starts: a second one.
+
+    Before: "not upgrading: an upgrade is in progress"; the newer file never ran.
+    """
+    d = start(udsd_factory, SLOW)
+    install(exe, REAL)
+    d.send(signal.SIGUSR2)
+    wait_log(d, "upgrade: took over from the old binary", "the new image to adopt")
+    install(exe, REAL)
+    d.send(signal.SIGUSR2)
+    for _ in deadline_loop(60, "the second upgrade"):
+        if d.log.count("upgraded: udsd") == 2:
+            break
+    status_says(d, "(generation 3)")
+    assert d.log.count("upgrade: executing") == 2
 
 
 def test_a_new_binary_whose_workers_fail_rolls_back(udsd_factory, exe, tmp_path):
@@ -214,6 +375,44 @@ def test_a_state_version_it_does_not_know_is_handed_back(tmp_path):
     finally:
         os.close(fd)
         os.close(exe)
-    assert "state version 99, this binary reads 1" in p.stderr, p.stderr
+    assert "state version 99, this binary reads 1 to 2" in p.stderr, p.stderr
     assert "rolling back to the old binary" in p.stderr
     assert p.returncode == 0  # /bin/true ran in its place, with the same PID
+
+
+def test_max_connections_per_uid_holds_across_an_upgrade(udsd_factory, exe):
+    """The old workers' per-uid counts carry over: clients that stay with them still count.
+
+    Before: the state left them out; testsvc's clients (which do not move) stopped counting,
+    and the same uid could open max_connections_per_uid more after every upgrade.
+    """
+    d = start(udsd_factory, CONF + """
+[listener t]
+path = {tmp}/t.sock
+service = {build}/tests/plugins/testsvc.so
+max_connections_per_uid = 2
+""")
+    t = os.path.join(d.tmp, "t.sock")
+    held = [connect(t) for _ in range(2)]
+    for s in held:
+        ping(s)
+
+    def served():
+        s = connect(t)
+        try:
+            s.sendall(b"third")
+            return s.recv(5) == b"third"
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    assert not served()
+    upgrade_and_wait(d, exe)
+    for s in held:
+        ping(s, b"kept")  # still served by the old worker, draining
+    assert not served()
+    held.pop().close()
+    for _ in deadline_loop(10, "the closed client to be counted out"):
+        if served():
+            break

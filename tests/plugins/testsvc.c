@@ -10,7 +10,10 @@
  * when the listener sets fail_init = yes and takes init_sleep = SECONDS to
  * start.  On a dgram listener it answers "creds", "addr", "fds" and "take"
  * with what it saw, fails "fail", leaves "quiet..." unanswered and echoes
- * anything else.  Built with -DNO_DGRAM_FLAG it does not say
+ * anything else.  "forge N" plays a compromised plugin: it hands the master a
+ * socket of its own as a client of listener N (an index in the config)
+ * migrating at a reload, with "whoami" waiting in it, and answers with what
+ * comes back ("forged: closed" if nobody served it).  Built with -DNO_DGRAM_FLAG it does not say
  * UDSD_SERVICE_DATAGRAMS, with -DRECV_FDS it takes descriptors; built with
  * -DBAD_VERSION it claims an API version udsd does not have; with
  * -DNO_SYMBOL it exports nothing.
@@ -20,7 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -129,9 +135,82 @@ test_whoami(struct udsd_conn *conn)
 	udsd_conn_write(conn, out, (size_t)n);
 }
 
+
+/* This worker's channel to the master: a seqpacket socketpair the master made. */
+static int
+master_channel(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int found = -1;
+
+	while (d && found < 0 && (e = readdir(d))) {
+		int fd = atoi(e->d_name), type = 0;
+		struct ucred cred;
+		socklen_t len = sizeof(type), clen = sizeof(cred);
+
+		if (fd > 2 && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+		    type == SOCK_SEQPACKET &&
+		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.pid == getppid())
+			found = fd;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* "forge N": the channel's wire format (daemon/channel.c), CHANNEL_MIGRATED = 7. */
+static void
+test_forge(struct udsd_conn *conn, const char *arg, size_t len)
+{
+	char n[8] = "", out[160] = "forged: closed\n", buf[128];
+	unsigned char msg[9] = { 7, 0, 1, 0, 0, 0, 0, 0, 0 };
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} control;
+	struct iovec iov = { .iov_base = msg, .iov_len = sizeof(msg) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			     .msg_controllen = sizeof(control.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	int sv[2], chan = master_channel();
+
+	memcpy(n, arg, len < sizeof(n) - 1 ? len : sizeof(n) - 1);
+	msg[8] = (unsigned char)atoi(n);
+	if (chan < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		udsd_conn_write(conn, "forged: no channel\n", 19);
+		return;
+	}
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &sv[1], sizeof(int));
+	if (write(sv[0], "whoami", 6) != 6 || sendmsg(chan, &mh, MSG_NOSIGNAL) < 0) {
+		udsd_conn_write(conn, "forged: not sent\n", 17);
+		close(sv[0]);
+		close(sv[1]);
+		return;
+	}
+	close(sv[1]);
+	struct pollfd p = { .fd = sv[0], .events = POLLIN };
+	if (poll(&p, 1, 5000) == 1) {
+		ssize_t got = read(sv[0], buf, sizeof(buf) - 1);
+		if (got > 0) {
+			buf[got] = '\0';
+			snprintf(out, sizeof(out), "forged: %s\n", buf);
+		}
+	}
+	close(sv[0]);
+	udsd_conn_write(conn, out, strlen(out));
+}
+
 static ssize_t
 test_data(struct udsd_conn *conn, const void *data, size_t len)
 {
+	if (len >= 6 && memcmp(data, "forge ", 6) == 0) {
+		test_forge(conn, (const char *)data + 6, len - 6);
+		return (ssize_t)len;
+	}
 	if (len >= 6 && memcmp(data, "whoami", 6) == 0) {
 		test_whoami(conn);
 		return (ssize_t)len;
