@@ -25,6 +25,12 @@
 #define MMAP_THRESHOLD (128 * 1024)
 /* Buffer bytes freed before the tick hands free pages back to the kernel. */
 #define TRIM_MIN (1024 * 1024)
+#ifdef __SANITIZE_ADDRESS__
+/* AddressSanitizer's allocator owns the heap: glibc's malloc_trim() walks arenas it never set up. */
+#define WORKER_TRIM false
+#else
+#define WORKER_TRIM true
+#endif
 
 /* The channel's epoll tag: any pointer that is not a connection. */
 static char channel_tag;
@@ -127,7 +133,8 @@ thread_tick(struct wthread *t)
 	 * arena in turn, so only after frees worth it.
 	 */
 	if (t->freed >= TRIM_MIN) {
-		malloc_trim(0);
+		if (WORKER_TRIM)
+			malloc_trim(0);
 		t->freed = 0;
 	}
 }

@@ -2,6 +2,8 @@
 # Every test udsd has: unit and integration tests on a normal build, again under
 # ASan+UBSan (leaks included), the threaded tests under TSan, and short fuzz runs.
 # Fails loudly: the first failing suite stops the run with its log on screen.
+# Every suite runs under tests/leftovers.py: a process a test started that is still
+# alive when its suite ends fails the run, named (pid and command line), and is killed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +17,8 @@ run_suite() {
 	local dir=$1; shift
 	local out rc=0
 	echo "=== $dir: meson test $*"
-	out=$(meson test -C "$dir" --print-errorlogs "$@" 2>&1) || rc=$?
-	echo "$out" | grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Timeout|Skipped):' || true
+	out=$(/usr/bin/python3 tests/leftovers.py -- meson test -C "$dir" --print-errorlogs "$@" 2>&1) || rc=$?
+	echo "$out" | grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Timeout|Skipped):|^leftovers:' || true
 	local ok fail to
 	ok=$(echo "$out" | awk '/^Ok:/ {print $2}')
 	fail=$(echo "$out" | awk '/^Fail:/ {print $2}')
@@ -37,13 +39,13 @@ setup() {
 }
 
 setup build -Dtests=enabled
-run_suite build
+run_suite build --no-suite soak
 
 # Sanitizers: any report fails the test that caused it (the fixtures read the logs).
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=67
 setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
-run_suite build-asan --no-suite systemd --no-suite bench
+run_suite build-asan --no-suite systemd --no-suite bench --no-suite harness
 
 export TSAN_OPTIONS=halt_on_error=1:exitcode=68
 setup build-tsan -Db_sanitize=thread -Db_lundef=false
@@ -51,7 +53,7 @@ run_suite build-tsan --suite threads
 
 if [ -x tests/fuzz/run.sh ]; then
 	echo "=== fuzz (bounded)"
-	if bash tests/fuzz/run.sh 20; then passed=$((passed + 1)); else
+	if /usr/bin/python3 tests/leftovers.py -- bash tests/fuzz/run.sh 20; then passed=$((passed + 1)); else
 		failed=$((failed + 1)); echo "$passed passed, $failed failed"; exit 1; fi
 fi
 

@@ -12,6 +12,7 @@ Not a pass/fail test: machines are shared and noisy; compare ratios in one run.
 """
 import argparse
 import csv
+import ctypes
 import json
 import math
 import os
@@ -28,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import plot  # noqa: E402 - beside this file
 TOP = os.path.dirname(os.path.dirname(HERE))
+PR_SET_PDEATHSIG = 1
 OUT = os.environ.get("BENCH_OUT") or os.path.join(TOP, "build-bench")
 
 ECHO_CELLS = [  # (name, loadgen args)
@@ -118,14 +120,6 @@ def tree(pid):
     return out
 
 
-def start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def cpu_and_rss(pid):
     """CPU seconds and peak RSS of pid's tree: utime + stime of every process (all its
     threads, dead ones too), plus cutime + cstime (children it has reaped)."""
@@ -143,6 +137,36 @@ def cpu_and_rss(pid):
         except OSError:
             pass
     return cpu, rss
+
+
+def die_with_bench():
+    """In a server, before exec: SIGKILL when the bench dies (a timeout's SIGKILL included),
+    since its own session is out of reach of the test runner's kill of the bench's group."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def stop_server(proc):
+    """Stop a server's whole process tree: it runs in a session and process group of its
+    own (start_new_session), so every process it forks (floor's second server, node's
+    cluster workers) is signalled with it, whether or not its parent passes the signal on.
+    The group is killed while the server is a zombie not yet reaped: its pid, the group's
+    id, cannot be reused meanwhile."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG):
+            time.sleep(0.01)
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what ignored or outlived the SIGTERM
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def wait_socket(path, proc, timeout=20, kind=socket.SOCK_STREAM):
@@ -351,7 +375,8 @@ def run_once(args, gobin, idle):
         for p in (echo, http, dgram_path(tmp)):
             if os.path.exists(p):
                 os.unlink(p)
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, name + ".log"), "ab"))
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, name + ".log"), "ab"),
+                                start_new_session=True, preexec_fn=die_with_bench)
         try:
             if kind == "dgram":
                 wait_socket(dgram_path(tmp), proc, kind=socket.SOCK_DGRAM)
@@ -385,20 +410,7 @@ def run_once(args, gobin, idle):
                 for s in socks:
                     s.close()
         finally:
-            procs = [(p, start_time(p)) for p in tree(proc.pid)]
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                for p in tree(proc.pid):
-                    os.kill(p, signal.SIGKILL)
-                proc.wait()
-            for p, t in procs[1:]:  # none may outlive its cell (a forked peer whose parent died)
-                if t is not None and start_time(p) == t:  # the same process, not a reused pid
-                    try:
-                        os.kill(p, signal.SIGKILL)
-                    except OSError:
-                        pass
+            stop_server(proc)
     shutil.rmtree(tmp, ignore_errors=True)
     return results
 

@@ -13,6 +13,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "die-with.h"
+
 static void
 serve(int fd)
 {
@@ -32,6 +34,7 @@ main(int argc, char **argv)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int n = argc > 2 ? atoi(argv[2]) : 1;
+	pid_t parent = getpid();
 
 	if (argc < 2 || strlen(argv[1]) >= sizeof(sa.sun_path))
 		return 2;
@@ -41,7 +44,9 @@ main(int argc, char **argv)
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return 1;
 	for (int i = 1; i < n; i++)
-		if (fork() == 0)
+		if (fork() == 0) {
+			die_with(parent);
 			serve(fd);
+		}
 	serve(fd);
 }

@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "die-with.h"
+
 static void
 serve(int lfd)
 {
@@ -61,6 +63,7 @@ main(int argc, char **argv)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int n = argc > 2 ? atoi(argv[2]) : 1;
+	pid_t parent = getpid();
 
 	if (argc < 2 || strlen(argv[1]) >= sizeof(sa.sun_path))
 		return 2;
@@ -71,8 +74,7 @@ main(int argc, char **argv)
 		return 1;
 	for (int i = 1; i < n; i++)
 		if (fork() == 0) {
-			/* Die with the first process: the bench stops that one only. */
-			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			die_with(parent);
 			serve(lfd);
 		}
 	serve(lfd);

@@ -27,6 +27,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "die-with.h"
 #ifdef HAVE_LIBURING
 #include <liburing.h>
 #endif
@@ -233,6 +235,7 @@ main(int argc, char **argv)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int n = argc > 2 ? atoi(argv[2]) : 2, chans[16];
+	pid_t parent = getpid();
 
 	if (argc < 2 || strlen(argv[1]) >= sizeof(sa.sun_path) || n < 1 || n > 16)
 		return 2;
@@ -246,8 +249,7 @@ main(int argc, char **argv)
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 			return 1;
 		if (fork() == 0) {
-			/* Die with the acceptor: the bench stops that one only. */
-			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			die_with(parent);
 			close(lfd);
 			close(sv[0]);
 			worker(sv[1]);

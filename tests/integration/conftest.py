@@ -89,8 +89,11 @@ class Udsd:
         text = conf.format(sock=self.sock, tmp=self.tmp, build=BUILD, admin=self.admin)
         if "[admin]" not in text:
             text += "\n[admin]\npath = %s\n" % self.admin
-        with open(self.conf_path, "w") as f:
+        # Atomically, as an editor or a config manager does: a reload may read the file at
+        # any moment (the soak writes it while earlier SIGHUPs are being handled).
+        with open(self.conf_path + ".new", "w") as f:
             f.write(text)
+        os.replace(self.conf_path + ".new", self.conf_path)
 
     def start(self, wait=True, env=None, args=(), cmd_prefix=(), stdin=None):
         self.notify = Notify(os.path.join(self.tmp, "notify-%d.sock" % time.monotonic_ns()))
@@ -157,6 +160,16 @@ class Udsd:
 
     def status(self, path=None):
         return json.loads(http_get(path or self.http_sock, "/status")[2])
+
+
+def alive(pid):
+    """pid runs: it exists and is not a zombie.  An orphan may be reaped at any moment
+    (by a subreaper such as tests/leftovers.py): /proc/PID vanishing is an answer too."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def connect(path, timeout=10, kind=socket.SOCK_STREAM):

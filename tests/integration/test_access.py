@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from conftest import connect, deadline_loop, echo, http_get
+from conftest import alive, connect, deadline_loop, echo, http_get
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
 
@@ -408,8 +408,7 @@ def test_dropped_workers_die_with_a_killed_master(udsd_factory, shared_dir):
         d.proc.kill()
         d.proc.wait()
         for _ in deadline_loop(10, "the workers to die with their master"):
-            if not any(os.path.exists("/proc/%d" % p) and proc_status(p)["State"].split()[0] != "Z"
-                       for p in workers):
+            if not any(alive(p) for p in workers):
                 break
     finally:
         for pid in workers:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import UDSD, Notify, connect, deadline_loop, echo, http_get, ping
+from conftest import UDSD, Notify, alive, connect, deadline_loop, echo, http_get, ping
 
 CONF = """
 [daemon]
@@ -389,8 +389,7 @@ def test_workers_exit_when_the_master_dies(udsd_factory):
     d.proc.wait()
     # PR_SET_PDEATHSIG and the channel's end of file take the workers down with it.
     for _ in deadline_loop(10, "the workers to exit with their master"):
-        if not any(os.path.exists("/proc/%d/cmdline" % p) and open("/proc/%d/cmdline" % p).read()
-                   for p in workers):
+        if not any(alive(p) for p in workers):
             break
     assert s.recv(1) == b""
 

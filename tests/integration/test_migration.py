@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from conftest import connect, deadline_loop, ping, read_response
+from conftest import alive, connect, deadline_loop, ping, read_response
 
 ECHO_CONF = """
 [daemon]
@@ -47,14 +47,6 @@ def reload_and_wait(d):
     d.send(signal.SIGHUP)
     i = d.notify.wait("RELOADING=1", after=n)
     return d.notify.wait("READY=1", after=i + 1)
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def wait_gone(pids, what="the old workers to exit"):
