@@ -44,6 +44,10 @@ run meson install -C "$build" --no-rebuild --quiet
 run ldconfig
 conf=/usr/local/etc/udsd/udsd.conf
 run sed -i 's/^workers = auto/workers = 2/; s/^threads = 4/threads = 2/' "$conf"
+# An administrator's edits survive a reinstall, as a Debian conffile would.
+run meson install -C "$build" --no-rebuild --quiet
+check "a reinstall keeps the edited udsd.conf" run grep -qx 'workers = 2' "$conf"
+check "a reinstall puts the new default beside it" run cmp -s "$here/../../etc/udsd.conf" "$conf.dist"
 check "systemd-analyze verify accepts the units" run systemd-analyze verify udsd.socket udsd.service
 sc daemon-reload
 # Hardening (issue 16): systemd's exposure score of the shipped unit, as loaded.
