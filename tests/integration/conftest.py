@@ -4,11 +4,14 @@
 Synchronisation is always on something observable: the READY=1 datagram on a
 test-owned NOTIFY_SOCKET, the socket file, the process exiting. Never a sleep.
 """
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -16,6 +19,21 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 UDSD = os.environ.get("UDSD_BIN") or os.path.join(HERE, "..", "..", "build", "daemon", "udsd")
 UDSCTL = os.path.join(os.path.dirname(UDSD), "udsctl")
+
+
+def public_copy(*paths):
+    """Copies of PATHS in a 0755 directory, where another user may read and run them.
+
+    A clone under /root (0700, as on a fresh Debian) keeps nobody out of build/; tests
+    that run udsd's files as another user (a pool's plugin, udsctl as nobody) use these.
+    """
+    d = tempfile.mkdtemp(prefix="udsd-public-")
+    atexit.register(shutil.rmtree, d, True)
+    os.chmod(d, 0o755)
+    for p in paths:
+        shutil.copy(p, d)
+        os.chmod(os.path.join(d, os.path.basename(p)), 0o755)
+    return d
 BUILD = os.environ.get("UDSD_BUILD") or os.path.join(HERE, "..", "..", "build")
 
 

@@ -427,7 +427,8 @@ def test_admin_allow_list_and_mode(udsd_factory):
         if "admin: refused client uid=0" in d.log:
             break
     # The file's mode keeps other users out before any allow-list.
-    p = subprocess.run([conftest.UDSCTL, "-s", d.admin, "status"], capture_output=True, text=True,
+    udsctl = os.path.join(conftest.public_copy(conftest.UDSCTL), "udsctl")  # nobody may run it
+    p = subprocess.run([udsctl, "-s", d.admin, "status"], capture_output=True, text=True,
                        preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)), timeout=30)
     assert p.returncode == 1 and "Permission denied" in p.stderr, p.stderr
 

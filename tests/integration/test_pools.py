@@ -1,6 +1,5 @@
 # SPDX-License-Identifier: MIT
 """Pools: each listener served by its own pool's workers, as its pool's user."""
-import atexit
 import os
 import pwd
 import re
@@ -10,25 +9,11 @@ import tempfile
 
 import pytest
 
-from conftest import BUILD, connect, deadline_loop, echo, http_get, ping
+from conftest import BUILD, connect, public_copy, deadline_loop, echo, http_get, ping
 
 
-def public_plugins():
-    """The test plugins, where a pool's user (nobody, daemon) may read them.
-
-    udsd opens a pool's plugin as that pool's user, so the plugin must be theirs to
-    read: a build tree under /root (mode 0700) is not.  A copy in a 0755 directory.
-    """
-    d = tempfile.mkdtemp(prefix="udsd-plugins-")
-    atexit.register(shutil.rmtree, d, True)
-    os.chmod(d, 0o755)
-    for name in ("testsvc.so", "interpose.so"):
-        shutil.copy(os.path.join(BUILD, "tests", "plugins", name), d)
-        os.chmod(os.path.join(d, name), 0o755)
-    return d
-
-
-PLUGINS = public_plugins()
+# udsd opens a pool's plugin as that pool's user: the copies are theirs to read.
+PLUGINS = public_copy(*(os.path.join(BUILD, "tests", "plugins", n) for n in ("testsvc.so", "interpose.so")))
 TESTSVC = PLUGINS + "/testsvc.so"
 
 TWO_POOLS = """
@@ -179,14 +164,12 @@ uid_log = %s
 
 def shared_dir():
     """A directory the pool's user may write in (pytest's own are root's, mode 0700)."""
-    import tempfile
     d = tempfile.mkdtemp(prefix="udsd-pools-")
     os.chmod(d, 0o1777)
     return d
 
 
 def test_plugin_code_never_runs_as_root(udsd_factory):
-    import shutil
     tmp = shared_dir()
     try:
         log = os.path.join(tmp, "uids.log")
@@ -481,7 +464,6 @@ def served(path):
 
 
 def test_max_connections_per_uid(udsd_factory):
-    import shutil
     import subprocess
     tmp = shared_dir()  # where nobody may connect too
     try:
