@@ -420,7 +420,13 @@ def test_hostile_admin_clients_cannot_stall_the_master(udsd_factory):
 
 
 def test_admin_allow_list_and_mode(udsd_factory):
-    d = start(udsd_factory, CONF + "[admin]\npath = {admin}\nallow_uids = nobody\n")
+    d = udsd_factory(CONF)
+    # In a directory the user nobody can enter (0755): only the socket's own mode keeps it out.
+    d.admin = os.path.join(conftest.public_copy(), "admin.sock")
+    d.write_config(CONF + "[admin]\npath = {admin}\nallow_uids = nobody\n")
+    d.http_sock = os.path.join(d.tmp, "http.sock")
+    d.start()
+    assert stat.S_IMODE(os.stat(d.admin).st_mode) == 0o600
     rc, out, err = d.udsctl("status")
     assert rc == 1 and err == "udsctl: status failed: not allowed\n", err
     for _ in deadline_loop(10, "the refusal in the log"):
