@@ -95,6 +95,19 @@ idle_timeout = 3s
 """
 
 
+def sendall_and_read_back(s, data, what):
+    """Send data on a stream and read exactly as much back; it must be the same bytes."""
+    s.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        b = s.recv(65536)
+        if not b:
+            raise ConnectionError("EOF after %d of %d bytes" % (len(got), len(data)))
+        got += b
+    if got != data:
+        raise AssertionError("%s differs" % what)
+
+
 class Soak:
     def __init__(self, tmp):
         self.tmp = tmp
@@ -169,15 +182,7 @@ class Soak:
         try:
             for _ in range(rng.randint(1, 10)):
                 data = rng.randbytes(rng.choice([1, 100, 4096, 32768]))
-                s.sendall(data)
-                got = b""
-                while len(got) < len(data):
-                    b = s.recv(65536)
-                    if not b:
-                        raise ConnectionError("EOF after %d of %d bytes" % (len(got), len(data)))
-                    got += b
-                if got != data:
-                    raise AssertionError("echo differs")
+                sendall_and_read_back(s, data, "echo")
         finally:
             s.close()
 
@@ -209,15 +214,7 @@ class Soak:
         try:
             for _ in range(rng.randint(1, 5)):
                 data = rng.randbytes(rng.randint(1, 2000)).hex().encode()
-                s.sendall(data)
-                got = b""
-                while len(got) < len(data):
-                    b = s.recv(65536)
-                    if not b:
-                        raise ConnectionError("EOF after %d of %d bytes" % (len(got), len(data)))
-                    got += b
-                if got != data:
-                    raise AssertionError("plugin echo differs")
+                sendall_and_read_back(s, data, "plugin echo")
         finally:
             s.close()
 
